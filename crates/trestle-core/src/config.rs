@@ -1,0 +1,744 @@
+//! Trestle's TOML configuration: providers, model prices, routes, server and store settings.
+//!
+//! [`Config::parse`] reads and validates a file; every problem is reported with its line and
+//! dotted key so `trestle config check` can say exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::price::Price;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; `--listen` overrides it.
+    pub listen: String,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long open streams may run before they are ended.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8787".to_string(),
+            max_body_bytes: 4 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Record traces at all.
+    pub enabled: bool,
+    /// SQLite database file (created with its folder).
+    pub path: PathBuf,
+    /// Traces waiting to be written; when full, new traces are dropped and counted.
+    pub queue_capacity: usize,
+    /// Most traces written in one transaction.
+    pub batch_size: usize,
+    /// Keep full request and response bodies on traces.
+    pub record_bodies: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            path: PathBuf::from(".trestle/trestle.db"),
+            queue_capacity: 16_384,
+            batch_size: 512,
+            record_bodies: true,
+        }
+    }
+}
+
+/// An upstream provider. `kind` picks the adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    Openai(HttpProviderConfig),
+    Anthropic(HttpProviderConfig),
+    Gemini(HttpProviderConfig),
+    Placeholder(PlaceholderConfig),
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Openai(_) => "openai",
+            ProviderConfig::Anthropic(_) => "anthropic",
+            ProviderConfig::Gemini(_) => "gemini",
+            ProviderConfig::Placeholder(_) => "placeholder",
+        }
+    }
+}
+
+/// Settings shared by the HTTP providers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProviderConfig {
+    /// Base URL; each kind has the vendor's public endpoint as default.
+    pub base_url: Option<String>,
+    /// API key; `${ENV}` is interpolated. Never logged or traced.
+    pub api_key: Option<Secret>,
+    /// Extra headers sent on every request (values interpolated too).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+/// A secret string: its `Debug` never shows the value.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The in-process placeholder model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaceholderConfig {
+    /// What it writes: `echo` (the last user message), `lorem`, `fixed` (`text`), `file`.
+    pub mode: TextMode,
+    /// The reply for `mode = "fixed"`.
+    pub text: Option<String>,
+    /// A file of replies, one per line, for `mode = "file"`.
+    pub file: Option<PathBuf>,
+    /// How many words `lorem` writes (capped by the request's max tokens).
+    pub lorem_words: u32,
+    /// Time to first token, in milliseconds.
+    pub ttft_ms: Dist,
+    /// Streaming speed after the first token; 0 means as fast as possible.
+    pub tokens_per_sec: Dist,
+    /// Seed for the random draws; the same seed and request give the same reply and timings.
+    pub seed: u64,
+}
+
+impl Default for PlaceholderConfig {
+    fn default() -> Self {
+        PlaceholderConfig {
+            mode: TextMode::Echo,
+            text: None,
+            file: None,
+            lorem_words: 48,
+            ttft_ms: Dist::Fixed(0.0),
+            tokens_per_sec: Dist::Fixed(0.0),
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextMode {
+    #[default]
+    Echo,
+    Lorem,
+    Fixed,
+    File,
+}
+
+impl std::str::FromStr for TextMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "echo" => Ok(TextMode::Echo),
+            "lorem" => Ok(TextMode::Lorem),
+            "fixed" => Ok(TextMode::Fixed),
+            "file" => Ok(TextMode::File),
+            other => Err(format!(
+                "unknown text mode `{other}`: use echo, lorem, fixed or file"
+            )),
+        }
+    }
+}
+
+/// A distribution of values: a plain number is fixed; a table names a distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Dist {
+    Fixed(f64),
+    Spec(DistSpec),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DistSpec {
+    Fixed {
+        value: f64,
+    },
+    Uniform {
+        min: f64,
+        max: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
+    /// Log-normal with the given median and shape; long right tail like real latencies.
+    Lognormal {
+        median: f64,
+        sigma: f64,
+    },
+}
+
+impl Dist {
+    fn check(&self) -> Result<(), String> {
+        let ok = match *self {
+            Dist::Fixed(v) => v >= 0.0,
+            Dist::Spec(DistSpec::Fixed { value }) => value >= 0.0,
+            Dist::Spec(DistSpec::Uniform { min, max }) => min >= 0.0 && max >= min,
+            Dist::Spec(DistSpec::Normal { mean, std }) => mean >= 0.0 && std >= 0.0,
+            Dist::Spec(DistSpec::Lognormal { median, sigma }) => median > 0.0 && sigma >= 0.0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid distribution {self:?}: values must be non-negative and max >= min"
+            ))
+        }
+    }
+}
+
+/// Per-model settings, keyed by `provider/model`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub price: Option<Price>,
+}
+
+/// How a user waits for the answer; sets the default latency budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InteractionClass {
+    /// The user watches a spinner: whole response under 1 s.
+    Sync,
+    /// Streamed: first token under 500 ms, whole response under 5 s.
+    #[default]
+    Progressive,
+    /// The user does other things: under 20 s.
+    Async,
+}
+
+impl InteractionClass {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InteractionClass::Sync => "sync",
+            InteractionClass::Progressive => "progressive",
+            InteractionClass::Async => "async",
+        }
+    }
+
+    /// The default whole-response budget in milliseconds.
+    pub fn total_budget_ms(&self) -> u64 {
+        match self {
+            InteractionClass::Sync => 1_000,
+            InteractionClass::Progressive => 5_000,
+            InteractionClass::Async => 20_000,
+        }
+    }
+
+    /// The default time-to-first-token budget in milliseconds, where the class has one.
+    pub fn ttft_budget_ms(&self) -> Option<u64> {
+        match self {
+            InteractionClass::Progressive => Some(500),
+            _ => None,
+        }
+    }
+}
+
+/// A named route: what a request's `model` may name instead of a concrete model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub class: InteractionClass,
+    /// Ordered `provider/model` targets; later ones serve when earlier ones fail.
+    pub targets: Vec<Spanned<String>>,
+    /// Cap on output tokens; a client's larger request is lowered to it.
+    pub max_tokens: Option<u32>,
+    /// Whole-request deadline (default: the class budget).
+    pub timeout_ms: Option<u64>,
+    /// Deadline for the first streamed token of each attempt (default: the class budget).
+    pub ttft_timeout_ms: Option<u64>,
+    /// Retries per target on retryable errors, before moving to the next target.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// First backoff; doubles each retry, with full jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest backoff (and longest Retry-After honoured before moving on).
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+fn default_backoff_ms() -> u64 {
+    50
+}
+fn default_backoff_max_ms() -> u64 {
+    2_000
+}
+
+impl RouteConfig {
+    /// A route of one target with the defaults; used for direct `provider/model` requests.
+    pub fn direct(target: &str) -> Self {
+        RouteConfig {
+            class: InteractionClass::Async,
+            targets: vec![Spanned::new(0..0, target.to_string())],
+            max_tokens: None,
+            timeout_ms: None,
+            ttft_timeout_ms: None,
+            retries: default_retries(),
+            backoff_ms: default_backoff_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+        }
+    }
+
+    pub fn total_timeout_ms(&self) -> u64 {
+        self.timeout_ms
+            .unwrap_or_else(|| self.class.total_budget_ms())
+    }
+
+    pub fn first_token_timeout_ms(&self) -> Option<u64> {
+        self.ttft_timeout_ms.or_else(|| self.class.ttft_budget_ms())
+    }
+}
+
+/// A configuration problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+/// What loading a config produced besides the config: things worth a warning.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigIssue>,
+}
+
+impl Config {
+    /// The configuration used when no file is given: the placeholder model under route `default`.
+    pub fn builtin() -> Config {
+        let mut config = Config::default();
+        config.providers.insert(
+            "placeholder".into(),
+            ProviderConfig::Placeholder(PlaceholderConfig {
+                ttft_ms: Dist::Fixed(20.0),
+                tokens_per_sec: Dist::Fixed(200.0),
+                ..Default::default()
+            }),
+        );
+        let mut route = RouteConfig::direct("placeholder/echo");
+        route.class = InteractionClass::Progressive;
+        config.routes.insert("default".into(), route);
+        config
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates TOML text; `env` resolves `${NAME}` references.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError::Invalid(vec![ConfigIssue {
+                line,
+                key: "toml".into(),
+                message: e.message().trim().to_string(),
+            }])
+        })?;
+        let mut warnings = Vec::new();
+        config.interpolate(text, env, &mut warnings);
+        let issues = config.validate(text);
+        if issues.is_empty() {
+            Ok(Loaded { config, warnings })
+        } else {
+            Err(ConfigError::Invalid(issues))
+        }
+    }
+
+    fn interpolate(
+        &mut self,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<ConfigIssue>,
+    ) {
+        for (name, provider) in self.providers.iter_mut() {
+            let http = match provider {
+                ProviderConfig::Openai(h)
+                | ProviderConfig::Anthropic(h)
+                | ProviderConfig::Gemini(h) => h,
+                ProviderConfig::Placeholder(_) => continue,
+            };
+            let mut fields: Vec<(String, &mut String)> = Vec::new();
+            if let Some(url) = http.base_url.as_mut() {
+                fields.push(("base_url".into(), url));
+            }
+            if let Some(key) = http.api_key.as_mut() {
+                fields.push(("api_key".into(), &mut key.0));
+            }
+            for (header, value) in http.headers.iter_mut() {
+                fields.push((format!("headers.{header}"), value));
+            }
+            for (field, value) in fields {
+                let (expanded, missing) = expand_env(value, env);
+                *value = expanded;
+                for var in missing {
+                    warnings.push(ConfigIssue {
+                        line: find_line(text, &format!("[providers.{name}]")),
+                        key: format!("providers.{name}.{field}"),
+                        message: format!(
+                            "environment variable {var} is not set; using an empty value"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    fn validate(&self, text: &str) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut issue = |line: Option<usize>, key: String, message: String| {
+            issues.push(ConfigIssue { line, key, message })
+        };
+        for (name, provider) in &self.providers {
+            let line = find_line(text, &format!("[providers.{name}]"));
+            if name.contains('/') {
+                issue(
+                    line,
+                    format!("providers.{name}"),
+                    "a provider name cannot contain `/`".into(),
+                );
+            }
+            match provider {
+                ProviderConfig::Placeholder(p) => {
+                    if p.mode == TextMode::Fixed && p.text.is_none() {
+                        issue(
+                            line,
+                            format!("providers.{name}.text"),
+                            "mode = \"fixed\" needs `text`".into(),
+                        );
+                    }
+                    if p.mode == TextMode::File && p.file.is_none() {
+                        issue(
+                            line,
+                            format!("providers.{name}.file"),
+                            "mode = \"file\" needs `file`".into(),
+                        );
+                    }
+                    for (field, dist) in [
+                        ("ttft_ms", &p.ttft_ms),
+                        ("tokens_per_sec", &p.tokens_per_sec),
+                    ] {
+                        if let Err(message) = dist.check() {
+                            issue(line, format!("providers.{name}.{field}"), message);
+                        }
+                    }
+                }
+                ProviderConfig::Openai(h)
+                | ProviderConfig::Anthropic(h)
+                | ProviderConfig::Gemini(h) => {
+                    if let Some(url) = &h.base_url
+                        && !(url.starts_with("http://") || url.starts_with("https://"))
+                    {
+                        issue(
+                            line,
+                            format!("providers.{name}.base_url"),
+                            format!("`{url}` is not an http:// or https:// URL"),
+                        );
+                    }
+                }
+            }
+        }
+        for key in self.models.keys() {
+            if let Err(message) = self.check_target(key) {
+                issue(
+                    find_line(text, &format!("[models.\"{key}\"]")),
+                    format!("models.\"{key}\""),
+                    message,
+                );
+            }
+        }
+        for (name, route) in &self.routes {
+            let line = find_line(text, &format!("[routes.{name}]"));
+            if name.contains('/') {
+                issue(
+                    line,
+                    format!("routes.{name}"),
+                    "a route name cannot contain `/`".into(),
+                );
+            }
+            if route.targets.is_empty() {
+                issue(
+                    line,
+                    format!("routes.{name}.targets"),
+                    "a route needs at least one target (`provider/model`)".into(),
+                );
+            }
+            for (i, target) in route.targets.iter().enumerate() {
+                if let Err(message) = self.check_target(target.get_ref()) {
+                    issue(
+                        Some(line_of(text, target.span().start)),
+                        format!("routes.{name}.targets[{i}]"),
+                        message,
+                    );
+                }
+            }
+            if route.timeout_ms == Some(0) {
+                issue(
+                    line,
+                    format!("routes.{name}.timeout_ms"),
+                    "must be above 0".into(),
+                );
+            }
+            let total = route.total_timeout_ms();
+            if let Some(ttft) = route.ttft_timeout_ms
+                && (ttft == 0 || ttft > total)
+            {
+                issue(
+                    line,
+                    format!("routes.{name}.ttft_timeout_ms"),
+                    format!("must be above 0 and at most the route's timeout ({total} ms)"),
+                );
+            }
+        }
+        issues
+    }
+
+    /// Checks a `provider/model` reference against the configured providers.
+    pub fn check_target(&self, target: &str) -> Result<(), String> {
+        let Some((provider, model)) = target.split_once('/') else {
+            return Err(format!("`{target}` is not of the form provider/model"));
+        };
+        if model.is_empty() {
+            return Err(format!("`{target}` names no model after the `/`"));
+        }
+        if !self.providers.contains_key(provider) {
+            let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown provider `{provider}` in `{target}`; configured providers: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// The price of a `provider/model`, if configured.
+    pub fn price(&self, target: &str) -> Option<Price> {
+        self.models.get(target).and_then(|m| m.price)
+    }
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}`; returns the names that were not set.
+pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(value.len());
+    let mut missing = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (env(name), default) {
+            (Some(v), None) => out.push_str(&v),
+            (Some(v), Some(_)) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            (None, None) => missing.push(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    (out, missing)
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// 1-based line where `needle` first starts a line (after leading spaces).
+fn find_line(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9101/v1"
+api_key = "${UP_KEY}"
+[providers.backup]
+kind = "openai"
+base_url = "http://127.0.0.1:9102/v1"
+[providers.placeholder]
+kind = "placeholder"
+[models."up/m1"]
+price = { input = 0.15, output = 0.60, cached_input = 0.075 }  # USD per 1M tokens
+[routes.chat]
+class = "progressive"
+targets = ["up/m1", "backup/m1"]
+max_tokens = 300
+timeout_ms = 5000
+ttft_timeout_ms = 500
+retries = 1
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "UP_KEY").then(|| "sk-test".to_string())
+    }
+
+    #[test]
+    fn the_reference_example_loads() {
+        let loaded = Config::parse(ISSUE_EXAMPLE, &env).unwrap();
+        let c = loaded.config;
+        assert!(loaded.warnings.is_empty());
+        let ProviderConfig::Openai(up) = &c.providers["up"] else {
+            panic!("up is openai")
+        };
+        assert_eq!(up.api_key.as_ref().unwrap().expose(), "sk-test");
+        assert_eq!(format!("{:?}", up.api_key), "Some(Secret(***))");
+        let route = &c.routes["chat"];
+        assert_eq!(route.targets.len(), 2);
+        assert_eq!(route.first_token_timeout_ms(), Some(500));
+        assert_eq!(c.price("up/m1").unwrap().cached_input, Some(0.075));
+    }
+
+    #[test]
+    fn an_unset_secret_is_a_warning() {
+        let loaded = Config::parse(ISSUE_EXAMPLE, &|_| None).unwrap();
+        assert_eq!(loaded.warnings.len(), 1);
+        assert_eq!(loaded.warnings[0].key, "providers.up.api_key");
+        assert_eq!(loaded.warnings[0].line, Some(2));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let text = ISSUE_EXAMPLE.replace("\"backup/m1\"", "\"nowhere/m1\"");
+        let Err(ConfigError::Invalid(issues)) = Config::parse(&text, &env) else {
+            panic!("should fail")
+        };
+        assert_eq!(issues[0].key, "routes.chat.targets[1]");
+        assert_eq!(issues[0].line, Some(15));
+        assert!(issues[0].message.contains("unknown provider `nowhere`"));
+
+        let text = ISSUE_EXAMPLE.replace("retries = 1", "retrys = 1");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("line 19"), "{err}");
+        assert!(err.contains("retrys"), "{err}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let e = |n: &str| (n == "A").then(|| "x".to_string());
+        assert_eq!(expand_env("a${A}b", &e), ("axb".into(), vec![]));
+        assert_eq!(expand_env("${B:-d}", &e), ("d".into(), vec![]));
+        assert_eq!(expand_env("${B}", &e), ("".into(), vec!["B".into()]));
+        assert_eq!(expand_env("${open", &e), ("${open".into(), vec![]));
+    }
+
+    #[test]
+    fn distributions_parse() {
+        let text = r#"
+[providers.p]
+kind = "placeholder"
+ttft_ms = { dist = "lognormal", median = 200, sigma = 0.5 }
+tokens_per_sec = 50
+"#;
+        let c = Config::parse(text, &env).unwrap().config;
+        let ProviderConfig::Placeholder(p) = &c.providers["p"] else {
+            panic!("placeholder")
+        };
+        assert_eq!(p.tokens_per_sec, Dist::Fixed(50.0));
+        assert!(matches!(p.ttft_ms, Dist::Spec(DistSpec::Lognormal { .. })));
+    }
+}

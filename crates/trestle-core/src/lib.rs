@@ -1,0 +1,8 @@
+//! Core types of Trestle: the OpenAI wire format the gateway speaks, its configuration and
+//! pricing. No I/O lives here.
+
+pub mod config;
+pub mod openai;
+pub mod price;
+
+pub use config::Config;

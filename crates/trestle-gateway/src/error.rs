@@ -1,0 +1,142 @@
+//! The one place errors become HTTP responses: OpenAI-shaped JSON with the right status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use trestle_core::openai::{ErrorBody, ErrorDetail};
+
+/// Every way a request can fail, each with a message that says what to fix.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The request body or a parameter is wrong.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: &'static str,
+    },
+    #[error("{message}")]
+    NotFound { message: String, code: &'static str },
+    #[error(
+        "request body is {size} bytes, over the limit of {limit} bytes (server.max_body_bytes)"
+    )]
+    PayloadTooLarge { size: usize, limit: usize },
+    /// An upstream refused the request itself (its 400/422), relayed with its message.
+    #[error("{message}")]
+    UpstreamRejected { status: u16, message: String },
+    /// Every target failed; `timed_out` picks 504 over 502.
+    #[error("{message}")]
+    UpstreamFailed { message: String, timed_out: bool },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the gateway is shutting down; retry against another instance")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_string),
+            code: "invalid_request",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::InvalidRequest { .. } | GatewayError::Unsupported(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UpstreamRejected { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            GatewayError::UpstreamFailed {
+                timed_out: true, ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The OpenAI `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UpstreamRejected { .. }
+            | GatewayError::Unsupported(_) => "invalid_request_error",
+            GatewayError::NotFound { .. } => "not_found_error",
+            GatewayError::UpstreamFailed { .. } => "upstream_error",
+            GatewayError::ShuttingDown => "service_unavailable",
+            GatewayError::Internal(_) => "server_error",
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { code, .. } | GatewayError::NotFound { code, .. } => code,
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::UpstreamRejected { .. } => "upstream_rejected",
+            GatewayError::UpstreamFailed {
+                timed_out: true, ..
+            } => "upstream_timeout",
+            GatewayError::UpstreamFailed { .. } => "upstream_failed",
+            GatewayError::Unsupported(_) => "unsupported",
+            GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind: self.kind().to_string(),
+                code: Some(self.code().to_string()),
+                param: match self {
+                    GatewayError::InvalidRequest { param, .. } => param.clone(),
+                    _ => None,
+                },
+            },
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (self.status(), body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_status_and_shape() {
+        let e = GatewayError::invalid("messages: missing field", Some("messages"));
+        assert_eq!(e.status(), 400);
+        let body = serde_json::to_value(e.body()).unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "messages");
+        let e = GatewayError::UpstreamFailed {
+            message: "x".into(),
+            timed_out: true,
+        };
+        assert_eq!(e.status(), 504);
+        assert_eq!(
+            GatewayError::PayloadTooLarge { size: 2, limit: 1 }.status(),
+            413
+        );
+    }
+}

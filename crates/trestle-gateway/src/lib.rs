@@ -1,0 +1,12 @@
+//! The Trestle gateway: the request pipeline, provider adapters, trace store and the
+//! placeholder model, served over an OpenAI-compatible HTTP API.
+
+pub mod error;
+pub mod metrics;
+pub mod mock;
+pub mod pipeline;
+pub mod providers;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod store;

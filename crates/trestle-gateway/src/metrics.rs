@@ -1,0 +1,121 @@
+//! Every metric Trestle exports, named in one place. Recorded through the `metrics` facade;
+//! rendered in Prometheus format at `GET /metrics`.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 20.0, 60.0,
+];
+const COST_BUCKETS: &[f64] = &[0.000001, 0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0];
+
+/// Installs the Prometheus recorder for this process and describes the metrics.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_usd".into()), COST_BUCKETS)?
+        .install_recorder()?;
+    describe_histogram!(
+        "trestle_request_duration_seconds",
+        "Whole request time at the gateway, by route and status."
+    );
+    describe_histogram!(
+        "trestle_ttft_seconds",
+        "Time to the first streamed chunk sent to the client."
+    );
+    describe_histogram!(
+        "trestle_upstream_duration_seconds",
+        "One upstream attempt, by target and status."
+    );
+    describe_histogram!(
+        "trestle_gateway_overhead_seconds",
+        "Time the gateway itself added (total minus upstream waits and backoff)."
+    );
+    describe_histogram!(
+        "trestle_cold_start_seconds",
+        "Attempts that were a target's first since start or a long idle."
+    );
+    describe_histogram!(
+        "trestle_request_cost_usd",
+        "Cost of a request in USD; the sum is total spend."
+    );
+    describe_counter!(
+        "trestle_tokens_total",
+        "Tokens by route, target and kind (input, output, cached)."
+    );
+    describe_counter!(
+        "trestle_requests_total",
+        "Requests by route, status and fallback level."
+    );
+    describe_counter!(
+        "trestle_traces_dropped_total",
+        "Traces dropped because the queue was full or closed."
+    );
+    describe_counter!(
+        "trestle_traces_written_total",
+        "Traces written to the store."
+    );
+    describe_counter!(
+        "trestle_traces_failed_total",
+        "Traces lost because the store refused a batch."
+    );
+    describe_gauge!("trestle_streams_open", "Streams being relayed right now.");
+    Ok(handle)
+}
+
+/// What one request cost and how it went, for the request-level metrics.
+pub struct RequestMetrics<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub fallback_level: &'a str,
+    pub total: Duration,
+    pub ttft: Option<Duration>,
+    pub overhead: Option<Duration>,
+}
+
+pub fn request(m: &RequestMetrics<'_>) {
+    let status = m.status.to_string();
+    histogram!("trestle_request_duration_seconds", "route" => m.route.to_string(), "status" => status.clone())
+        .record(m.total.as_secs_f64());
+    counter!("trestle_requests_total", "route" => m.route.to_string(), "status" => status,
+        "fallback_level" => m.fallback_level.to_string())
+    .increment(1);
+    if let Some(t) = m.ttft {
+        histogram!("trestle_ttft_seconds", "route" => m.route.to_string()).record(t.as_secs_f64());
+    }
+    if let Some(o) = m.overhead {
+        histogram!("trestle_gateway_overhead_seconds", "route" => m.route.to_string())
+            .record(o.as_secs_f64());
+    }
+}
+
+pub fn attempt(route: &str, target: &str, status: &str, latency: Duration, cold: bool) {
+    histogram!("trestle_upstream_duration_seconds", "route" => route.to_string(),
+        "target" => target.to_string(), "status" => status.to_string())
+    .record(latency.as_secs_f64());
+    if cold {
+        histogram!("trestle_cold_start_seconds", "target" => target.to_string())
+            .record(latency.as_secs_f64());
+    }
+}
+
+pub fn usage(route: &str, target: &str, input: u64, output: u64, cached: u64, cost: Option<f64>) {
+    for (kind, n) in [("input", input), ("output", output), ("cached", cached)] {
+        if n > 0 {
+            counter!("trestle_tokens_total", "route" => route.to_string(), "target" => target.to_string(),
+                "kind" => kind)
+            .increment(n);
+        }
+    }
+    if let Some(cost) = cost {
+        histogram!("trestle_request_cost_usd", "route" => route.to_string(), "target" => target.to_string())
+            .record(cost);
+    }
+}
+
+pub fn streams_open(delta: f64) {
+    gauge!("trestle_streams_open").increment(delta);
+}

@@ -1,0 +1,342 @@
+//! `trestle mock`: the placeholder model as a standalone OpenAI-compatible server, with faults
+//! injected at a configurable rate — for tests, chaos runs and benchmarks over real sockets.
+//!
+//! A request can force a fault by putting `[fault:NAME]` in its last user message.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{StreamExt, stream};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use trestle_core::config::PlaceholderConfig;
+use trestle_core::openai::{ChatRequest, EmbeddingsRequest};
+
+use crate::error::GatewayError;
+use crate::pipeline::ingress::parse_json;
+use crate::providers::Provider;
+use crate::providers::placeholder::{Placeholder, chunks, completion, new_id, paced};
+
+/// A fault the mock can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 500 with an OpenAI-shaped error.
+    ServerError,
+    /// 429 with `Retry-After`.
+    RateLimited,
+    /// Never answers (a stream sends its headers, then nothing).
+    Hang,
+    /// Tokens at `slow_tokens_per_sec`.
+    Slow,
+    /// A body (or a stream chunk) that is not valid JSON.
+    Malformed,
+    /// The connection drops mid-answer.
+    Disconnect,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 6] = [
+        Fault::ServerError,
+        Fault::RateLimited,
+        Fault::Hang,
+        Fault::Slow,
+        Fault::Malformed,
+        Fault::Disconnect,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::ServerError => "500",
+            Fault::RateLimited => "429",
+            Fault::Hang => "hang",
+            Fault::Slow => "slow",
+            Fault::Malformed => "malformed",
+            Fault::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == s.trim())
+            .ok_or_else(|| {
+                format!("unknown fault `{s}`: use 500, 429, hang, slow, malformed or disconnect")
+            })
+    }
+}
+
+/// How the mock behaves.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    pub model: PlaceholderConfig,
+    /// Share of requests that get a fault, 0..=1.
+    pub fault_rate: f64,
+    /// Faults to draw from, uniformly.
+    pub faults: Vec<Fault>,
+    pub retry_after_secs: f64,
+    pub slow_tokens_per_sec: f64,
+    /// When set, requests must send `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            model: PlaceholderConfig::default(),
+            fault_rate: 0.0,
+            faults: Fault::ALL.to_vec(),
+            retry_after_secs: 1.0,
+            slow_tokens_per_sec: 5.0,
+            api_key: None,
+        }
+    }
+}
+
+const LOG_SIZE: usize = 512;
+
+struct Mock {
+    options: MockOptions,
+    model: Placeholder,
+    rng: Mutex<SmallRng>,
+    requests: AtomicU64,
+    faults: AtomicU64,
+    /// The most recent request bodies, for tests to inspect.
+    log: Mutex<VecDeque<Value>>,
+}
+
+/// The mock's router.
+pub fn router(options: MockOptions) -> anyhow::Result<Router> {
+    let mock = Arc::new(Mock {
+        model: Placeholder::new(options.model.clone())?,
+        rng: Mutex::new(SmallRng::seed_from_u64(options.model.seed ^ 0x5eed)),
+        options,
+        requests: AtomicU64::new(0),
+        faults: AtomicU64::new(0),
+        log: Mutex::new(VecDeque::with_capacity(LOG_SIZE)),
+    });
+    Ok(Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/mock/requests", get(requests))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .with_state(mock))
+}
+
+/// The 401 answer when the mock wants a key and the request lacks it.
+fn unauthorized(mock: &Mock, headers: &HeaderMap) -> Option<Response> {
+    let key = mock.options.api_key.as_ref()?;
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (sent != Some(key.as_str())).then(|| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        )
+    })
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "code": code, "param": null}});
+    (status, axum::Json(body)).into_response()
+}
+
+impl Mock {
+    fn pick_fault(&self, req: &ChatRequest) -> Option<Fault> {
+        let text = req.last_user_text();
+        if let Some(start) = text.find("[fault:") {
+            let rest = &text[start + 7..];
+            if let Some(end) = rest.find(']') {
+                return rest[..end].parse().ok();
+            }
+        }
+        if self.options.fault_rate <= 0.0 || self.options.faults.is_empty() {
+            return None;
+        }
+        let mut rng = self.rng.lock().ok()?;
+        if rng.random::<f64>() < self.options.fault_rate {
+            Some(self.options.faults[rng.random_range(0..self.options.faults.len())])
+        } else {
+            None
+        }
+    }
+
+    fn remember(&self, body: &[u8], headers: &HeaderMap) {
+        let mut entry: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut entry {
+            let auth = headers.get(header::AUTHORIZATION).is_some();
+            m.insert("_mock_authorization_sent".into(), json!(auth));
+        }
+        if let Ok(mut log) = self.log.lock() {
+            if log.len() == LOG_SIZE {
+                log.pop_front();
+            }
+            log.push_back(entry);
+        }
+    }
+}
+
+async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = unauthorized(&mock, &headers) {
+        return r;
+    }
+    mock.remember(&body, &headers);
+    let req: ChatRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let fault = mock.pick_fault(&req);
+    if fault.is_some() {
+        mock.faults.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut plan = mock.model.plan(&req);
+    match fault {
+        Some(Fault::ServerError) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The server had an error while processing your request.",
+            );
+        }
+        Some(Fault::RateLimited) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached; please try again later.",
+            );
+            if let Ok(v) = HeaderValue::from_str(&mock.options.retry_after_secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Some(Fault::Hang) if !req.is_stream() => std::future::pending::<()>().await,
+        Some(Fault::Slow) => {
+            plan.gap = Duration::from_secs_f64(1.0 / mock.options.slow_tokens_per_sec.max(0.01));
+        }
+        _ => {}
+    }
+    let id = new_id();
+    if !req.is_stream() {
+        tokio::time::sleep(plan.duration()).await;
+        let body = match fault {
+            Some(Fault::Malformed) => {
+                Bytes::from_static(b"{\"id\":\"chatcmpl-broken\",\"choices\":[{\"message\":")
+            }
+            _ => match serde_json::to_vec(&completion(&plan, &id, &req.model)) {
+                Ok(v) => Bytes::from(v),
+                Err(e) => return GatewayError::Internal(e.to_string()).into_response(),
+            },
+        };
+        if fault == Some(Fault::Disconnect) {
+            let half = body.slice(..body.len() / 2);
+            let broken = stream::iter([
+                Ok(half),
+                Err(std::io::Error::other("mock: connection dropped")),
+            ]);
+            return json_response(Body::from_stream(broken));
+        }
+        return json_response(Body::from(body));
+    }
+
+    let frames: Vec<Bytes> = chunks(&plan, &id, &req.model, req.wants_stream_usage())
+        .iter()
+        .filter_map(|c| serde_json::to_vec(c).ok())
+        .map(|json| Bytes::from([b"data: ".as_slice(), &json, b"\n\n"].concat()))
+        .chain(std::iter::once(Bytes::from_static(b"data: [DONE]\n\n")))
+        .collect();
+    let cut = (frames.len() / 2).max(2);
+    let body = match fault {
+        Some(Fault::Hang) => Body::from_stream(stream::pending::<Result<Bytes, Infallible>>()),
+        Some(Fault::Malformed) => {
+            let mut frames = frames;
+            frames.truncate(cut);
+            frames.push(Bytes::from_static(
+                b"data: {\"id\": \"chatcmpl-broken\", \"choices\": [\n\n",
+            ));
+            Body::from_stream(paced(frames, plan.ttft, plan.gap).map(Ok::<_, Infallible>))
+        }
+        Some(Fault::Disconnect) => {
+            let mut frames = frames;
+            frames.truncate(cut);
+            let items: Vec<Result<Bytes, std::io::Error>> = frames
+                .into_iter()
+                .map(Ok)
+                .chain(std::iter::once(Err(std::io::Error::other(
+                    "mock: connection dropped",
+                ))))
+                .collect();
+            Body::from_stream(paced(items, plan.ttft, plan.gap))
+        }
+        _ => Body::from_stream(paced(frames, plan.ttft, plan.gap).map(Ok::<_, Infallible>)),
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn json_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn embeddings(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&mock, &headers) {
+        return r;
+    }
+    let req: EmbeddingsRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match mock.model.embed(&req.model, &req).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => GatewayError::Internal(e.to_string()).into_response(),
+    }
+}
+
+async fn models() -> Response {
+    axum::Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "trestle-mock"}]}))
+        .into_response()
+}
+
+async fn requests(State(mock): State<Arc<Mock>>) -> Response {
+    let recent: Vec<Value> = mock
+        .log
+        .lock()
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default();
+    axum::Json(json!({
+        "count": mock.requests.load(Ordering::Relaxed),
+        "faults": mock.faults.load(Ordering::Relaxed),
+        "recent": recent,
+    }))
+    .into_response()
+}

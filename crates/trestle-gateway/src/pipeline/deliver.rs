@@ -1,0 +1,159 @@
+//! Delivery: a JSON body, or an SSE stream relayed chunk by chunk as it arrives. A stream that
+//! fails after it started ends with an OpenAI-shaped error event and `[DONE]`, never silently.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::record::TraceGuard;
+use crate::error::GatewayError;
+use crate::providers::{Chunk, ChunkStream, Completion};
+
+/// The `x-trestle-*` headers every answer carries.
+pub fn trestle_headers(trace_id: &str, span_id: &str, fallback_level: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-trestle-trace-id", trace_id);
+    put("traceparent", &format!("00-{trace_id}-{span_id}-01"));
+    if let Some(level) = fallback_level {
+        put("x-trestle-fallback-level", level);
+        put("x-trestle-cache", "miss");
+        put("x-trestle-capability-level", "5");
+    }
+    h
+}
+
+pub fn error(error: GatewayError, headers: HeaderMap) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().extend(headers);
+    response
+}
+
+pub fn json(completion: Completion, headers: HeaderMap) -> Response {
+    let body = match completion.raw {
+        Some(raw) => raw,
+        None => match serde_json::to_vec(&completion.body) {
+            Ok(v) => Bytes::from(v),
+            Err(e) => {
+                return self::error(
+                    GatewayError::Internal(format!("cannot encode response: {e}")),
+                    headers,
+                );
+            }
+        },
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.extend(headers);
+    response
+}
+
+/// What the relay needs besides the stream.
+pub struct Relay {
+    pub guard: TraceGuard,
+    pub deadline: Instant,
+    pub deadline_ms: u64,
+    /// Pass usage-only chunks through (the client set `stream_options.include_usage`).
+    pub include_usage: bool,
+    pub hard_stop: CancellationToken,
+}
+
+// Short-lived, one at a time: boxing the chunk would only add an allocation per chunk.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Chunk(Chunk),
+    End,
+    Fail(&'static str, String),
+}
+
+pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap) -> Response {
+    relay.guard.stream_started();
+    let state = (relay, Some(first), rest, false);
+    let body = stream::unfold(state, |(mut relay, mut first, mut rest, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let next = match first.take() {
+                Some(chunk) => Next::Chunk(chunk),
+                None => tokio::select! {
+                    biased;
+                    _ = relay.hard_stop.cancelled() => Next::Fail("shutdown", "the gateway is shutting down".into()),
+                    item = tokio::time::timeout_at(relay.deadline, rest.next()) => match item {
+                        Err(_) => Next::Fail("stream_error", format!("the route deadline of {} ms was reached mid-stream", relay.deadline_ms)),
+                        Ok(None) => Next::End,
+                        Ok(Some(Err(e))) => Next::Fail("stream_error", format!("the upstream failed mid-stream: {e}")),
+                        Ok(Some(Ok(chunk))) => Next::Chunk(chunk),
+                    },
+                },
+            };
+            match next {
+                Next::Chunk(chunk) => {
+                    relay.guard.observe(&chunk.chunk);
+                    let usage_only = chunk.chunk.choices.is_empty() && chunk.chunk.usage.is_some();
+                    if usage_only && !relay.include_usage {
+                        continue;
+                    }
+                    let frame = match &chunk.raw {
+                        Some(raw) => frame(raw),
+                        None => match serde_json::to_vec(&chunk.chunk) {
+                            Ok(v) => frame(&v),
+                            Err(_) => continue,
+                        },
+                    };
+                    return Some((Ok::<_, Infallible>(frame), (relay, None, rest, false)));
+                }
+                Next::End => {
+                    relay.guard.end_stream("ok", None);
+                    return Some((
+                        Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+                        (relay, None, rest, true),
+                    ));
+                }
+                Next::Fail(outcome, message) => {
+                    relay.guard.end_stream(outcome, Some(message.clone()));
+                    let event = json!({"error": {"message": message, "type": "upstream_error",
+                        "code": if outcome == "shutdown" { "shutting_down" } else { "stream_interrupted" },
+                        "param": null}});
+                    let mut out = BytesMut::from(&frame(event.to_string().as_bytes())[..]);
+                    out.put_slice(b"data: [DONE]\n\n");
+                    return Some((Ok(out.freeze()), (relay, None, rest, true)));
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.extend(headers);
+    response
+}
+
+fn frame(json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(json.len() + 8);
+    b.put_slice(b"data: ");
+    b.put_slice(json);
+    b.put_slice(b"\n\n");
+    b.freeze()
+}

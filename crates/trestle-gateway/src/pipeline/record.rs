@@ -1,0 +1,285 @@
+//! Record: the trace of a request is built as it goes and handed to the recorder when the
+//! request ends — including when the client walks away mid-stream (the guard's `Drop`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Map;
+use tokio::time::Instant;
+use trestle_core::openai::{
+    ChatChunk, ChatCompletion, Choice, FunctionCall, ResponseMessage, ToolCall, Usage,
+};
+
+use super::infer::Inference;
+use super::ingress::Identity;
+use crate::error::GatewayError;
+use crate::metrics::{self, RequestMetrics};
+use crate::runtime::Target;
+use crate::state::SharedState;
+use crate::store::{Body, Trace};
+
+/// Owns a request's trace until it is recorded, exactly once.
+pub struct TraceGuard {
+    state: SharedState,
+    trace: Option<Trace>,
+    started: Instant,
+    target: Option<Arc<Target>>,
+    waited: Duration,
+    ttft: Option<Duration>,
+    stream: Option<StreamSummary>,
+}
+
+impl TraceGuard {
+    pub fn new(
+        state: SharedState,
+        identity: &Identity,
+        route: &str,
+        started: Instant,
+        raw: Option<Bytes>,
+    ) -> Self {
+        let keep_bodies = state.runtime.config.store.record_bodies;
+        let started_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64 - started.elapsed().as_millis() as i64)
+            .unwrap_or(0);
+        let trace = Trace {
+            trace_id: identity.trace_id.clone(),
+            span_id: identity.span_id.clone(),
+            parent_span_id: identity.parent_span_id.clone(),
+            started_at_ms,
+            duration_ms: 0.0,
+            ttft_ms: None,
+            route: route.to_string(),
+            class: String::new(),
+            conversation_id: identity.conversation_id.clone(),
+            user_id: identity.user_id.clone(),
+            stream: false,
+            status: 0,
+            outcome: String::new(),
+            error: None,
+            fallback_level: "primary".into(),
+            served_by: None,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            request: raw.filter(|_| keep_bodies).map(Body::Raw),
+            response: None,
+            attempts: Vec::new(),
+        };
+        TraceGuard {
+            state,
+            trace: Some(trace),
+            started,
+            target: None,
+            waited: Duration::ZERO,
+            ttft: None,
+            stream: None,
+        }
+    }
+
+    pub fn set_route(&mut self, route: &str, class: &str, stream: bool) {
+        if let Some(t) = self.trace.as_mut() {
+            t.route = route.to_string();
+            t.class = class.to_string();
+            t.stream = stream;
+        }
+    }
+
+    /// Takes the attempts and the serving target from the chain.
+    pub fn inference(&mut self, inference: &mut Inference) {
+        self.target = inference.target.clone();
+        self.waited = inference.waited;
+        if let Some(t) = self.trace.as_mut() {
+            t.attempts = std::mem::take(&mut inference.attempts);
+            t.fallback_level = inference.fallback_level().to_string();
+            t.served_by = inference.target.as_ref().map(|t| t.name.clone());
+        }
+    }
+
+    pub fn fail(mut self, error: &GatewayError) {
+        if let Some(t) = self.trace.as_mut() {
+            t.status = error.status().as_u16();
+            t.outcome = "error".into();
+            t.error = Some(error.to_string());
+            t.served_by = None;
+        }
+        self.finish();
+    }
+
+    pub fn complete(mut self, completion: &ChatCompletion, raw: Option<&Bytes>) {
+        let keep = self.state.runtime.config.store.record_bodies;
+        if let Some(t) = self.trace.as_mut() {
+            t.status = 200;
+            t.outcome = "ok".into();
+            t.usage = completion.usage.unwrap_or_default();
+            if keep {
+                t.response = Some(match raw {
+                    Some(b) => Body::Raw(b.clone()),
+                    None => Body::Completion(Box::new(completion.clone())),
+                });
+            }
+        }
+        self.finish();
+    }
+
+    /// Notes that the first bytes of a stream are going out.
+    pub fn stream_started(&mut self) {
+        self.ttft = Some(self.started.elapsed());
+        self.stream = Some(StreamSummary::default());
+        metrics::streams_open(1.0);
+    }
+
+    pub fn observe(&mut self, chunk: &ChatChunk) {
+        if let Some(s) = self.stream.as_mut() {
+            s.observe(chunk);
+        }
+    }
+
+    /// Ends a stream: `error` is `None` when it ended normally.
+    pub fn end_stream(&mut self, outcome: &str, error: Option<String>) {
+        if let Some(t) = self.trace.as_mut() {
+            t.status = 200;
+            t.outcome = outcome.to_string();
+            t.error = error;
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        let Some(mut t) = self.trace.take() else {
+            return;
+        };
+        let total = self.started.elapsed();
+        t.duration_ms = total.as_secs_f64() * 1000.0;
+        t.ttft_ms = self.ttft.map(|d| d.as_secs_f64() * 1000.0);
+        if let Some(s) = self.stream.take() {
+            metrics::streams_open(-1.0);
+            t.usage = s.usage.unwrap_or_default();
+            if self.state.runtime.config.store.record_bodies {
+                t.response = Some(Body::Completion(Box::new(s.into_completion())));
+            }
+        }
+        // Usage and cost belong to the serving attempt, the last one.
+        if let (Some(target), Some(a)) = (&self.target, t.attempts.last_mut()) {
+            a.tokens_in = t.usage.prompt_tokens;
+            a.tokens_out = t.usage.completion_tokens;
+            a.tokens_cached = t.usage.cached_tokens();
+            let cost = target.price.map(|p| p.cost(&t.usage));
+            a.cost_usd = cost.unwrap_or(0.0);
+            metrics::usage(
+                &t.route,
+                &target.name,
+                a.tokens_in,
+                a.tokens_out,
+                a.tokens_cached,
+                cost,
+            );
+        }
+        t.cost_usd = t.attempts.iter().map(|a| a.cost_usd).sum();
+        let ready_at = self.ttft.unwrap_or(total);
+        metrics::request(&RequestMetrics {
+            route: &t.route,
+            status: t.status,
+            fallback_level: &t.fallback_level,
+            total,
+            ttft: self.ttft,
+            overhead: (!t.attempts.is_empty()).then(|| ready_at.saturating_sub(self.waited)),
+        });
+        if t.outcome != "ok" {
+            tracing::info!(trace_id = %t.trace_id, route = %t.route, status = t.status, outcome = %t.outcome,
+                error = t.error.as_deref().unwrap_or(""), "request did not end normally");
+        }
+        self.state.recorder.record(t);
+    }
+}
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.trace.as_mut() {
+            t.outcome = "client_disconnected".into();
+            if t.status == 0 {
+                t.status = 499;
+            }
+            t.error = Some("the client went away before the response ended".into());
+            self.finish();
+        }
+    }
+}
+
+/// A streamed answer assembled for the trace.
+#[derive(Default)]
+struct StreamSummary {
+    id: String,
+    model: String,
+    created: u64,
+    content: String,
+    tool_calls: Vec<ToolCall>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl StreamSummary {
+    fn observe(&mut self, chunk: &ChatChunk) {
+        if self.id.is_empty() {
+            self.id.clone_from(&chunk.id);
+            self.model.clone_from(&chunk.model);
+            self.created = chunk.created;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            if let Some(text) = &choice.delta.content {
+                self.content.push_str(text);
+            }
+            for call in choice.delta.tool_calls.iter().flatten() {
+                let i = call.index as usize;
+                while self.tool_calls.len() <= i {
+                    self.tool_calls.push(ToolCall {
+                        id: None,
+                        kind: "function".into(),
+                        function: FunctionCall::default(),
+                    });
+                }
+                let slot = &mut self.tool_calls[i];
+                if call.id.is_some() {
+                    slot.id.clone_from(&call.id);
+                }
+                if let Some(f) = &call.function {
+                    if let Some(name) = &f.name {
+                        slot.function.name.push_str(name);
+                    }
+                    if let Some(args) = &f.arguments {
+                        slot.function.arguments.push_str(args);
+                    }
+                }
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason.clone_from(&choice.finish_reason);
+            }
+        }
+    }
+
+    fn into_completion(self) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id,
+            object: "chat.completion".into(),
+            created: self.created,
+            model: self.model,
+            choices: vec![Choice {
+                index: 0,
+                message: ResponseMessage {
+                    role: "assistant".into(),
+                    content: (!self.content.is_empty() || self.tool_calls.is_empty())
+                        .then_some(self.content),
+                    tool_calls: (!self.tool_calls.is_empty()).then_some(self.tool_calls),
+                    extra: Map::new(),
+                },
+                finish_reason: self.finish_reason,
+                extra: Map::new(),
+            }],
+            usage: self.usage,
+            extra: Map::new(),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Anthropic's Messages API (`POST /v1/messages`), translated to and from OpenAI chat
+//! completions.
+//!
+//! The wire mapping lives in three pure, unit-tested modules: [`request`] (OpenAI request →
+//! Messages body), [`response`] (Messages answer → `chat.completion`) and [`stream`] (Messages
+//! SSE events → `chat.completion.chunk`s). This file only sends and receives. Answers are
+//! translated, so `raw` is always `None`. Embeddings are not offered (the trait's default).
+
+pub mod request;
+pub mod response;
+pub mod stream;
+
+use std::collections::VecDeque;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use trestle_core::config::HttpProviderConfig;
+use trestle_core::openai::{ChatChunk, ChatRequest};
+
+use super::http::{self, Auth, HttpClient, SseEvent};
+use super::{Chunk, ChunkStream, Completion, Provider, ProviderError};
+
+pub use request::{DEFAULT_MAX_TOKENS, build_request, request_body};
+pub use response::parse_completion;
+pub use stream::StreamState;
+
+#[cfg(test)]
+mod tests;
+
+/// The public endpoint; `base_url` in the config overrides it.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The `anthropic-version` header sent with every request.
+pub const API_VERSION: &str = "2023-06-01";
+const MESSAGES_PATH: &str = "/v1/messages";
+
+pub struct Anthropic {
+    http: HttpClient,
+}
+
+impl Anthropic {
+    pub fn new(config: &HttpProviderConfig) -> anyhow::Result<Self> {
+        Ok(Anthropic {
+            http: HttpClient::new(config, DEFAULT_BASE_URL, Auth::Header("x-api-key"))?,
+        })
+    }
+}
+
+impl Provider for Anthropic {
+    fn kind(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn chat(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<Completion, ProviderError>> {
+        let body = request_body(model, req, false);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let response = http
+                .post_json(MESSAGES_PATH, body?, &[("anthropic-version", API_VERSION)])
+                .await?;
+            parse_completion(&http::read_body(response).await?)
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
+        let body = request_body(model, req, true);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let response = http
+                .post_json(MESSAGES_PATH, body?, &[("anthropic-version", API_VERSION)])
+                .await?;
+            Ok(chunk_stream(http::sse_events(response)))
+        })
+    }
+}
+
+/// Drives a [`StreamState`] over the upstream's events. The stream ends after `message_stop`
+/// or the first error; an upstream that closes before `message_stop` yields a
+/// [`ProviderError::Stream`] so a cut-off answer is never mistaken for a whole one.
+fn chunk_stream(events: BoxStream<'static, Result<SseEvent, ProviderError>>) -> ChunkStream {
+    struct Pump {
+        events: BoxStream<'static, Result<SseEvent, ProviderError>>,
+        state: StreamState,
+        queue: VecDeque<Result<ChatChunk, ProviderError>>,
+        finished: bool,
+    }
+
+    let pump = Pump {
+        events,
+        state: StreamState::new(),
+        queue: VecDeque::new(),
+        finished: false,
+    };
+    futures_util::stream::unfold(pump, |mut p| async move {
+        loop {
+            if let Some(item) = p.queue.pop_front() {
+                return Some((item.map(Chunk::from), p));
+            }
+            if p.finished {
+                return None;
+            }
+            match p.events.next().await {
+                Some(Ok(event)) => match p.state.on_event(&event.event, &event.data) {
+                    Ok(chunks) => {
+                        p.queue.extend(chunks.into_iter().map(Ok));
+                        p.finished = p.state.is_done();
+                    }
+                    Err(e) => {
+                        p.queue.push_back(Err(e));
+                        p.finished = true;
+                    }
+                },
+                Some(Err(e)) => {
+                    p.queue.push_back(Err(e));
+                    p.finished = true;
+                }
+                None => {
+                    p.finished = true;
+                    if !p.state.is_done() {
+                        p.queue.push_back(Err(ProviderError::Stream(
+                            "the stream ended before message_stop".into(),
+                        )));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,169 @@
+//! Provider adapters: each speaks one upstream API and translates it to and from the OpenAI
+//! format. Every adapter lives in its own folder with its wire mapping and its tests over
+//! recorded fixtures.
+
+pub mod anthropic;
+pub mod gemini;
+mod http;
+pub mod openai;
+pub mod placeholder;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use trestle_core::config::{Config, ProviderConfig};
+use trestle_core::openai::{
+    ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse,
+};
+
+pub use http::HttpClient;
+
+/// A non-streamed answer. `raw` holds the upstream's JSON when it can be relayed byte for byte.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub body: ChatCompletion,
+    pub raw: Option<Bytes>,
+}
+
+/// One streamed chunk. `raw` holds the upstream's `data:` payload when it can be relayed as is.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub chunk: ChatChunk,
+    pub raw: Option<Bytes>,
+}
+
+impl From<ChatChunk> for Chunk {
+    fn from(chunk: ChatChunk) -> Self {
+        Chunk { chunk, raw: None }
+    }
+}
+
+/// A stream of chunks; it ends after the last chunk (the adapter consumes any `[DONE]`).
+pub type ChunkStream = BoxStream<'static, Result<Chunk, ProviderError>>;
+
+/// What can go wrong talking to a provider.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("upstream answered {status}: {message}")]
+    Status {
+        status: u16,
+        message: String,
+        /// Delay the upstream asked for (429/503 `Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    #[error("malformed upstream response: {0}")]
+    Malformed(String),
+    #[error("upstream stream broke: {0}")]
+    Stream(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ProviderError {
+    /// Whether another try (same or next target) may succeed: connect errors, timeouts,
+    /// 408/409/429, 5xx and broken bodies. A 4xx about the request itself is final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Connect(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::Malformed(_)
+            | ProviderError::Stream(_) => true,
+            ProviderError::Status { status, .. } => {
+                matches!(status, 408 | 409 | 425 | 429) || *status >= 500
+            }
+            ProviderError::Unsupported(_) => false,
+        }
+    }
+
+    /// Whether the error is about the client's request (so no other target will do better):
+    /// the upstream said 400, 413 or 422.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Status {
+                status: 400 | 413 | 422,
+                ..
+            }
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics and traces.
+    pub fn label(&self) -> String {
+        match self {
+            ProviderError::Connect(_) => "connect".into(),
+            ProviderError::Timeout(what) => format!("timeout {what}"),
+            ProviderError::Status { status, .. } => status.to_string(),
+            ProviderError::Malformed(_) => "malformed".into(),
+            ProviderError::Stream(_) => "stream".into(),
+            ProviderError::Unsupported(_) => "unsupported".into(),
+        }
+    }
+}
+
+/// An upstream that answers chat completions (and maybe embeddings) in OpenAI terms.
+///
+/// The futures are `'static`: an adapter builds its request body before returning, so the
+/// caller's borrow ends at the call.
+pub trait Provider: Send + Sync {
+    /// The adapter's kind, e.g. `openai`.
+    fn kind(&self) -> &'static str;
+
+    /// A non-streamed completion from `model` (the upstream's own model name).
+    fn chat(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<Completion, ProviderError>>;
+
+    /// A streamed completion; resolves once the upstream accepted the request.
+    fn chat_stream(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>>;
+
+    /// Embeddings, where the provider has them.
+    fn embed(
+        &self,
+        model: &str,
+        req: &EmbeddingsRequest,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, ProviderError>> {
+        let _ = (model, req);
+        let kind = self.kind();
+        Box::pin(async move {
+            Err(ProviderError::Unsupported(format!(
+                "the {kind} provider has no embeddings endpoint"
+            )))
+        })
+    }
+}
+
+/// Builds every configured provider, keyed by name.
+pub fn build_all(config: &Config) -> anyhow::Result<HashMap<String, Arc<dyn Provider>>> {
+    let mut out: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    for (name, pc) in &config.providers {
+        let provider: Arc<dyn Provider> = match pc {
+            ProviderConfig::Openai(c) => Arc::new(openai::OpenAi::new(c)?),
+            ProviderConfig::Anthropic(c) => Arc::new(anthropic::Anthropic::new(c)?),
+            ProviderConfig::Gemini(c) => Arc::new(gemini::Gemini::new(c)?),
+            ProviderConfig::Placeholder(c) => Arc::new(placeholder::Placeholder::new(c.clone())?),
+        };
+        out.insert(name.clone(), provider);
+    }
+    Ok(out)
+}

@@ -1,0 +1,133 @@
+//! OpenAI-compatible upstreams: OpenAI itself, vLLM, llama.cpp server, Ollama, Groq, Together…
+//!
+//! The request goes out as the client sent it (unknown fields included) with the upstream's
+//! model name; answers are relayed byte for byte, parsed only to read usage and content.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use trestle_core::config::HttpProviderConfig;
+use trestle_core::openai::{
+    ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, StreamOptions,
+};
+
+use super::http::{self, Auth, HttpClient};
+use super::{Chunk, ChunkStream, Completion, Provider, ProviderError};
+
+#[cfg(test)]
+mod tests;
+
+pub struct OpenAi {
+    http: HttpClient,
+}
+
+impl OpenAi {
+    pub fn new(config: &HttpProviderConfig) -> anyhow::Result<Self> {
+        Ok(OpenAi {
+            http: HttpClient::new(config, "https://api.openai.com/v1", Auth::Bearer)?,
+        })
+    }
+}
+
+/// The outgoing body: the client's request with the upstream model name; streams always ask
+/// for usage so cost is known (the gateway strips it again if the client did not ask).
+pub fn request_body(model: &str, req: &ChatRequest, stream: bool) -> Result<Bytes, ProviderError> {
+    let mut out = req.clone();
+    out.model = model.to_string();
+    if stream {
+        out.stream = Some(true);
+        let options = out
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
+        options.include_usage = Some(true);
+    } else {
+        out.stream = None;
+        out.stream_options = None;
+    }
+    serde_json::to_vec(&out)
+        .map(Bytes::from)
+        .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
+}
+
+/// Parses a non-streamed body.
+pub fn parse_completion(body: Bytes) -> Result<Completion, ProviderError> {
+    let parsed: ChatCompletion = serde_json::from_slice(&body)
+        .map_err(|e| ProviderError::Malformed(format!("chat completion: {e}")))?;
+    Ok(Completion {
+        body: parsed,
+        raw: Some(body),
+    })
+}
+
+/// Parses one SSE `data:` payload; `Ok(None)` for the closing `[DONE]`.
+pub fn parse_chunk(data: &str) -> Result<Option<Chunk>, ProviderError> {
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Ok(None);
+    }
+    if data.starts_with("{\"error\"") {
+        return Err(ProviderError::Stream(http::error_message(data.as_bytes())));
+    }
+    let chunk: ChatChunk = serde_json::from_str(data)
+        .map_err(|e| ProviderError::Malformed(format!("stream chunk: {e}")))?;
+    Ok(Some(Chunk {
+        chunk,
+        raw: Some(Bytes::copy_from_slice(data.as_bytes())),
+    }))
+}
+
+impl Provider for OpenAi {
+    fn kind(&self) -> &'static str {
+        "openai"
+    }
+
+    fn chat(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<Completion, ProviderError>> {
+        let body = request_body(model, req, false);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let response = http.post_json("/chat/completions", body?, &[]).await?;
+            parse_completion(http::read_body(response).await?)
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
+        let body = request_body(model, req, true);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let response = http.post_json("/chat/completions", body?, &[]).await?;
+            let events = http::sse_events(response);
+            let chunks = events
+                .map(|event| event.and_then(|e| parse_chunk(&e.data)))
+                // `[DONE]` (Ok(None)) ends the stream.
+                .take_while(|item| std::future::ready(!matches!(item, Ok(None))))
+                .filter_map(|item| std::future::ready(item.transpose()));
+            Ok(chunks.boxed())
+        })
+    }
+
+    fn embed(
+        &self,
+        model: &str,
+        req: &EmbeddingsRequest,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, ProviderError>> {
+        let mut out = req.clone();
+        out.model = model.to_string();
+        let body = serde_json::to_vec(&out).map(Bytes::from);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let body = body.map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+            let response = http.post_json("/embeddings", body, &[]).await?;
+            let bytes = http::read_body(response).await?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ProviderError::Malformed(format!("embeddings: {e}")))
+        })
+    }
+}

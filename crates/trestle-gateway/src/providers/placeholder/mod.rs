@@ -1,0 +1,136 @@
+//! The placeholder model: an in-process LLM stand-in with configurable time to first token,
+//! streaming speed and text, so Trestle works with no provider and tests have a real upstream.
+//! `trestle mock` serves the same model over HTTP.
+
+mod plan;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use trestle_core::config::{PlaceholderConfig, TextMode};
+use trestle_core::openai::{
+    ChatRequest, Embedding, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
+};
+
+pub use plan::{Plan, example, plan, sample, split_tokens};
+pub use render::{chunks, completion, new_id, paced};
+
+use super::{ChunkStream, Completion, Provider, ProviderError};
+
+/// The placeholder model. Cheap to clone.
+#[derive(Clone)]
+pub struct Placeholder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: PlaceholderConfig,
+    file_lines: Vec<String>,
+    requests: AtomicU64,
+}
+
+impl Placeholder {
+    pub fn new(config: PlaceholderConfig) -> anyhow::Result<Self> {
+        let file_lines = match (&config.mode, &config.file) {
+            (TextMode::File, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read placeholder replies {}: {e}", path.display())
+                })?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Placeholder {
+            inner: Arc::new(Inner {
+                config,
+                file_lines,
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Plans the answer to a request (each call advances the timing draws).
+    pub fn plan(&self, req: &ChatRequest) -> Plan {
+        let nonce = self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        plan(&self.inner.config, &self.inner.file_lines, req, nonce)
+    }
+}
+
+impl Provider for Placeholder {
+    fn kind(&self) -> &'static str {
+        "placeholder"
+    }
+
+    fn chat(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<Completion, ProviderError>> {
+        let plan = self.plan(req);
+        let model = model.to_string();
+        Box::pin(async move {
+            let wait = plan.duration();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Completion {
+                body: completion(&plan, &new_id(), &model),
+                raw: None,
+            })
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
+        let plan = self.plan(req);
+        let all = chunks(&plan, &new_id(), model, true);
+        Box::pin(async move {
+            let stream = paced(all, plan.ttft, plan.gap).map(|c| Ok(c.into()));
+            Ok(stream.boxed())
+        })
+    }
+
+    fn embed(
+        &self,
+        model: &str,
+        req: &EmbeddingsRequest,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, ProviderError>> {
+        let texts = req.input.texts();
+        let dims = req.dimensions.unwrap_or(64).clamp(1, 4096) as usize;
+        let model = model.to_string();
+        Box::pin(async move {
+            let mut tokens = 0u64;
+            let data = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    tokens += (t.len() as u64).div_ceil(4);
+                    Embedding {
+                        object: "embedding".into(),
+                        index: i as u32,
+                        embedding: render::pseudo_embedding(t, dims),
+                    }
+                })
+                .collect();
+            Ok(EmbeddingsResponse {
+                object: "list".into(),
+                data,
+                model,
+                usage: EmbeddingUsage {
+                    prompt_tokens: tokens,
+                    total_tokens: tokens,
+                },
+            })
+        })
+    }
+}

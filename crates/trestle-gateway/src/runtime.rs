@@ -1,0 +1,183 @@
+//! The runtime view of a configuration: providers built, routes resolved to their targets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use trestle_core::config::{Config, RouteConfig};
+use trestle_core::price::Price;
+
+use crate::error::GatewayError;
+use crate::providers::{self, Provider};
+
+/// A target idle this long is cold again.
+const COLD_AFTER_MS: u64 = 5 * 60 * 1000;
+
+/// One `provider/model` an attempt can go to.
+pub struct Target {
+    pub name: String,
+    pub provider_name: String,
+    pub model: String,
+    pub provider: Arc<dyn Provider>,
+    pub price: Option<Price>,
+    last_used_ms: AtomicU64,
+}
+
+impl Target {
+    /// Marks the target used; says whether this was a cold start.
+    pub fn touch(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let last = self.last_used_ms.swap(now, Ordering::Relaxed);
+        last == 0 || now.saturating_sub(last) > COLD_AFTER_MS
+    }
+}
+
+/// A route with its targets resolved.
+pub struct Route {
+    pub name: String,
+    pub config: RouteConfig,
+    pub targets: Vec<Arc<Target>>,
+}
+
+pub struct Runtime {
+    pub config: Config,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    routes: HashMap<String, Arc<Route>>,
+    /// Routes made on demand for direct `provider/model` requests.
+    direct: RwLock<HashMap<String, Arc<Route>>>,
+    targets: RwLock<HashMap<String, Arc<Target>>>,
+}
+
+impl Runtime {
+    pub fn build(config: Config) -> anyhow::Result<Runtime> {
+        let providers = providers::build_all(&config)?;
+        let mut rt = Runtime {
+            providers,
+            routes: HashMap::new(),
+            direct: RwLock::new(HashMap::new()),
+            targets: RwLock::new(HashMap::new()),
+            config,
+        };
+        let mut routes = HashMap::new();
+        for (name, rc) in &rt.config.routes {
+            let targets = rc
+                .targets
+                .iter()
+                .map(|t| rt.target(t.get_ref()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("route {name}: {e}"))?;
+            routes.insert(
+                name.clone(),
+                Arc::new(Route {
+                    name: name.clone(),
+                    config: rc.clone(),
+                    targets,
+                }),
+            );
+        }
+        rt.routes = routes;
+        Ok(rt)
+    }
+
+    /// The shared state of a `provider/model`, made on first use.
+    fn target(&self, name: &str) -> Result<Arc<Target>, GatewayError> {
+        if let Some(t) = self.targets.read().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(t);
+        }
+        self.config
+            .check_target(name)
+            .map_err(|message| GatewayError::NotFound {
+                message,
+                code: "model_not_found",
+            })?;
+        let (provider_name, model) = name.split_once('/').unwrap_or((name, ""));
+        let provider = self.providers.get(provider_name).cloned().ok_or_else(|| {
+            GatewayError::Internal(format!("provider {provider_name} was not built"))
+        })?;
+        let target = Arc::new(Target {
+            name: name.to_string(),
+            provider_name: provider_name.to_string(),
+            model: model.to_string(),
+            provider,
+            price: self.config.price(name),
+            last_used_ms: AtomicU64::new(0),
+        });
+        let mut map = self
+            .targets
+            .write()
+            .map_err(|_| GatewayError::Internal("target table poisoned".into()))?;
+        Ok(map.entry(name.to_string()).or_insert(target).clone())
+    }
+
+    /// What a request's `model` names: a route, or a direct `provider/model`.
+    pub fn resolve(&self, model: &str) -> Result<Arc<Route>, GatewayError> {
+        if let Some(route) = self.routes.get(model) {
+            return Ok(route.clone());
+        }
+        if model.contains('/') {
+            if let Some(route) = self.direct.read().ok().and_then(|m| m.get(model).cloned()) {
+                return Ok(route);
+            }
+            let target = self.target(model)?;
+            let route = Arc::new(Route {
+                name: model.to_string(),
+                config: RouteConfig::direct(model),
+                targets: vec![target],
+            });
+            if let Ok(mut map) = self.direct.write() {
+                map.insert(model.to_string(), route.clone());
+            }
+            return Ok(route);
+        }
+        let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        Err(GatewayError::NotFound {
+            message: format!(
+                "unknown model or route `{model}`. Routes: {}; or name a target as provider/model (providers: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                },
+                self.provider_names().join(", ")
+            ),
+            code: "model_not_found",
+        })
+    }
+
+    fn provider_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// What `GET /v1/models` lists: routes, then every configured target.
+    pub fn model_ids(&self) -> Vec<(String, &'static str)> {
+        let mut out: Vec<(String, &'static str)> = Vec::new();
+        let mut routes: Vec<&String> = self.routes.keys().collect();
+        routes.sort();
+        out.extend(routes.into_iter().map(|r| (r.clone(), "trestle-route")));
+        let mut targets: Vec<String> = self
+            .config
+            .routes
+            .values()
+            .flat_map(|r| r.targets.iter().map(|t| t.get_ref().clone()))
+            .chain(self.config.models.keys().cloned())
+            .collect();
+        targets.sort();
+        targets.dedup();
+        for t in targets {
+            let kind = t
+                .split_once('/')
+                .and_then(|(p, _)| self.config.providers.get(p))
+                .map(|p| p.kind())
+                .unwrap_or("unknown");
+            out.push((t, kind));
+        }
+        out
+    }
+}

@@ -1,0 +1,269 @@
+//! The HTTP server: routes, operational endpoints, and graceful shutdown that drains open
+//! streams up to a deadline and flushes every trace.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use trestle_core::Config;
+
+use crate::error::GatewayError;
+use crate::pipeline;
+use crate::runtime::Runtime;
+use crate::state::{AppState, SharedState};
+use crate::store::{Recorder, SqliteStore, TraceFilter, TraceStore};
+
+/// Builds the state for a config: providers, routes, trace store.
+pub fn build_state(
+    config: Config,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<SharedState> {
+    let store_cfg = config.store.clone();
+    let (recorder, reader) = if store_cfg.enabled {
+        let writer = SqliteStore::open(&store_cfg.path)?;
+        let reader = SqliteStore::open(&store_cfg.path)?;
+        (
+            Recorder::start(
+                Box::new(writer),
+                store_cfg.queue_capacity,
+                store_cfg.batch_size,
+            )?,
+            Some(Arc::new(Mutex::new(reader))),
+        )
+    } else {
+        (Recorder::disabled(), None)
+    };
+    Ok(Arc::new(AppState {
+        runtime: Arc::new(Runtime::build(config)?),
+        recorder,
+        reader,
+        metrics,
+        draining: Default::default(),
+        hard_stop: CancellationToken::new(),
+    }))
+}
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/traces", get(list_traces))
+        .route("/v1/traces/{id}", get(get_trace))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn chat(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
+    pipeline::chat(state, headers, body).await
+}
+
+async fn embeddings(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
+    pipeline::embeddings(state, headers, body).await
+}
+
+async fn models(State(state): State<SharedState>) -> Response {
+    let data: Vec<_> = state
+        .runtime
+        .model_ids()
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn list_traces(
+    State(state): State<SharedState>,
+    query: Result<Query<TraceFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(filter)) = query else {
+        return GatewayError::invalid(
+            "bad query: use conversation_id, user_id, route and limit (a number up to 1000)",
+            None,
+        )
+        .into_response();
+    };
+    match read(&state, move |store| store.list(&filter)).await {
+        Ok(list) => axum::Json(json!({"object": "list", "data": list})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_trace(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
+    let key = id.clone();
+    match read(&state, move |store| store.get(&key)).await {
+        Ok(Some(trace)) => axum::Json(trace).into_response(),
+        Ok(None) => GatewayError::NotFound {
+            message: format!(
+                "no trace `{id}` (traces are written within a moment of the response)"
+            ),
+            code: "trace_not_found",
+        }
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs a read against the store off the async runtime.
+async fn read<T: Send + 'static>(
+    state: &SharedState,
+    f: impl FnOnce(&SqliteStore) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, GatewayError> {
+    let Some(reader) = state.reader.clone() else {
+        return Err(GatewayError::NotFound {
+            message: "the trace store is disabled (store.enabled = false)".into(),
+            code: "store_disabled",
+        });
+    };
+    tokio::task::spawn_blocking(move || {
+        let store = reader
+            .lock()
+            .map_err(|_| anyhow::anyhow!("trace reader poisoned"))?;
+        f(&store)
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(e.to_string()))?
+    .map_err(|e| GatewayError::Internal(format!("trace store: {e}")))
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(state): State<SharedState>) -> Response {
+    let stats = state.recorder.stats();
+    let body = json!({
+        "status": if state.draining.load(Ordering::Relaxed) { "draining" } else { "ready" },
+        "traces": {
+            "enabled": state.recorder.enabled(),
+            "recorded": stats.recorded.load(Ordering::Relaxed),
+            "written": stats.written.load(Ordering::Relaxed),
+            "dropped": stats.dropped.load(Ordering::Relaxed),
+            "failed": stats.failed.load(Ordering::Relaxed),
+        }
+    });
+    let status = if state.draining.load(Ordering::Relaxed) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => GatewayError::NotFound {
+            message: "metrics are not enabled in this process".into(),
+            code: "metrics_disabled",
+        }
+        .into_response(),
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    GatewayError::NotFound {
+        message: format!(
+            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /health, /ready, /metrics",
+            uri.path()
+        ),
+        code: "unknown_endpoint",
+    }
+    .into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut r = GatewayError::invalid(format!("{method} is not allowed on {}", uri.path()), None)
+        .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// Serves until SIGTERM/SIGINT (or `stop` resolves), then drains: new requests get 503, open
+/// streams get `shutdown_grace_ms` to finish before they are ended with an error event, and
+/// the trace queue is flushed before returning.
+pub async fn serve(
+    state: SharedState,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(state.runtime.config.server.shutdown_grace_ms);
+    let draining = CancellationToken::new();
+    let app = router(state.clone());
+    let signal_state = state.clone();
+    let drain_signal = draining.clone();
+    tokio::spawn(async move {
+        stop.await;
+        signal_state.draining.store(true, Ordering::Relaxed);
+        drain_signal.cancel();
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: draining open requests"
+        );
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over: ending open streams");
+        signal_state.hard_stop.cancel();
+    });
+    let shutdown = draining.clone();
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    state.recorder.close(Duration::from_secs(30)).await;
+    let s = state.recorder.stats();
+    tracing::info!(
+        written = s.written.load(Ordering::Relaxed),
+        dropped = s.dropped.load(Ordering::Relaxed),
+        failed = s.failed.load(Ordering::Relaxed),
+        "stopped; traces flushed"
+    );
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Binds an address, with a clear message when it is taken.
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{addr}` is not an address like 127.0.0.1:8787"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}

@@ -1,0 +1,224 @@
+//! The recorder: a bounded queue in front of a writer thread that commits traces in batches.
+//! Enqueueing never blocks; a full queue drops the trace, counts it and logs it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{Trace, TraceStore};
+
+enum Msg {
+    Trace(Box<Trace>),
+    Close,
+}
+
+/// Counters of what happened to traces.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pub recorded: AtomicU64,
+    pub written: AtomicU64,
+    /// Dropped because the queue was full or the recorder had closed.
+    pub dropped: AtomicU64,
+    /// Lost because the store refused a batch.
+    pub failed: AtomicU64,
+}
+
+/// Hands traces to the writer thread.
+pub struct Recorder {
+    tx: Option<mpsc::Sender<Msg>>,
+    stats: Arc<RecorderStats>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    last_drop_log: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Recorder {
+    /// Starts the writer thread over `store`.
+    pub fn start(
+        mut store: Box<dyn TraceStore>,
+        capacity: usize,
+        batch: usize,
+    ) -> anyhow::Result<Self> {
+        let (tx, mut rx) = mpsc::channel::<Msg>(capacity.max(1));
+        let stats = Arc::new(RecorderStats::default());
+        let writer_stats = stats.clone();
+        let batch = batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("trestle-trace-writer".into())
+            .spawn(move || {
+                let mut pending: Vec<Trace> = Vec::with_capacity(batch);
+                let mut closing = false;
+                while !closing {
+                    match rx.blocking_recv() {
+                        Some(Msg::Trace(t)) => pending.push(*t),
+                        Some(Msg::Close) | None => closing = true,
+                    }
+                    // Take whatever else is waiting, up to a batch.
+                    while pending.len() < batch {
+                        match rx.try_recv() {
+                            Ok(Msg::Trace(t)) => pending.push(*t),
+                            Ok(Msg::Close) => closing = true,
+                            Err(_) => break,
+                        }
+                    }
+                    if closing {
+                        // No new traces after this; write all that were queued before.
+                        rx.close();
+                        while let Ok(msg) = rx.try_recv() {
+                            if let Msg::Trace(t) = msg {
+                                pending.push(*t);
+                            }
+                        }
+                    }
+                    flush(store.as_mut(), &mut pending, &writer_stats);
+                }
+            })?;
+        Ok(Recorder {
+            tx: Some(tx),
+            stats,
+            writer: std::sync::Mutex::new(Some(writer)),
+            last_drop_log: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// A recorder that keeps nothing (store disabled).
+    pub fn disabled() -> Self {
+        Recorder {
+            tx: None,
+            stats: Arc::new(RecorderStats::default()),
+            writer: std::sync::Mutex::new(None),
+            last_drop_log: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn stats(&self) -> &RecorderStats {
+        &self.stats
+    }
+
+    /// Queues a trace without waiting. A full or closed queue drops it, counted and logged.
+    pub fn record(&self, trace: Trace) {
+        let Some(tx) = &self.tx else { return };
+        self.stats.recorded.fetch_add(1, Ordering::Relaxed);
+        if tx.try_send(Msg::Trace(Box::new(trace))).is_err() {
+            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::counter!("trestle_traces_dropped_total").increment(1);
+            self.log_drop(dropped);
+        }
+    }
+
+    fn log_drop(&self, dropped: u64) {
+        let Ok(mut last) = self.last_drop_log.lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                dropped_total = dropped,
+                "trace queue full or closed: trace dropped"
+            );
+        }
+    }
+
+    /// Writes everything queued and stops the writer; waits at most `deadline`.
+    pub async fn close(&self, deadline: Duration) {
+        let Some(tx) = &self.tx else { return };
+        let _ = tokio::time::timeout(deadline, tx.send(Msg::Close)).await;
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let joined = tokio::task::spawn_blocking(move || handle.join());
+            if tokio::time::timeout(deadline, joined).await.is_err() {
+                tracing::error!("trace writer did not finish within {deadline:?}");
+            }
+        }
+    }
+}
+
+fn flush(store: &mut dyn TraceStore, pending: &mut Vec<Trace>, stats: &RecorderStats) {
+    if pending.is_empty() {
+        return;
+    }
+    let n = pending.len() as u64;
+    match store.write_batch(pending) {
+        Ok(()) => {
+            stats.written.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("trestle_traces_written_total").increment(n);
+        }
+        Err(e) => {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("trestle_traces_failed_total").increment(n);
+            tracing::error!(traces = n, error = %e, "trace store refused a batch; traces lost");
+        }
+    }
+    pending.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{TraceFilter, TraceSummary};
+    use std::sync::Mutex;
+
+    /// A store that keeps traces in memory, optionally slowly.
+    struct Memory(Arc<Mutex<Vec<String>>>, Duration);
+
+    impl TraceStore for Memory {
+        fn write_batch(&mut self, traces: &[Trace]) -> anyhow::Result<()> {
+            std::thread::sleep(self.1);
+            self.0
+                .lock()
+                .unwrap()
+                .extend(traces.iter().map(|t| t.span_id.clone()));
+            Ok(())
+        }
+        fn get(&self, _: &str) -> anyhow::Result<Option<serde_json::Value>> {
+            Ok(None)
+        }
+        fn list(&self, _: &TraceFilter) -> anyhow::Result<Vec<TraceSummary>> {
+            Ok(vec![])
+        }
+    }
+
+    fn trace(span: &str) -> Trace {
+        crate::store::sqlite::tests::sample("t", span, "c")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn close_flushes_everything_queued() {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let r = Recorder::start(Box::new(Memory(kept.clone(), Duration::ZERO)), 1000, 7).unwrap();
+        for i in 0..500 {
+            r.record(trace(&i.to_string()));
+        }
+        r.close(Duration::from_secs(5)).await;
+        assert_eq!(kept.lock().unwrap().len(), 500);
+        assert_eq!(r.stats().written.load(Ordering::Relaxed), 500);
+        // After close, traces are counted as dropped, not silently lost.
+        r.record(trace("late"));
+        assert_eq!(r.stats().dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_queue_drops_and_counts() {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let r = Recorder::start(
+            Box::new(Memory(kept.clone(), Duration::from_millis(50))),
+            4,
+            1,
+        )
+        .unwrap();
+        for i in 0..100 {
+            r.record(trace(&i.to_string()));
+        }
+        r.close(Duration::from_secs(10)).await;
+        let written = kept.lock().unwrap().len() as u64;
+        let dropped = r.stats().dropped.load(Ordering::Relaxed);
+        assert!(dropped > 0);
+        assert_eq!(written + dropped, 100);
+    }
+}

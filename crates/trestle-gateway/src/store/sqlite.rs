@@ -1,0 +1,369 @@
+//! The embedded store: SQLite in WAL mode. One row per gateway request (its span), one row
+//! per upstream attempt; indexed by trace, conversation, user and route.
+
+use std::path::Path;
+
+use rusqlite::{Connection, Row, params};
+use serde_json::{Map, Value, json};
+
+use super::{Attempt, Trace, TraceFilter, TraceStore, TraceSummary};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    span_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    started_at_ms INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    ttft_ms REAL,
+    route TEXT NOT NULL,
+    class TEXT NOT NULL,
+    conversation_id TEXT,
+    user_id TEXT,
+    stream INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    fallback_level TEXT NOT NULL,
+    served_by TEXT,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    tokens_cached INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    request TEXT,
+    response TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
+CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms);
+CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, started_at_ms);
+CREATE INDEX IF NOT EXISTS requests_route ON requests(route, started_at_ms);
+CREATE INDEX IF NOT EXISTS requests_time ON requests(started_at_ms);
+CREATE TABLE IF NOT EXISTS attempts (
+    request_span_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    span_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    offset_ms REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    ttft_ms REAL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    error TEXT,
+    retryable INTEGER NOT NULL,
+    cold_start INTEGER NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    tokens_cached INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (request_span_id, seq)
+);
+";
+
+const SUMMARY_COLUMNS: &str = "trace_id, started_at_ms, duration_ms, ttft_ms, route, conversation_id, \
+     user_id, stream, status, outcome, fallback_level, served_by, tokens_in, tokens_out, cost_usd, attempts";
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and its folder.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open trace store {}: {e}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+fn summary(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
+    Ok(TraceSummary {
+        trace_id: row.get(0)?,
+        started_at_ms: row.get(1)?,
+        duration_ms: row.get(2)?,
+        ttft_ms: row.get(3)?,
+        route: row.get(4)?,
+        conversation_id: row.get(5)?,
+        user_id: row.get(6)?,
+        stream: row.get(7)?,
+        status: row.get(8)?,
+        outcome: row.get(9)?,
+        fallback_level: row.get(10)?,
+        served_by: row.get(11)?,
+        tokens_in: row.get(12)?,
+        tokens_out: row.get(13)?,
+        cost_usd: row.get(14)?,
+        attempts: row.get(15)?,
+    })
+}
+
+fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        span_id: row.get(0)?,
+        target: row.get(1)?,
+        provider: row.get(2)?,
+        model: row.get(3)?,
+        offset_ms: row.get(4)?,
+        latency_ms: row.get(5)?,
+        ttft_ms: row.get(6)?,
+        status: row.get(7)?,
+        http_status: row.get(8)?,
+        error: row.get(9)?,
+        retryable: row.get(10)?,
+        cold_start: row.get(11)?,
+        tokens_in: row.get(12)?,
+        tokens_out: row.get(13)?,
+        tokens_cached: row.get(14)?,
+        cost_usd: row.get(15)?,
+    })
+}
+
+/// A stored body: parsed JSON when it is JSON, else the text.
+fn body_value(text: Option<String>) -> Value {
+    match text {
+        None => Value::Null,
+        Some(t) => serde_json::from_str(&t).unwrap_or(Value::String(t)),
+    }
+}
+
+impl TraceStore for SqliteStore {
+    fn write_batch(&mut self, traces: &[Trace]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO requests VALUES \
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)",
+            )?;
+            let mut insert_attempt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts VALUES \
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+            )?;
+            for t in traces {
+                insert.execute(params![
+                    t.span_id,
+                    t.trace_id,
+                    t.parent_span_id,
+                    t.started_at_ms,
+                    t.duration_ms,
+                    t.ttft_ms,
+                    t.route,
+                    t.class,
+                    t.conversation_id,
+                    t.user_id,
+                    t.stream,
+                    t.status,
+                    t.outcome,
+                    t.error,
+                    t.fallback_level,
+                    t.served_by,
+                    t.usage.prompt_tokens as i64,
+                    t.usage.completion_tokens as i64,
+                    t.usage.cached_tokens() as i64,
+                    t.cost_usd,
+                    t.attempts.len() as i64,
+                    t.request.as_ref().map(|b| b.to_text()),
+                    t.response.as_ref().map(|b| b.to_text()),
+                ])?;
+                for (seq, a) in t.attempts.iter().enumerate() {
+                    insert_attempt.execute(params![
+                        t.span_id,
+                        seq as i64,
+                        a.span_id,
+                        a.target,
+                        a.provider,
+                        a.model,
+                        a.offset_ms,
+                        a.latency_ms,
+                        a.ttft_ms,
+                        a.status,
+                        a.http_status,
+                        a.error,
+                        a.retryable,
+                        a.cold_start,
+                        a.tokens_in as i64,
+                        a.tokens_out as i64,
+                        a.tokens_cached as i64,
+                        a.cost_usd,
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response \
+             FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, rowid"
+        ))?;
+        let rows: Vec<(TraceSummary, Map<String, Value>)> = stmt
+            .query_map([trace_id], |r| {
+                let mut extra = Map::new();
+                extra.insert("span_id".into(), json!(r.get::<_, String>(16)?));
+                extra.insert(
+                    "parent_span_id".into(),
+                    json!(r.get::<_, Option<String>>(17)?),
+                );
+                extra.insert("class".into(), json!(r.get::<_, String>(18)?));
+                extra.insert("error".into(), json!(r.get::<_, Option<String>>(19)?));
+                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(20)?));
+                extra.insert("request".into(), body_value(r.get(21)?));
+                extra.insert("response".into(), body_value(r.get(22)?));
+                Ok((summary(r)?, extra))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut attempts_stmt = self.conn.prepare_cached(
+            "SELECT span_id, target, provider, model, offset_ms, latency_ms, ttft_ms, status, \
+             http_status, error, retryable, cold_start, tokens_in, tokens_out, tokens_cached, cost_usd \
+             FROM attempts WHERE request_span_id = ?1 ORDER BY seq",
+        )?;
+        let mut requests = Vec::with_capacity(rows.len());
+        for (sum, extra) in rows {
+            let span_id = extra["span_id"].as_str().unwrap_or_default().to_string();
+            let attempts: Vec<Attempt> = attempts_stmt
+                .query_map([&span_id], attempt)?
+                .collect::<Result<_, _>>()?;
+            let mut obj = match serde_json::to_value(&sum)? {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            obj.extend(extra);
+            obj.insert("attempts".into(), serde_json::to_value(attempts)?);
+            requests.push(Value::Object(obj));
+        }
+        if requests.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            json!({ "object": "trace", "trace_id": trace_id, "requests": requests }),
+        ))
+    }
+
+    fn list(&self, filter: &TraceFilter) -> anyhow::Result<Vec<TraceSummary>> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<&str> = Vec::new();
+        for (column, value) in [
+            ("conversation_id", &filter.conversation_id),
+            ("user_id", &filter.user_id),
+            ("route", &filter.route),
+        ] {
+            if let Some(v) = value {
+                args.push(v);
+                clauses.push(format!("{column} = ?{}", args.len()));
+            }
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM requests {filter_sql} ORDER BY started_at_ms DESC, rowid DESC LIMIT {limit}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), summary)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::Body;
+    use bytes::Bytes;
+    use trestle_core::openai::Usage;
+
+    pub(crate) fn sample(trace_id: &str, span: &str, conversation: &str) -> Trace {
+        Trace {
+            trace_id: trace_id.into(),
+            span_id: span.into(),
+            parent_span_id: None,
+            started_at_ms: 1_700_000_000_000,
+            duration_ms: 12.5,
+            ttft_ms: Some(3.0),
+            route: "chat".into(),
+            class: "progressive".into(),
+            conversation_id: Some(conversation.into()),
+            user_id: Some("u1".into()),
+            stream: true,
+            status: 200,
+            outcome: "ok".into(),
+            error: None,
+            fallback_level: "model".into(),
+            served_by: Some("backup/m1".into()),
+            usage: Usage::new(10, 5, 2),
+            cost_usd: 0.001,
+            request: Some(Body::Raw(Bytes::from_static(br#"{"model":"chat"}"#))),
+            response: Some(Body::Raw(Bytes::from_static(b"not json"))),
+            attempts: vec![Attempt {
+                span_id: "a1".into(),
+                target: "up/m1".into(),
+                provider: "up".into(),
+                model: "m1".into(),
+                offset_ms: 0.1,
+                latency_ms: 4.0,
+                ttft_ms: None,
+                status: "error".into(),
+                http_status: Some(500),
+                error: Some("boom".into()),
+                retryable: true,
+                cold_start: true,
+                tokens_in: 0,
+                tokens_out: 0,
+                tokens_cached: 0,
+                cost_usd: 0.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn traces_round_trip_and_filter() {
+        let dir = std::env::temp_dir().join(format!("trestle-sqlite-{}", std::process::id()));
+        let mut store = SqliteStore::open(&dir.join("t.db")).unwrap();
+        store
+            .write_batch(&[
+                sample("t1", "s1", "c1"),
+                sample("t2", "s2", "c2"),
+                sample("t1", "s3", "c1"),
+            ])
+            .unwrap();
+        let got = store.get("t1").unwrap().unwrap();
+        assert_eq!(got["requests"].as_array().unwrap().len(), 2);
+        let first = &got["requests"][0];
+        assert_eq!(first["request"]["model"], "chat");
+        assert_eq!(first["response"], "not json");
+        assert_eq!(first["attempts"][0]["http_status"], 500);
+        assert_eq!(first["tokens_cached"], 2);
+        assert!(store.get("nope").unwrap().is_none());
+        let by_conv = store
+            .list(&TraceFilter {
+                conversation_id: Some("c1".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_conv.len(), 2);
+        assert!(by_conv.iter().all(|s| s.trace_id == "t1"));
+        let limited = store
+            .list(&TraceFilter {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(limited.len(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

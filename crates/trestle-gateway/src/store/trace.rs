@@ -1,0 +1,113 @@
+//! A trace: one request's whole story — who asked, what was tried, what was served.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use trestle_core::openai::{ChatCompletion, Usage};
+
+/// A request or response body as kept on a trace; turned into text by the writer thread.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Bytes as they crossed the wire (JSON).
+    Raw(Bytes),
+    /// A response assembled by the gateway (a stream, or a translated provider answer).
+    Completion(Box<ChatCompletion>),
+}
+
+impl Body {
+    /// The body as JSON text.
+    pub fn to_text(&self) -> String {
+        match self {
+            Body::Raw(b) => String::from_utf8_lossy(b).into_owned(),
+            Body::Completion(c) => serde_json::to_string(c).unwrap_or_default(),
+        }
+    }
+}
+
+/// One request through the gateway.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub trace_id: String,
+    /// The gateway's span for this request.
+    pub span_id: String,
+    /// The caller's span, from an incoming `traceparent`.
+    pub parent_span_id: Option<String>,
+    /// Unix time in milliseconds.
+    pub started_at_ms: i64,
+    pub duration_ms: f64,
+    /// Time to the first streamed chunk sent to the client.
+    pub ttft_ms: Option<f64>,
+    pub route: String,
+    pub class: String,
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub stream: bool,
+    /// HTTP status returned to the client.
+    pub status: u16,
+    /// `ok`, `error`, `client_disconnected`, `shutdown`, `stream_error`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub fallback_level: String,
+    /// The target that served the answer.
+    pub served_by: Option<String>,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub request: Option<Body>,
+    pub response: Option<Body>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// One call to one target, a child span of the trace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub span_id: String,
+    pub target: String,
+    pub provider: String,
+    pub model: String,
+    /// Milliseconds after the trace started.
+    pub offset_ms: f64,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    /// `ok` or `error`.
+    pub status: String,
+    /// The upstream's HTTP status when it answered with an error.
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub retryable: bool,
+    /// The first call to this target since start (or after a long idle).
+    pub cold_start: bool,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub tokens_cached: u64,
+    pub cost_usd: f64,
+}
+
+/// What `GET /v1/traces` filters on.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TraceFilter {
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub route: Option<String>,
+    /// Newest first; at most 1,000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A trace without bodies and attempts, for listings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub started_at_ms: i64,
+    pub duration_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub route: String,
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: String,
+    pub fallback_level: String,
+    pub served_by: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    pub attempts: u32,
+}
