@@ -302,6 +302,9 @@ pub struct RouteConfig {
     pub timeout_ms: Option<u64>,
     /// Deadline for the first streamed token of each attempt (default: the class budget).
     pub ttft_timeout_ms: Option<u64>,
+    /// Deadline of one attempt (default: what is left of the route's deadline). Lets a hung
+    /// non-streamed attempt give way to the next target in time.
+    pub attempt_timeout_ms: Option<u64>,
     /// Retries per target on retryable errors, before moving to the next target.
     #[serde(default = "default_retries")]
     pub retries: u32,
@@ -332,6 +335,7 @@ impl RouteConfig {
             max_tokens: None,
             timeout_ms: None,
             ttft_timeout_ms: None,
+            attempt_timeout_ms: None,
             retries: default_retries(),
             backoff_ms: default_backoff_ms(),
             backoff_max_ms: default_backoff_max_ms(),

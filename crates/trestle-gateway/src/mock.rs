@@ -278,14 +278,12 @@ async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
         Some(Fault::Disconnect) => {
             let mut frames = frames;
             frames.truncate(cut);
-            let items: Vec<Result<Bytes, std::io::Error>> = frames
-                .into_iter()
-                .map(Ok)
-                .chain(std::iter::once(Err(std::io::Error::other(
-                    "mock: connection dropped",
-                ))))
-                .collect();
-            Body::from_stream(paced(items, plan.ttft, plan.gap))
+            // Let the frames reach the client before the connection drops.
+            let drop_it = stream::once(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(std::io::Error::other("mock: connection dropped"))
+            });
+            Body::from_stream(paced(frames, plan.ttft, plan.gap).map(Ok).chain(drop_it))
         }
         _ => Body::from_stream(paced(frames, plan.ttft, plan.gap).map(Ok::<_, Infallible>)),
     };

@@ -64,6 +64,7 @@ enum TraceCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    trestle_gateway::providers::install_tls();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRESTLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

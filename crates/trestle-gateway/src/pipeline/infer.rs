@@ -63,7 +63,9 @@ pub async fn run(route: &Route, req: &ChatRequest, stream: bool, started: Instan
                 ));
                 break 'targets;
             }
-            let remaining = deadline - now;
+            let remaining = cfg.attempt_timeout_ms.map_or(deadline - now, |a| {
+                Duration::from_millis(a).min(deadline - now)
+            });
             let cold = target.touch();
             let result = if stream {
                 open_stream(target, req, remaining, ttft_limit)

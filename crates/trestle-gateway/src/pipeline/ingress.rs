@@ -55,14 +55,15 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Gate
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
+        let syntax = inner.is_syntax() || inner.is_eof();
+        let message = if syntax {
             format!("the request body is not valid JSON: {inner}")
         } else if path == "." || path.is_empty() {
             format!("invalid request body: {inner}")
         } else {
             format!("invalid request body at `{path}`: {inner}")
         };
-        let param = (path != "." && !path.is_empty()).then_some(path);
+        let param = (!syntax && path != "." && !path.is_empty()).then_some(path);
         GatewayError::invalid(message, param.as_deref())
     })
 }

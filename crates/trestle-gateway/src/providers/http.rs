@@ -35,14 +35,19 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// Installs the TLS crypto provider (ring) for this process; later calls do nothing.
+/// Every `reqwest::Client` in the process needs it first.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl HttpClient {
     pub fn new(
         config: &HttpProviderConfig,
         default_base: &str,
         auth: Auth,
     ) -> anyhow::Result<Self> {
-        // The ring provider; installing twice is harmless (the second call reports "already").
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls();
         let mut headers = HeaderMap::new();
         if let Some(key) = config.api_key.as_ref().filter(|k| !k.expose().is_empty()) {
             let (name, value) = match auth {

@@ -20,7 +20,7 @@ use trestle_core::openai::{
     ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse,
 };
 
-pub use http::HttpClient;
+pub use http::{HttpClient, install_tls};
 
 /// A non-streamed answer. `raw` holds the upstream's JSON when it can be relayed byte for byte.
 #[derive(Debug, Clone)]

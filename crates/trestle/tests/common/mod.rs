@@ -1,0 +1,186 @@
+//! The test harness: starts the real `trestle` binary (gateway and mock upstreams) on free
+//! loopback ports and stops it when dropped.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trestle");
+
+/// A running `trestle` process.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Proc {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trestle did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "trestle-it-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn wait_ready(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("trestle exited early: {status}");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("trestle did not listen on {port}");
+}
+
+fn spawn(args: &[String], dir: &PathBuf, port: u16, envs: &[(&str, &str)]) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("trestle-{port}.log"))).expect("log file");
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start trestle");
+    wait_ready(port, &mut child);
+    Proc {
+        child,
+        port,
+        dir: dir.clone(),
+    }
+}
+
+/// Starts `trestle mock` with extra flags.
+pub fn mock(flags: &[&str]) -> Proc {
+    let port = free_port();
+    let dir = temp_dir("mock");
+    let mut args = vec![
+        "mock".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    spawn(&args, &dir, port, &[])
+}
+
+/// Starts `trestle serve` with a config body; `{UP}`/`{BACKUP}` are replaced by the URLs given.
+pub fn gateway(config: &str, envs: &[(&str, &str)]) -> Proc {
+    let port = free_port();
+    let dir = temp_dir("gw");
+    std::fs::write(dir.join("trestle.toml"), config).expect("write config");
+    let args = vec![
+        "serve".to_string(),
+        "--config".into(),
+        "trestle.toml".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    spawn(&args, &dir, port, envs)
+}
+
+/// The issue's reference config pointed at two mock upstreams.
+pub fn reference_config(up: &Proc, backup: &Proc, extra: &str) -> String {
+    format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{}/v1"
+api_key = "${{UP_KEY}}"
+[providers.backup]
+kind = "openai"
+base_url = "{}/v1"
+[providers.placeholder]
+kind = "placeholder"
+[models."up/m1"]
+price = {{ input = 0.15, output = 0.60, cached_input = 0.075 }}  # USD per 1M tokens
+[routes.chat]
+class = "progressive"
+targets = ["up/m1", "backup/m1"]
+max_tokens = 300
+timeout_ms = 5000
+ttft_timeout_ms = 500
+retries = 1
+{extra}
+"#,
+        up.url(),
+        backup.url()
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    trestle_gateway::providers::install_tls();
+    reqwest::Client::builder().build().expect("client")
+}
+
+pub fn chat_body(model: &str, text: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": text}],
+    })
+}
+
+/// Fetches a trace, waiting briefly for the writer to commit it.
+pub async fn trace(gw: &Proc, id: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let r = client()
+            .get(format!("{}/v1/traces/{id}", gw.url()))
+            .send()
+            .await
+            .expect("traces");
+        if r.status() == 200 {
+            return r.json().await.expect("trace json");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("trace {id} never appeared");
+}
