@@ -1,0 +1,78 @@
+"""Starts `trestle mock` and `trestle serve` (the real binary) on free loopback ports."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = os.environ.get("TRESTLE_BIN", str(Path(__file__).resolve().parents[2] / "target/debug/trestle"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args, cwd) -> subprocess.Popen:
+    port = int(args[args.index("--listen") + 1].rsplit(":", 1)[1])
+    log = open(Path(cwd) / f"trestle-{port}.log", "w")
+    proc = subprocess.Popen([BIN, *args], cwd=cwd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"trestle {args[0]} exited: see {log.name}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"trestle {args[0]} did not listen on {port}")
+
+
+@pytest.fixture(scope="session")
+def gateway_url():
+    work = tempfile.mkdtemp(prefix="trestle-sdk-")
+    up, backup, gw = free_port(), free_port(), free_port()
+    procs = [
+        start(["mock", "--listen", f"127.0.0.1:{up}", "--api-key", "sk-up"], work),
+        start(["mock", "--listen", f"127.0.0.1:{backup}"], work),
+    ]
+    config = Path(work) / "trestle.toml"
+    config.write_text(
+        f"""
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:{up}/v1"
+api_key = "${{UP_KEY}}"
+[providers.backup]
+kind = "openai"
+base_url = "http://127.0.0.1:{backup}/v1"
+[providers.placeholder]
+kind = "placeholder"
+[models."up/m1"]
+price = {{ input = 0.15, output = 0.60, cached_input = 0.075 }}
+[routes.chat]
+class = "progressive"
+targets = ["up/m1", "backup/m1"]
+max_tokens = 300
+timeout_ms = 5000
+ttft_timeout_ms = 500
+retries = 1
+"""
+    )
+    env_key = os.environ.get("UP_KEY")
+    os.environ["UP_KEY"] = "sk-up"
+    try:
+        procs.append(start(["serve", "--config", str(config), "--listen", f"127.0.0.1:{gw}"], work))
+    finally:
+        if env_key is None:
+            os.environ.pop("UP_KEY", None)
+    yield f"http://127.0.0.1:{gw}"
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=20)
