@@ -1,6 +1,9 @@
 //! End-to-end: the real `trestle serve` in front of real `trestle mock` upstreams, over
 //! loopback sockets.
 
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
