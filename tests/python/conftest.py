@@ -43,27 +43,11 @@ def gateway_url():
         start(["mock", "--listen", f"127.0.0.1:{backup}"], work),
     ]
     config = Path(work) / "trestle.toml"
+    reference = (Path(__file__).resolve().parents[2] / "examples/two-upstreams.toml").read_text()
     config.write_text(
-        f"""
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:{up}/v1"
-api_key = "${{UP_KEY}}"
-[providers.backup]
-kind = "openai"
-base_url = "http://127.0.0.1:{backup}/v1"
-[providers.placeholder]
-kind = "placeholder"
-[models."up/m1"]
-price = {{ input = 0.15, output = 0.60, cached_input = 0.075 }}
-[routes.chat]
-class = "progressive"
-targets = ["up/m1", "backup/m1"]
-max_tokens = 300
-timeout_ms = 5000
-ttft_timeout_ms = 500
-retries = 1
-"""
+        reference.replace("http://127.0.0.1:9101", f"http://127.0.0.1:{up}").replace(
+            "http://127.0.0.1:9102", f"http://127.0.0.1:{backup}"
+        )
     )
     env_key = os.environ.get("UP_KEY")
     os.environ["UP_KEY"] = "sk-up"

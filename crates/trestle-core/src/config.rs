@@ -656,26 +656,8 @@ fn find_line(text: &str, needle: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const ISSUE_EXAMPLE: &str = r#"
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:9101/v1"
-api_key = "${UP_KEY}"
-[providers.backup]
-kind = "openai"
-base_url = "http://127.0.0.1:9102/v1"
-[providers.placeholder]
-kind = "placeholder"
-[models."up/m1"]
-price = { input = 0.15, output = 0.60, cached_input = 0.075 }  # USD per 1M tokens
-[routes.chat]
-class = "progressive"
-targets = ["up/m1", "backup/m1"]
-max_tokens = 300
-timeout_ms = 5000
-ttft_timeout_ms = 500
-retries = 1
-"#;
+    /// The documented reference file, which must work as written.
+    const ISSUE_EXAMPLE: &str = include_str!("../../../examples/two-upstreams.toml");
 
     fn env(name: &str) -> Option<String> {
         (name == "UP_KEY").then(|| "sk-test".to_string())
@@ -702,7 +684,7 @@ retries = 1
         let loaded = Config::parse(ISSUE_EXAMPLE, &|_| None).unwrap();
         assert_eq!(loaded.warnings.len(), 1);
         assert_eq!(loaded.warnings[0].key, "providers.up.api_key");
-        assert_eq!(loaded.warnings[0].line, Some(2));
+        assert_eq!(loaded.warnings[0].line, Some(1));
     }
 
     #[test]
@@ -712,12 +694,12 @@ retries = 1
             panic!("should fail")
         };
         assert_eq!(issues[0].key, "routes.chat.targets[1]");
-        assert_eq!(issues[0].line, Some(15));
+        assert_eq!(issues[0].line, Some(14));
         assert!(issues[0].message.contains("unknown provider `nowhere`"));
 
         let text = ISSUE_EXAMPLE.replace("retries = 1", "retrys = 1");
         let err = Config::parse(&text, &env).unwrap_err().to_string();
-        assert!(err.contains("line 19"), "{err}");
+        assert!(err.contains("line 18"), "{err}");
         assert!(err.contains("retrys"), "{err}");
     }
 

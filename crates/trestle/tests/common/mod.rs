@@ -127,32 +127,16 @@ pub fn gateway(config: &str, envs: &[(&str, &str)]) -> Proc {
     spawn(&args, &dir, port, envs)
 }
 
-/// The issue's reference config pointed at two mock upstreams.
+/// The reference config (`examples/two-upstreams.toml`, as documented) pointed at two mock
+/// upstreams; `extra` lines are appended to its `[routes.chat]` table.
 pub fn reference_config(up: &Proc, backup: &Proc, extra: &str) -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/two-upstreams.toml");
+    let text = std::fs::read_to_string(path).expect("examples/two-upstreams.toml");
     format!(
-        r#"
-[providers.up]
-kind = "openai"
-base_url = "{}/v1"
-api_key = "${{UP_KEY}}"
-[providers.backup]
-kind = "openai"
-base_url = "{}/v1"
-[providers.placeholder]
-kind = "placeholder"
-[models."up/m1"]
-price = {{ input = 0.15, output = 0.60, cached_input = 0.075 }}  # USD per 1M tokens
-[routes.chat]
-class = "progressive"
-targets = ["up/m1", "backup/m1"]
-max_tokens = 300
-timeout_ms = 5000
-ttft_timeout_ms = 500
-retries = 1
-{extra}
-"#,
-        up.url(),
-        backup.url()
+        "{}\n{extra}\n",
+        text.replace("http://127.0.0.1:9101", &up.url())
+            .replace("http://127.0.0.1:9102", &backup.url())
     )
 }
 
