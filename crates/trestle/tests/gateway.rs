@@ -50,14 +50,7 @@ async fn serves_through_the_primary_with_key_caps_and_passthrough() {
     assert_eq!(v["choices"][0]["message"]["content"], "hello gateway");
 
     // The upstream got the key, the upstream model name, the route's cap and unknown fields.
-    let seen: Value = client()
-        .get(format!("{}/mock/requests", up.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = get_json(&format!("{}/mock/requests", up.url())).await;
     let last = &seen["recent"][0];
     assert_eq!(last["model"], "m1");
     assert_eq!(last["max_tokens"], 300);
@@ -318,17 +311,11 @@ async fn a_thousand_requests_are_all_traced_by_conversation() {
     for _ in 0..100 {
         found.clear();
         for conv in 0..10 {
-            let v: Value = c
-                .get(format!(
-                    "{}/v1/traces?conversation_id=conv-{conv}&limit=1000",
-                    gw.url()
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(&format!(
+                "{}/v1/traces?conversation_id=conv-{conv}&limit=1000",
+                gw.url()
+            ))
+            .await;
             for t in v["data"].as_array().unwrap() {
                 assert_eq!(t["conversation_id"], format!("conv-{conv}"));
                 found.insert(t["trace_id"].as_str().unwrap().to_string());
@@ -344,14 +331,7 @@ async fn a_thousand_requests_are_all_traced_by_conversation() {
         found, expected,
         "every trace retrievable by conversation id"
     );
-    let ready: Value = c
-        .get(format!("{}/ready", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(&format!("{}/ready", gw.url())).await;
     assert_eq!(ready["traces"]["dropped"], 0);
     let metrics = c
         .get(format!("{}/metrics", gw.url()))

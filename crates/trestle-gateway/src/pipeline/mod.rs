@@ -129,7 +129,7 @@ pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> R
         match tokio::time::timeout(timeout, target.provider.embed(&target.model, &req)).await {
             Ok(Ok(mut answer)) => {
                 answer.model.clone_from(&target.model);
-                return axum::Json(answer).into_response_with_json();
+                return axum::response::IntoResponse::into_response(axum::Json(answer));
             }
             Ok(Err(e)) => failures.push(format!("{}: {e}", target.name)),
             Err(_) => failures.push(format!("{}: timed out", target.name)),
@@ -146,14 +146,4 @@ pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> R
         },
         HeaderMap::new(),
     )
-}
-
-trait IntoJsonResponse {
-    fn into_response_with_json(self) -> Response;
-}
-
-impl<T: serde::Serialize> IntoJsonResponse for axum::Json<T> {
-    fn into_response_with_json(self) -> Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }

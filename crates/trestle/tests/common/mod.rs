@@ -153,6 +153,18 @@ pub fn chat_body(model: &str, text: &str, stream: bool) -> serde_json::Value {
     })
 }
 
+/// GETs a URL and parses its JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
 /// Fetches a trace, waiting briefly for the writer to commit it.
 pub async fn trace(gw: &Proc, id: &str) -> serde_json::Value {
     for _ in 0..100 {
