@@ -11,6 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::price::Price;
+pub use crate::resilience::{
+    Balance, BreakerConfig, CapabilityConfig, FallbackConfig, LevelConfig, ServeMode,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,6 +40,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long open streams may run before they are ended.
     pub shutdown_grace_ms: u64,
+    /// Answers remembered for the `cache` fallback level (all routes together).
+    pub fallback_cache_entries: u64,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +50,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".to_string(),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            fallback_cache_entries: 10_000,
         }
     }
 }
@@ -246,6 +252,18 @@ impl Dist {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub price: Option<Price>,
+    /// Share of traffic under `balance = "weighted"` (default 1).
+    pub weight: Option<u32>,
+    /// Most requests in flight at once; when full, requests overflow to the next target.
+    pub max_concurrency: Option<u32>,
+    /// Tokens (prompt estimate + output cap, settled to actual usage) per rolling minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Requests per rolling minute.
+    pub requests_per_minute: Option<u64>,
+    /// How long a 429 without `Retry-After` takes the target out of rotation.
+    pub cooldown_ms: Option<u64>,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 /// How a user waits for the answer; sets the default latency budget.
@@ -314,6 +332,20 @@ pub struct RouteConfig {
     /// Longest backoff (and longest Retry-After honoured before moving on).
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// How the first target is chosen among the route's targets.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Send a second attempt to the next target when the first is slow; the first good
+    /// answer wins and the other is cancelled.
+    #[serde(default)]
+    pub hedge: bool,
+    /// Hedge after this long (default: the target's latency p95 estimate).
+    pub hedge_after_ms: Option<u64>,
+    /// The levels below `model`: cache, template, omitted.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
+    /// Capability levels driven by live health; none: the route stays at level 5.
+    pub capability: Option<CapabilityConfig>,
 }
 
 fn default_retries() -> u32 {
@@ -339,6 +371,11 @@ impl RouteConfig {
             retries: default_retries(),
             backoff_ms: default_backoff_ms(),
             backoff_max_ms: default_backoff_max_ms(),
+            balance: Balance::default(),
+            hedge: false,
+            hedge_after_ms: None,
+            fallback: FallbackConfig::default(),
+            capability: None,
         }
     }
 
@@ -527,13 +564,27 @@ impl Config {
                 }
             }
         }
-        for key in self.models.keys() {
+        for (key, model) in &self.models {
+            let line = find_line(text, &format!("[models.\"{key}\"]"));
             if let Err(message) = self.check_target(key) {
-                issue(
-                    find_line(text, &format!("[models.\"{key}\"]")),
-                    format!("models.\"{key}\""),
-                    message,
-                );
+                issue(line, format!("models.\"{key}\""), message);
+            }
+            for (field, message) in model.breaker.check() {
+                issue(line, format!("models.\"{key}\".{field}"), message);
+            }
+            for (field, value) in [
+                ("weight", model.weight.map(u64::from)),
+                ("max_concurrency", model.max_concurrency.map(u64::from)),
+                ("tokens_per_minute", model.tokens_per_minute),
+                ("requests_per_minute", model.requests_per_minute),
+            ] {
+                if value == Some(0) {
+                    issue(
+                        line,
+                        format!("models.\"{key}\".{field}"),
+                        "must be above 0 (leave it out for no limit)".into(),
+                    );
+                }
             }
         }
         for (name, route) in &self.routes {
@@ -567,6 +618,37 @@ impl Config {
                     format!("routes.{name}.timeout_ms"),
                     "must be above 0".into(),
                 );
+            }
+            let fb = &route.fallback;
+            if !(200..=599).contains(&fb.omitted_status) {
+                issue(
+                    line,
+                    format!("routes.{name}.fallback.omitted_status"),
+                    "must be an HTTP status (200 to 599)".into(),
+                );
+            }
+            if let Some(cap) = &route.capability {
+                for (field, message) in cap.check() {
+                    issue(line, format!("routes.{name}.{field}"), message);
+                }
+                for (level, lc) in &cap.levels {
+                    for (i, target) in lc.targets.iter().flatten().enumerate() {
+                        if let Err(message) = self.check_target(target.get_ref()) {
+                            issue(
+                                Some(line_of(text, target.span().start)),
+                                format!("routes.{name}.capability.levels.{level}.targets[{i}]"),
+                                message,
+                            );
+                        }
+                    }
+                    if lc.targets.as_ref().is_some_and(Vec::is_empty) {
+                        issue(
+                            line,
+                            format!("routes.{name}.capability.levels.{level}.targets"),
+                            "needs at least one target, or leave it out".into(),
+                        );
+                    }
+                }
             }
             let total = route.total_timeout_ms();
             if let Some(ttft) = route.ttft_timeout_ms

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod openai;
 pub mod price;
+pub mod resilience;
 
 pub use config::Config;

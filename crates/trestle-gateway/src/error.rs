@@ -26,6 +26,9 @@ pub enum GatewayError {
     /// Every target failed; `timed_out` picks 504 over 502.
     #[error("{message}")]
     UpstreamFailed { message: String, timed_out: bool },
+    /// No target could take the request (breakers open, cooling down, at capacity).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("the gateway is shutting down; retry against another instance")]
@@ -57,7 +60,9 @@ impl GatewayError {
                 timed_out: true, ..
             } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown | GatewayError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,7 +75,7 @@ impl GatewayError {
             | GatewayError::UpstreamRejected { .. }
             | GatewayError::Unsupported(_) => "invalid_request_error",
             GatewayError::NotFound { .. } => "not_found_error",
-            GatewayError::UpstreamFailed { .. } => "upstream_error",
+            GatewayError::UpstreamFailed { .. } | GatewayError::Unavailable(_) => "upstream_error",
             GatewayError::ShuttingDown => "service_unavailable",
             GatewayError::Internal(_) => "server_error",
         }
@@ -85,6 +90,7 @@ impl GatewayError {
                 timed_out: true, ..
             } => "upstream_timeout",
             GatewayError::UpstreamFailed { .. } => "upstream_failed",
+            GatewayError::Unavailable(_) => "targets_unavailable",
             GatewayError::Unsupported(_) => "unsupported",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal(_) => "internal_error",

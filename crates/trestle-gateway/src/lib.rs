@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod mock;
 pub mod pipeline;
 pub mod providers;
+pub mod resilience;
 pub mod runtime;
 pub mod server;
 pub mod state;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::resilience::breaker::BreakerState;
+
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -63,6 +65,34 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Traces lost because the store refused a batch."
     );
     describe_gauge!("trestle_streams_open", "Streams being relayed right now.");
+    describe_gauge!(
+        "trestle_breaker_state",
+        "Circuit breaker per target: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        "trestle_breaker_transitions_total",
+        "Circuit breaker state changes by target and new state."
+    );
+    describe_gauge!(
+        "trestle_capability_level",
+        "Capability level per route: 5 full … 1 off."
+    );
+    describe_counter!(
+        "trestle_capability_changes_total",
+        "Capability level changes by route and direction."
+    );
+    describe_counter!(
+        "trestle_targets_skipped_total",
+        "Targets passed over without a call, by reason (circuit_open, cooling_down, at_capacity, over_rate_limit)."
+    );
+    describe_counter!(
+        "trestle_hedges_total",
+        "Hedged second attempts sent, by route and target."
+    );
+    describe_counter!(
+        "trestle_config_reloads_total",
+        "Config reloads by result (ok, rejected)."
+    );
     Ok(handle)
 }
 
@@ -118,4 +148,42 @@ pub fn usage(route: &str, target: &str, input: u64, output: u64, cached: u64, co
 
 pub fn streams_open(delta: f64) {
     gauge!("trestle_streams_open").increment(delta);
+}
+
+pub fn breaker(target: &str, state: BreakerState) {
+    let value = match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    gauge!("trestle_breaker_state", "target" => target.to_string()).set(value);
+    counter!("trestle_breaker_transitions_total", "target" => target.to_string(), "to" => state.as_str())
+        .increment(1);
+}
+
+pub fn capability_level(route: &str, level: u8) {
+    gauge!("trestle_capability_level", "route" => route.to_string()).set(f64::from(level));
+}
+
+pub fn capability_change(route: &str, from: u8, to: u8) {
+    capability_level(route, to);
+    let direction = if to < from { "down" } else { "up" };
+    counter!("trestle_capability_changes_total", "route" => route.to_string(), "direction" => direction)
+        .increment(1);
+}
+
+pub fn skipped(route: &str, target: &str, reason: &'static str) {
+    counter!("trestle_targets_skipped_total", "route" => route.to_string(),
+        "target" => target.to_string(), "reason" => reason)
+    .increment(1);
+}
+
+pub fn hedged(route: &str, target: &str) {
+    counter!("trestle_hedges_total", "route" => route.to_string(), "target" => target.to_string())
+        .increment(1);
+}
+
+pub fn reload(ok: bool) {
+    counter!("trestle_config_reloads_total", "result" => if ok { "ok" } else { "rejected" })
+        .increment(1);
 }

@@ -10,6 +10,10 @@ use trestle_core::price::Price;
 
 use crate::error::GatewayError;
 use crate::providers::{self, Provider};
+use crate::resilience::Registry;
+use crate::resilience::capability::RouteHealth;
+use crate::resilience::fallback::Template;
+use crate::resilience::health::TargetHealth;
 
 /// A target idle this long is cold again.
 const COLD_AFTER_MS: u64 = 5 * 60 * 1000;
@@ -21,6 +25,8 @@ pub struct Target {
     pub model: String,
     pub provider: Arc<dyn Provider>,
     pub price: Option<Price>,
+    /// Breaker, capacity and latency; shared across reloads.
+    pub health: Arc<TargetHealth>,
     last_used_ms: AtomicU64,
 }
 
@@ -41,10 +47,16 @@ pub struct Route {
     pub name: String,
     pub config: RouteConfig,
     pub targets: Vec<Arc<Target>>,
+    /// Targets per capability level ("4" … "1") that names its own.
+    pub level_targets: HashMap<u8, Vec<Arc<Target>>>,
+    /// The capability level, shared across reloads.
+    pub health: Arc<RouteHealth>,
+    pub template: Option<Template>,
 }
 
 pub struct Runtime {
     pub config: Config,
+    pub registry: Arc<Registry>,
     providers: HashMap<String, Arc<dyn Provider>>,
     routes: HashMap<String, Arc<Route>>,
     /// Routes made on demand for direct `provider/model` requests.
@@ -53,10 +65,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn build(config: Config) -> anyhow::Result<Runtime> {
+    /// Builds providers and routes; health comes from (and stays in) `registry`.
+    pub fn build(config: Config, registry: Arc<Registry>) -> anyhow::Result<Runtime> {
         let providers = providers::build_all(&config)?;
         let mut rt = Runtime {
             providers,
+            registry,
             routes: HashMap::new(),
             direct: RwLock::new(HashMap::new()),
             targets: RwLock::new(HashMap::new()),
@@ -64,23 +78,45 @@ impl Runtime {
         };
         let mut routes = HashMap::new();
         for (name, rc) in &rt.config.routes {
-            let targets = rc
-                .targets
-                .iter()
-                .map(|t| rt.target(t.get_ref()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!("route {name}: {e}"))?;
+            let targets = rt.targets_of(name, rc.targets.iter().map(|t| t.get_ref()))?;
+            let mut level_targets = HashMap::new();
+            for (level, lc) in rc.capability.iter().flat_map(|c| c.levels.iter()) {
+                if let (Ok(level), Some(list)) = (level.parse::<u8>(), &lc.targets) {
+                    let list = rt.targets_of(name, list.iter().map(|t| t.get_ref()))?;
+                    level_targets.insert(level, list);
+                }
+            }
+            let template = match &rc.fallback.template {
+                Some(source) => Some(
+                    Template::new(source).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?,
+                ),
+                None => None,
+            };
             routes.insert(
                 name.clone(),
                 Arc::new(Route {
                     name: name.clone(),
                     config: rc.clone(),
                     targets,
+                    level_targets,
+                    health: rt.registry.route(name),
+                    template,
                 }),
             );
         }
         rt.routes = routes;
         Ok(rt)
+    }
+
+    fn targets_of<'a>(
+        &self,
+        route: &str,
+        names: impl Iterator<Item = &'a String>,
+    ) -> anyhow::Result<Vec<Arc<Target>>> {
+        names
+            .map(|t| self.target(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("route {route}: {e}"))
     }
 
     /// The shared state of a `provider/model`, made on first use.
@@ -98,12 +134,14 @@ impl Runtime {
         let provider = self.providers.get(provider_name).cloned().ok_or_else(|| {
             GatewayError::Internal(format!("provider {provider_name} was not built"))
         })?;
+        let model_cfg = self.config.models.get(name).cloned().unwrap_or_default();
         let target = Arc::new(Target {
             name: name.to_string(),
             provider_name: provider_name.to_string(),
             model: model.to_string(),
             provider,
             price: self.config.price(name),
+            health: self.registry.target(name, &model_cfg),
             last_used_ms: AtomicU64::new(0),
         });
         let mut map = self
@@ -127,6 +165,9 @@ impl Runtime {
                 name: model.to_string(),
                 config: RouteConfig::direct(model),
                 targets: vec![target],
+                level_targets: HashMap::new(),
+                health: self.registry.route(model),
+                template: None,
             });
             if let Ok(mut map) = self.direct.write() {
                 map.insert(model.to_string(), route.clone());
@@ -147,6 +188,13 @@ impl Runtime {
             ),
             code: "model_not_found",
         })
+    }
+
+    /// The configured routes, for reload reports.
+    pub fn route_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.routes.keys().cloned().collect();
+        names.sort_unstable();
+        names
     }
 
     fn provider_names(&self) -> Vec<&str> {

@@ -2,6 +2,7 @@
 //! streams up to a deadline and flushes every trace.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,19 +13,23 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use arc_swap::ArcSwap;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use trestle_core::Config;
 
 use crate::error::GatewayError;
 use crate::pipeline;
+use crate::resilience::Registry;
 use crate::runtime::Runtime;
 use crate::state::{AppState, SharedState};
 use crate::store::{Recorder, SqliteStore, TraceFilter, TraceStore};
 
-/// Builds the state for a config: providers, routes, trace store.
+/// Builds the state for a config: providers, routes, trace store. `config_path` is the file
+/// a reload re-reads.
 pub fn build_state(
     config: Config,
+    config_path: Option<PathBuf>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<SharedState> {
     let store_cfg = config.store.clone();
@@ -42,14 +47,109 @@ pub fn build_state(
     } else {
         (Recorder::disabled(), None)
     };
+    let registry = Arc::new(Registry::new(config.server.fallback_cache_entries));
+    let runtime = Runtime::build(config, registry.clone())?;
+    report_levels(&runtime);
     Ok(Arc::new(AppState {
-        runtime: Arc::new(Runtime::build(config)?),
+        runtime: ArcSwap::from_pointee(runtime),
+        registry,
+        config_path,
         recorder,
         reader,
         metrics,
         draining: Default::default(),
         hard_stop: CancellationToken::new(),
     }))
+}
+
+/// Sets the capability-level gauge of every route that has levels.
+fn report_levels(runtime: &Runtime) {
+    for name in runtime.route_names() {
+        if let Ok(route) = runtime.resolve(&name)
+            && route.config.capability.is_some()
+        {
+            crate::metrics::capability_level(&name, route.health.level());
+        }
+    }
+}
+
+/// Why a reload was refused; the old config keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the gateway runs the built-in config (no --config file); there is nothing to reload")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Re-reads the config file and swaps the runtime in. Requests in flight finish on the
+/// runtime they started with; breakers, capability levels and remembered answers carry
+/// over. `server.listen` and `[store]` need a restart: changes there are reported, not
+/// applied.
+pub fn reload(state: &AppState) -> Result<Vec<String>, ReloadError> {
+    let result = reload_inner(state);
+    crate::metrics::reload(result.is_ok());
+    match &result {
+        Ok(notes) => tracing::info!(notes = %notes.join("; "), "config reloaded"),
+        Err(e) => tracing::error!(error = %e, "config reload rejected; the old config keeps serving"),
+    }
+    result
+}
+
+fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
+    let path = state.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+    let loaded = Config::load(path)
+        .map_err(|e| ReloadError::Invalid(format!("{} is not a valid config:\n{e}", path.display())))?;
+    let mut config = loaded.config;
+    let mut notes: Vec<String> = loaded.warnings.iter().map(|w| format!("warning: {w}")).collect();
+    let old = state.runtime();
+    if config.server.listen != old.config.server.listen {
+        notes.push("server.listen changed: it takes effect on restart".into());
+        config.server.listen.clone_from(&old.config.server.listen);
+    }
+    if config.store.path != old.config.store.path || config.store.enabled != old.config.store.enabled {
+        notes.push("[store] changed: it takes effect on restart".into());
+        config.store = old.config.store.clone();
+    }
+    let runtime = Runtime::build(config, state.registry.clone())
+        .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?;
+    notes.push(format!("routes: {}", runtime.route_names().join(", ")));
+    report_levels(&runtime);
+    state.runtime.store(Arc::new(runtime));
+    Ok(notes)
+}
+
+async fn admin_reload(State(state): State<SharedState>) -> Response {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || reload(&s)).await {
+        Ok(Ok(notes)) => axum::Json(json!({"status": "reloaded", "notes": notes})).into_response(),
+        Ok(Err(ReloadError::NoFile)) => GatewayError::invalid(ReloadError::NoFile.to_string(), None).into_response(),
+        Ok(Err(e)) => GatewayError::InvalidRequest {
+            message: e.to_string(),
+            param: None,
+            code: "invalid_config",
+        }
+        .into_response(),
+        Err(e) => GatewayError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// Reloads the config on every SIGHUP until the process ends.
+pub fn reload_on_sighup(state: SharedState) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; use POST /admin/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&s)).await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -62,6 +162,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/admin/reload", post(admin_reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -77,7 +178,7 @@ async fn embeddings(State(state): State<SharedState>, headers: HeaderMap, body: 
 
 async fn models(State(state): State<SharedState>) -> Response {
     let data: Vec<_> = state
-        .runtime
+        .runtime()
         .model_ids()
         .into_iter()
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
@@ -181,7 +282,7 @@ async fn metrics(State(state): State<SharedState>) -> Response {
 async fn not_found(uri: axum::http::Uri) -> Response {
     GatewayError::NotFound {
         message: format!(
-            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /health, /ready, /metrics",
+            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /health, /ready, /metrics, /admin/reload",
             uri.path()
         ),
         code: "unknown_endpoint",
@@ -204,7 +305,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_millis(state.runtime.config.server.shutdown_grace_ms);
+    let grace = Duration::from_millis(state.runtime().config.server.shutdown_grace_ms);
     let draining = CancellationToken::new();
     let app = router(state.clone());
     let signal_state = state.clone();

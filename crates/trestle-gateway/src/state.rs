@@ -1,17 +1,25 @@
-//! State shared by every request: the runtime config, the recorder, the trace reader, and the
-//! shutdown signals.
+//! State shared by every request: the runtime (swapped whole on reload), the health
+//! registry that outlives reloads, the recorder, the trace reader, and the shutdown signals.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::resilience::Registry;
 use crate::runtime::Runtime;
 use crate::store::{Recorder, SqliteStore};
 
 pub struct AppState {
-    pub runtime: Arc<Runtime>,
+    /// The current config's runtime; a request keeps the one it started with.
+    pub runtime: ArcSwap<Runtime>,
+    /// Breakers, capacity, capability levels and remembered answers.
+    pub registry: Arc<Registry>,
+    /// The file a reload re-reads (none: the built-in config, which never changes).
+    pub config_path: Option<PathBuf>,
     pub recorder: Recorder,
     /// A read connection to the trace store, used from `spawn_blocking`.
     pub reader: Option<Arc<Mutex<SqliteStore>>>,
@@ -20,6 +28,13 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Cancelled when the shutdown grace period ends: open streams end at once.
     pub hard_stop: CancellationToken,
+}
+
+impl AppState {
+    /// The runtime to serve one request with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
 }
 
 pub type SharedState = Arc<AppState>;

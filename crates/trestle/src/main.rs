@@ -37,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Make a running gateway re-read its config (as SIGHUP does); a bad config is rejected
+    /// and the old one keeps serving.
+    Reload {
+        /// The gateway to ask.
+        #[arg(long, default_value = "http://127.0.0.1:8787", env = "TRESTLE_URL")]
+        url: String,
+    },
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -83,6 +90,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Serve { config, listen } => cmd::serve(config, listen).await,
                     Command::Mock(args) => cmd::mock::run(args).await,
+                    Command::Reload { url } => cmd::reload(&url).await,
                     Command::Trace {
                         command: TraceCommand::Show { id, url },
                     } => cmd::trace_show(&url, &id).await,

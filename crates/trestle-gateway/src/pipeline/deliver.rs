@@ -17,8 +17,20 @@ use super::record::TraceGuard;
 use crate::error::GatewayError;
 use crate::providers::{Chunk, ChunkStream, Completion};
 
-/// The `x-trestle-*` headers every answer carries.
-pub fn trestle_headers(trace_id: &str, span_id: &str, fallback_level: Option<&str>) -> HeaderMap {
+/// How an answer was served, for the `x-trestle-*` headers.
+pub struct Served {
+    /// `primary`, `model`, `cache`, `template` or `omitted`.
+    pub fallback_level: &'static str,
+    /// `miss`, `exact` or `semantic`.
+    pub cache: &'static str,
+    /// 5 (full) … 1 (off).
+    pub capability: u8,
+    /// Age of a cached answer served as a fallback (it is stale).
+    pub stale_age_s: Option<u64>,
+}
+
+/// The `x-trestle-*` headers every answer carries; `served` is known once a route resolved.
+pub fn trestle_headers(trace_id: &str, span_id: &str, served: Option<&Served>) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -27,12 +39,34 @@ pub fn trestle_headers(trace_id: &str, span_id: &str, fallback_level: Option<&st
     };
     put("x-trestle-trace-id", trace_id);
     put("traceparent", &format!("00-{trace_id}-{span_id}-01"));
-    if let Some(level) = fallback_level {
-        put("x-trestle-fallback-level", level);
-        put("x-trestle-cache", "miss");
-        put("x-trestle-capability-level", "5");
+    if let Some(s) = served {
+        put("x-trestle-fallback-level", s.fallback_level);
+        put("x-trestle-cache", s.cache);
+        put(
+            "x-trestle-capability-level",
+            CAPABILITY[usize::from(s.capability.clamp(1, 5))],
+        );
+        if let Some(age) = s.stale_age_s {
+            put("x-trestle-cache-stale", "true");
+            put("age", &age.to_string());
+        }
     }
     h
+}
+
+const CAPABILITY: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
+
+/// A JSON answer with any status (the `omitted` level).
+pub fn json_value(status: u16, body: &serde_json::Value, headers: HeaderMap) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = (status, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.extend(headers);
+    response
 }
 
 pub fn error(error: GatewayError, headers: HeaderMap) -> Response {

@@ -1,7 +1,9 @@
 //! The request path of `POST /v1/chat/completions`, stage by stage (DESIGN.md §1):
-//! ingress → resolve → infer → deliver, with the trace recorded at the end of every path.
+//! ingress → resolve → capability → infer → fallback → deliver, with the trace recorded at
+//! the end of every path.
 
 mod deliver;
+mod fallback;
 mod infer;
 pub mod ingress;
 mod record;
@@ -13,14 +15,16 @@ use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
+use trestle_core::config::{LevelConfig, ServeMode};
 use trestle_core::openai::{ChatRequest, EmbeddingsRequest};
 
 use deliver::Relay;
-pub use deliver::trestle_headers;
-use infer::Served;
+pub use deliver::{Served as ServedHeaders, trestle_headers};
+use infer::{Plan, Served};
 use record::TraceGuard;
 
 use crate::error::GatewayError;
+use crate::resilience::last_good;
 use crate::runtime::Route;
 use crate::state::SharedState;
 
@@ -30,8 +34,10 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     if state.draining.load(Ordering::Relaxed) {
         return deliver::error(GatewayError::ShuttingDown, HeaderMap::new());
     }
+    // The config this request is served with, even if a reload lands meanwhile.
+    let runtime = state.runtime();
     // Ingress: body within its limit, parsed and checked; identity and trace context.
-    let limit = state.runtime.config.server.max_body_bytes;
+    let limit = runtime.config.server.max_body_bytes;
     let raw = match ingress::read_body(&headers, body, limit).await {
         Ok(raw) => raw,
         Err(e) => return deliver::error(e, HeaderMap::new()),
@@ -41,61 +47,155 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         &headers,
         parsed.as_ref().ok().unwrap_or(&ChatRequest::default()),
     );
-    let out_headers =
-        |level: Option<&str>| trestle_headers(&identity.trace_id, &identity.span_id, level);
     let model = parsed.as_ref().map(|r| r.model.clone()).unwrap_or_default();
-    let mut guard = TraceGuard::new(state.clone(), &identity, &model, started, Some(raw));
+    let keep_bodies = runtime.config.store.record_bodies;
+    let mut guard = TraceGuard::new(
+        state.clone(),
+        keep_bodies,
+        &identity,
+        &model,
+        started,
+        Some(raw),
+    );
+    let bare = || trestle_headers(&identity.trace_id, &identity.span_id, None);
     let req = match parsed {
         Ok(req) => req,
         Err(e) => {
             guard.fail(&e);
-            return deliver::error(e, out_headers(None));
+            return deliver::error(e, bare());
         }
     };
 
     // Resolve: the route (or direct target) and its caps.
-    let route = match state.runtime.resolve(&req.model) {
+    let route = match runtime.resolve(&req.model) {
         Ok(route) => route,
         Err(e) => {
             guard.fail(&e);
-            return deliver::error(e, out_headers(None));
+            return deliver::error(e, bare());
         }
     };
     let stream = req.is_stream();
     guard.set_route(&route.name, route.config.class.as_str(), stream);
-    let include_usage = req.wants_stream_usage();
-    let req = apply_caps(req, &route);
 
-    // Infer: the target chain with retries, timeouts and model fallback.
-    let mut inference = infer::run(&route, &req, stream, started).await;
+    // Capability: the level live health allows, and what it changes.
+    let (capability, behaviour) = capability(&route, started);
+    guard.set_capability(capability);
+    let include_usage = req.wants_stream_usage();
+    let req = apply_caps(req, route.config.max_tokens, behaviour.max_tokens);
+    let key = route
+        .config
+        .fallback
+        .cache
+        .then(|| last_good::request_key(&route.name, &req));
+
+    // Infer: the target chain with breakers, capacity, retries, hedging and model fallback.
+    let mut inference = match behaviour.serve {
+        ServeMode::Normal => {
+            let targets = match behaviour.targets {
+                Some(_) => route.level_targets.get(&capability),
+                None => None,
+            };
+            let plan = Plan {
+                targets: targets.unwrap_or(&route.targets),
+                retries: behaviour.retries.unwrap_or(route.config.retries),
+                hedge: behaviour.hedge.unwrap_or(route.config.hedge),
+            };
+            infer::run(&route, &plan, &req, stream, started).await
+        }
+        mode => infer::Inference::not_run(format!(
+            "capability level {capability} serves {}",
+            if mode == ServeMode::Omitted {
+                "no AI answers"
+            } else {
+                "fallback answers only"
+            }
+        )),
+    };
     guard.inference(&mut inference);
-    let headers = out_headers(Some(inference.fallback_level()));
+    let level = inference.fallback_level();
+    let served = |fallback_level, cache, stale_age_s| {
+        let meta = ServedHeaders {
+            fallback_level,
+            cache,
+            capability,
+            stale_age_s,
+        };
+        trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta))
+    };
+    let deadline_ms = route.config.total_timeout_ms();
+    let relay = |guard| Relay {
+        guard,
+        deadline: started + Duration::from_millis(deadline_ms),
+        deadline_ms,
+        include_usage,
+        hard_stop: state.hard_stop.clone(),
+    };
     match inference.result {
-        Err(e) => {
+        // The request itself is wrong: no fallback would be right either.
+        Err(e @ GatewayError::UpstreamRejected { .. }) => {
             guard.fail(&e);
-            deliver::error(e, headers)
+            deliver::error(e, served(level, "miss", None))
+        }
+        // Fallback: cache, template, omitted — or the error when none is configured.
+        Err(e) => {
+            let omit = behaviour.serve == ServeMode::Omitted;
+            let only_fallbacks = behaviour.serve != ServeMode::Normal;
+            let vars = fallback::Request {
+                route: &route,
+                req: &req,
+                identity: &identity,
+                key,
+            };
+            match fallback::choose(&runtime, &vars, &e, omit, only_fallbacks) {
+                None => {
+                    guard.fail(&e);
+                    deliver::error(e, served(level, "miss", None))
+                }
+                Some(fb) => {
+                    let headers = served(fb.level, fb.cache, fb.stale_age_s);
+                    fallback::deliver(fb, guard, &e, stream, headers, relay)
+                }
+            }
         }
         Ok(Served::Complete(completion)) => {
+            if let Some(key) = key {
+                guard.remember(runtime.registry.clone(), key);
+            }
             guard.complete(&completion.body, completion.raw.as_ref());
-            deliver::json(completion, headers)
+            deliver::json(completion, served(level, "miss", None))
         }
         Ok(Served::Stream { first, rest }) => {
-            let deadline_ms = route.config.total_timeout_ms();
-            let relay = Relay {
-                guard,
-                deadline: started + Duration::from_millis(deadline_ms),
-                deadline_ms,
-                include_usage,
-                hard_stop: state.hard_stop.clone(),
-            };
-            deliver::sse(relay, first, rest, headers)
+            if let Some(key) = key {
+                guard.remember(runtime.registry.clone(), key);
+            }
+            deliver::sse(relay(guard), first, rest, served(level, "miss", None))
         }
     }
 }
 
-/// Lowers the client's output cap to the route's `max_tokens`.
-fn apply_caps(mut req: ChatRequest, route: &Route) -> ChatRequest {
-    if let Some(cap) = route.config.max_tokens
+/// The route's capability level now, and the behaviour configured for it.
+fn capability(route: &Route, now: Instant) -> (u8, LevelConfig) {
+    match &route.config.capability {
+        None => (5, LevelConfig::default()),
+        Some(cfg) => {
+            let level = route.health.evaluate(cfg, now);
+            let behaviour = if level >= 5 {
+                LevelConfig::default()
+            } else {
+                cfg.behaviour(level)
+            };
+            (level, behaviour)
+        }
+    }
+}
+
+/// Lowers the client's output cap to the route's `max_tokens` (and the capability level's).
+fn apply_caps(mut req: ChatRequest, route_cap: Option<u32>, level_cap: Option<u32>) -> ChatRequest {
+    let cap = match (route_cap, level_cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(cap) = cap
         && req.output_cap().is_none_or(|asked| asked > cap)
     {
         if req.max_completion_tokens.is_some() {
@@ -110,7 +210,8 @@ fn apply_caps(mut req: ChatRequest, route: &Route) -> ChatRequest {
 
 /// Serves `POST /v1/embeddings` from the route's first target that has embeddings.
 pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> Response {
-    let limit = state.runtime.config.server.max_body_bytes;
+    let runtime = state.runtime();
+    let limit = runtime.config.server.max_body_bytes;
     let raw = match ingress::read_body(&headers, body, limit).await {
         Ok(raw) => raw,
         Err(e) => return deliver::error(e, HeaderMap::new()),
@@ -119,7 +220,7 @@ pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> R
         Ok(r) => r,
         Err(e) => return deliver::error(e, HeaderMap::new()),
     };
-    let route = match state.runtime.resolve(&req.model) {
+    let route = match runtime.resolve(&req.model) {
         Ok(r) => r,
         Err(e) => return deliver::error(e, HeaderMap::new()),
     };

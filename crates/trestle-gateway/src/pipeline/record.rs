@@ -15,6 +15,9 @@ use super::infer::Inference;
 use super::ingress::Identity;
 use crate::error::GatewayError;
 use crate::metrics::{self, RequestMetrics};
+use crate::resilience::Registry;
+use crate::resilience::health::Admission;
+use crate::resilience::last_good::Answer;
 use crate::runtime::Target;
 use crate::state::SharedState;
 use crate::store::{Body, Trace};
@@ -25,6 +28,11 @@ pub struct TraceGuard {
     trace: Option<Trace>,
     started: Instant,
     target: Option<Arc<Target>>,
+    /// The serving target's admission, released (and its tokens settled) when the answer ends.
+    admission: Option<Admission>,
+    /// Where a good answer is remembered for the `cache` fallback level.
+    remember: Option<(Arc<Registry>, u64)>,
+    keep_bodies: bool,
     waited: Duration,
     ttft: Option<Duration>,
     stream: Option<StreamSummary>,
@@ -33,12 +41,12 @@ pub struct TraceGuard {
 impl TraceGuard {
     pub fn new(
         state: SharedState,
+        keep_bodies: bool,
         identity: &Identity,
         route: &str,
         started: Instant,
         raw: Option<Bytes>,
     ) -> Self {
-        let keep_bodies = state.runtime.config.store.record_bodies;
         let started_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64 - started.elapsed().as_millis() as i64)
@@ -59,6 +67,7 @@ impl TraceGuard {
             outcome: String::new(),
             error: None,
             fallback_level: "primary".into(),
+            capability_level: 5,
             served_by: None,
             usage: Usage::default(),
             cost_usd: 0.0,
@@ -71,6 +80,9 @@ impl TraceGuard {
             trace: Some(trace),
             started,
             target: None,
+            admission: None,
+            remember: None,
+            keep_bodies,
             waited: Duration::ZERO,
             ttft: None,
             stream: None,
@@ -85,9 +97,31 @@ impl TraceGuard {
         }
     }
 
+    pub fn set_capability(&mut self, level: u8) {
+        if let Some(t) = self.trace.as_mut() {
+            t.capability_level = level;
+        }
+    }
+
+    /// Remember the answer, if it ends well, for the `cache` fallback level.
+    pub fn remember(&mut self, registry: Arc<Registry>, key: u64) {
+        self.remember = Some((registry, key));
+    }
+
+    /// Notes that a fallback level served: `note` says why the models did not.
+    pub fn fallback(&mut self, level: &str, served_by: Option<String>, note: &str) {
+        self.remember = None;
+        if let Some(t) = self.trace.as_mut() {
+            t.fallback_level = level.to_string();
+            t.served_by = served_by;
+            t.error = Some(note.to_string());
+        }
+    }
+
     /// Takes the attempts and the serving target from the chain.
     pub fn inference(&mut self, inference: &mut Inference) {
         self.target = inference.target.clone();
+        self.admission = inference.admission.take();
         self.waited = inference.waited;
         if let Some(t) = self.trace.as_mut() {
             t.attempts = std::mem::take(&mut inference.attempts);
@@ -97,17 +131,33 @@ impl TraceGuard {
     }
 
     pub fn fail(mut self, error: &GatewayError) {
+        self.fail_with(error.status().as_u16(), error.to_string());
+    }
+
+    /// Ends the trace as an error answer with this status.
+    pub fn fail_with(&mut self, status: u16, message: String) {
         if let Some(t) = self.trace.as_mut() {
-            t.status = error.status().as_u16();
+            t.status = status;
             t.outcome = "error".into();
-            t.error = Some(error.to_string());
-            t.served_by = None;
+            t.error = Some(message);
+            if t.fallback_level != "omitted" {
+                t.served_by = None;
+            }
         }
         self.finish();
     }
 
     pub fn complete(mut self, completion: &ChatCompletion, raw: Option<&Bytes>) {
-        let keep = self.state.runtime.config.store.record_bodies;
+        let keep = self.keep_bodies;
+        if let Some((registry, key)) = self.remember.take()
+            && let Some(target) = &self.target
+        {
+            let answer = match raw {
+                Some(b) => Answer::Raw(b.clone()),
+                None => Answer::Parsed(completion.clone()),
+            };
+            registry.last_good.put(key, answer, &target.name);
+        }
         if let Some(t) = self.trace.as_mut() {
             t.status = 200;
             t.outcome = "ok".into();
@@ -155,12 +205,29 @@ impl TraceGuard {
         if let Some(s) = self.stream.take() {
             metrics::streams_open(-1.0);
             t.usage = s.usage.unwrap_or_default();
-            if self.state.runtime.config.store.record_bodies {
-                t.response = Some(Body::Completion(Box::new(s.into_completion())));
+            let remember = self.remember.take().filter(|_| t.outcome == "ok");
+            if self.keep_bodies || remember.is_some() {
+                let completion = s.into_completion();
+                if let (Some((registry, key)), Some(target)) = (remember, &self.target) {
+                    let answer = Answer::Parsed(completion.clone());
+                    registry.last_good.put(key, answer, &target.name);
+                }
+                if self.keep_bodies {
+                    t.response = Some(Body::Completion(Box::new(completion)));
+                }
             }
         }
-        // Usage and cost belong to the serving attempt, the last one.
-        if let (Some(target), Some(a)) = (&self.target, t.attempts.last_mut()) {
+        if let Some(mut admission) = self.admission.take() {
+            let now = Instant::now();
+            if t.outcome == "stream_error" {
+                admission.report_broken_stream(now);
+            }
+            admission.settle_tokens(t.usage.prompt_tokens + t.usage.completion_tokens, now);
+        }
+        // Usage and cost belong to the serving attempt: the last one that succeeded (a
+        // cancelled hedge may follow it).
+        let serving = t.attempts.iter_mut().rev().find(|a| a.status == "ok");
+        if let (Some(target), Some(a)) = (&self.target, serving) {
             a.tokens_in = t.usage.prompt_tokens;
             a.tokens_out = t.usage.completion_tokens;
             a.tokens_cached = t.usage.cached_tokens();

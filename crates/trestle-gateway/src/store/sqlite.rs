@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_usd REAL NOT NULL,
     attempts INTEGER NOT NULL,
     request TEXT,
-    response TEXT
+    response TEXT,
+    capability_level INTEGER NOT NULL DEFAULT 5
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
 CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms);
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 ";
 
 const SUMMARY_COLUMNS: &str = "trace_id, started_at_ms, duration_ms, ttft_ms, route, conversation_id, \
-     user_id, stream, status, outcome, fallback_level, served_by, tokens_in, tokens_out, cost_usd, attempts";
+     user_id, stream, status, outcome, fallback_level, served_by, tokens_in, tokens_out, cost_usd, attempts, \
+     capability_level";
 
 pub struct SqliteStore {
     conn: Connection,
@@ -82,6 +84,15 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before capability levels lack the column.
+        let has_level: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'capability_level'")?
+            .exists([])?;
+        if !has_level {
+            conn.execute_batch(
+                "ALTER TABLE requests ADD COLUMN capability_level INTEGER NOT NULL DEFAULT 5",
+            )?;
+        }
         Ok(SqliteStore { conn })
     }
 }
@@ -104,6 +115,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
         tokens_out: row.get(13)?,
         cost_usd: row.get(14)?,
         attempts: row.get(15)?,
+        capability_level: row.get(16)?,
     })
 }
 
@@ -142,7 +154,7 @@ impl TraceStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)",
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)",
             )?;
             let mut insert_attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts VALUES \
@@ -173,6 +185,7 @@ impl TraceStore for SqliteStore {
                     t.attempts.len() as i64,
                     t.request.as_ref().map(|b| b.to_text()),
                     t.response.as_ref().map(|b| b.to_text()),
+                    t.capability_level,
                 ])?;
                 for (seq, a) in t.attempts.iter().enumerate() {
                     insert_attempt.execute(params![
@@ -210,16 +223,16 @@ impl TraceStore for SqliteStore {
         let rows: Vec<(TraceSummary, Map<String, Value>)> = stmt
             .query_map([trace_id], |r| {
                 let mut extra = Map::new();
-                extra.insert("span_id".into(), json!(r.get::<_, String>(16)?));
+                extra.insert("span_id".into(), json!(r.get::<_, String>(17)?));
                 extra.insert(
                     "parent_span_id".into(),
-                    json!(r.get::<_, Option<String>>(17)?),
+                    json!(r.get::<_, Option<String>>(18)?),
                 );
-                extra.insert("class".into(), json!(r.get::<_, String>(18)?));
-                extra.insert("error".into(), json!(r.get::<_, Option<String>>(19)?));
-                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(20)?));
-                extra.insert("request".into(), body_value(r.get(21)?));
-                extra.insert("response".into(), body_value(r.get(22)?));
+                extra.insert("class".into(), json!(r.get::<_, String>(19)?));
+                extra.insert("error".into(), json!(r.get::<_, Option<String>>(20)?));
+                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(21)?));
+                extra.insert("request".into(), body_value(r.get(22)?));
+                extra.insert("response".into(), body_value(r.get(23)?));
                 Ok((summary(r)?, extra))
             })?
             .collect::<Result<_, _>>()?;
@@ -304,6 +317,7 @@ pub(crate) mod tests {
             outcome: "ok".into(),
             error: None,
             fallback_level: "model".into(),
+            capability_level: 4,
             served_by: Some("backup/m1".into()),
             usage: Usage::new(10, 5, 2),
             cost_usd: 0.001,

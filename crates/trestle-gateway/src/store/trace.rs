@@ -47,6 +47,8 @@ pub struct Trace {
     pub outcome: String,
     pub error: Option<String>,
     pub fallback_level: String,
+    /// The route's capability level (5 full … 1 off) when the request was served.
+    pub capability_level: u8,
     /// The target that served the answer.
     pub served_by: Option<String>,
     pub usage: Usage,
@@ -110,4 +112,5 @@ pub struct TraceSummary {
     pub tokens_out: u64,
     pub cost_usd: f64,
     pub attempts: u32,
+    pub capability_level: u8,
 }

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 
 use trestle_core::Config;
 use trestle_core::config::{ConfigError, Loaded};
+use std::sync::Arc;
+
+use trestle_gateway::resilience::Registry;
+use trestle_gateway::runtime::Runtime;
 use trestle_gateway::server;
 
 pub use trace::show as trace_show;
@@ -29,6 +33,8 @@ fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
 
 pub async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode> {
     let loaded = load(config.as_deref())?;
+    // A reload re-reads the file by absolute path, whatever the working directory becomes.
+    let config_path = config.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }
@@ -42,7 +48,8 @@ pub async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::R
     } else {
         "off".into()
     };
-    let state = server::build_state(config, Some(handle))?;
+    let state = server::build_state(config, config_path, Some(handle))?;
+    server::reload_on_sighup(state.clone());
     tracing::info!(listen = %listener.local_addr()?, routes = %routes.join(","), traces = %store, "trestle is serving");
     server::serve(state, listener, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -53,6 +60,13 @@ pub fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 println!("warning: {w}");
+            }
+            // Building the runtime compiles templates and builds providers, as serve would.
+            let registry = Arc::new(Registry::new(1));
+            if let Err(e) = Runtime::build(loaded.config.clone(), registry) {
+                println!("{}: error: {e:#}", file.display());
+                println!("{}: 1 problem(s)", file.display());
+                return Ok(ExitCode::FAILURE);
             }
             let c = &loaded.config;
             println!(
@@ -72,5 +86,31 @@ pub fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks a running gateway to re-read its config file.
+pub async fn reload(url: &str) -> anyhow::Result<ExitCode> {
+    trestle_gateway::providers::install_tls();
+    let url = format!("{}/admin/reload", url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let ok = response.status().is_success();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if ok {
+        println!("reloaded");
+        for note in body["notes"].as_array().into_iter().flatten() {
+            println!("  {}", note.as_str().unwrap_or_default());
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "reload rejected; the old config keeps serving:\n{}",
+            body["error"]["message"].as_str().unwrap_or("(no message)")
+        );
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -1,0 +1,425 @@
+//! A target's live health: its breaker, capacity (requests in flight, tokens and requests per
+//! minute), 429 cool-down and latency estimate. An attempt first asks for an [`Admission`];
+//! a refusal is a [`Skip`] and the request overflows to the next target without waiting.
+//!
+//! Rate limits are a sliding minute of 12 buckets rather than a GCRA limiter (governor): a
+//! token reservation is an estimate made before the call and must be settled to the
+//! provider's reported usage afterwards, which a GCRA cell cannot give back.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use trestle_core::config::ModelConfig;
+
+use super::breaker::{Breaker, BreakerState, Refusal};
+use super::window::Window;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const DEFAULT_COOLDOWN_MS: u64 = 1_000;
+
+/// Why a target was passed over for this attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Skip {
+    CircuitOpen { retry_in: Duration },
+    ProbeInFlight,
+    CoolingDown { remaining: Duration },
+    AtConcurrency { limit: u32 },
+    OverTokens { limit: u64 },
+    OverRequests { limit: u64 },
+}
+
+impl Skip {
+    /// A short label for metrics and traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Skip::CircuitOpen { .. } | Skip::ProbeInFlight => "circuit_open",
+            Skip::CoolingDown { .. } => "cooling_down",
+            Skip::AtConcurrency { .. } => "at_capacity",
+            Skip::OverTokens { .. } | Skip::OverRequests { .. } => "over_rate_limit",
+        }
+    }
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::CircuitOpen { retry_in } => write!(
+                f,
+                "circuit open (next probe in {} ms)",
+                retry_in.as_millis()
+            ),
+            Skip::ProbeInFlight => f.write_str("circuit half-open, probe in flight"),
+            Skip::CoolingDown { remaining } => write!(
+                f,
+                "cooling down after 429 ({} ms left)",
+                remaining.as_millis()
+            ),
+            Skip::AtConcurrency { limit } => write!(f, "at max_concurrency ({limit} in flight)"),
+            Skip::OverTokens { limit } => write!(f, "over tokens_per_minute ({limit})"),
+            Skip::OverRequests { limit } => write!(f, "over requests_per_minute ({limit})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    max_concurrency: Option<u32>,
+    tokens_per_minute: Option<u64>,
+    requests_per_minute: Option<u64>,
+    cooldown: Duration,
+    weight: u32,
+}
+
+impl Limits {
+    fn from(cfg: &ModelConfig) -> Self {
+        Limits {
+            max_concurrency: cfg.max_concurrency,
+            tokens_per_minute: cfg.tokens_per_minute,
+            requests_per_minute: cfg.requests_per_minute,
+            cooldown: Duration::from_millis(cfg.cooldown_ms.unwrap_or(DEFAULT_COOLDOWN_MS)),
+            weight: cfg.weight.unwrap_or(1),
+        }
+    }
+}
+
+/// Exponentially weighted latency mean and mean deviation (as TCP's RTT estimator).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ewma {
+    mean_ms: f64,
+    dev_ms: f64,
+    samples: u64,
+}
+
+impl Ewma {
+    const ALPHA: f64 = 0.2;
+    const BETA: f64 = 0.25;
+
+    pub fn observe(&mut self, ms: f64) {
+        if self.samples == 0 {
+            self.mean_ms = ms;
+            self.dev_ms = ms / 2.0;
+        } else {
+            self.dev_ms = (1.0 - Self::BETA) * self.dev_ms + Self::BETA * (ms - self.mean_ms).abs();
+            self.mean_ms = (1.0 - Self::ALPHA) * self.mean_ms + Self::ALPHA * ms;
+        }
+        self.samples += 1;
+    }
+
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.mean_ms)
+    }
+
+    /// A p95 estimate: mean plus two mean deviations.
+    pub fn p95_ms(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.mean_ms + 2.0 * self.dev_ms)
+    }
+}
+
+/// The shared, reload-surviving health of one `provider/model`.
+#[derive(Debug)]
+pub struct TargetHealth {
+    pub name: String,
+    pub breaker: Breaker,
+    limits: Mutex<Limits>,
+    in_flight: AtomicU32,
+    /// [tokens, requests] in the last minute.
+    rate: Mutex<Window>,
+    cooldown_until: Mutex<Option<Instant>>,
+    latency: Mutex<Ewma>,
+}
+
+impl TargetHealth {
+    pub fn new(name: &str, cfg: &ModelConfig, now: Instant) -> Self {
+        TargetHealth {
+            name: name.to_string(),
+            breaker: Breaker::new(name, cfg.breaker.clone(), now),
+            limits: Mutex::new(Limits::from(cfg)),
+            in_flight: AtomicU32::new(0),
+            rate: Mutex::new(Window::new(MINUTE, 12, now)),
+            cooldown_until: Mutex::new(None),
+            latency: Mutex::new(Ewma::default()),
+        }
+    }
+
+    pub fn reconfigure(&self, cfg: &ModelConfig, now: Instant) {
+        self.breaker.reconfigure(&cfg.breaker, now);
+        if let Ok(mut l) = self.limits.lock() {
+            *l = Limits::from(cfg);
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits.lock().map(|l| *l).unwrap_or_default()
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.limits().weight
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn latency(&self) -> Ewma {
+        self.latency.lock().map(|l| *l).unwrap_or_default()
+    }
+
+    pub fn observe_latency(&self, latency: Duration) {
+        if let Ok(mut l) = self.latency.lock() {
+            l.observe(latency.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Takes the target out of rotation after a 429, for `Retry-After` or `cooldown_ms`.
+    pub fn cool_down(&self, retry_after: Option<Duration>, now: Instant) {
+        let pause = retry_after.unwrap_or(self.limits().cooldown);
+        if let Ok(mut c) = self.cooldown_until.lock() {
+            let until = now + pause;
+            if c.is_none_or(|old| old < until) {
+                *c = Some(until);
+            }
+        }
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Asks to send one attempt of about `tokens` tokens. Checks run cheapest first, and
+    /// whatever was taken is given back when a later check refuses.
+    pub fn admit(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Admission, Skip> {
+        if let Ok(c) = self.cooldown_until.lock()
+            && let Some(until) = *c
+            && now < until
+        {
+            return Err(Skip::CoolingDown {
+                remaining: until - now,
+            });
+        }
+        let limits = self.limits();
+        let mut admission = Admission {
+            health: self.clone(),
+            counted: false,
+            reservation: None,
+            probe: false,
+            reported: false,
+        };
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        admission.counted = true;
+        if let Some(limit) = limits.max_concurrency
+            && n >= limit
+        {
+            return Err(Skip::AtConcurrency { limit });
+        }
+        if limits.tokens_per_minute.is_some() || limits.requests_per_minute.is_some() {
+            let Ok(mut rate) = self.rate.lock() else {
+                return Ok(admission);
+            };
+            let [used_tokens, used_requests] = rate.sum(now);
+            if let Some(limit) = limits.requests_per_minute
+                && used_requests + 1 > limit
+            {
+                return Err(Skip::OverRequests { limit });
+            }
+            // One request larger than the whole budget still goes when the minute is empty.
+            if let Some(limit) = limits.tokens_per_minute
+                && used_tokens > 0
+                && used_tokens + tokens > limit
+            {
+                return Err(Skip::OverTokens { limit });
+            }
+            let bucket = rate.add(now, tokens, 1);
+            admission.reservation = Some((bucket, tokens));
+        }
+        match self.breaker.try_acquire(now) {
+            Ok(probe) => admission.probe = probe,
+            Err(Refusal::Open { retry_in }) => return Err(Skip::CircuitOpen { retry_in }),
+            Err(Refusal::ProbeInFlight) => return Err(Skip::ProbeInFlight),
+        }
+        Ok(admission)
+    }
+}
+
+/// Permission for one attempt: holds a place in `max_concurrency` until dropped (a stream
+/// keeps it until it ends), and reports the outcome to the breaker once.
+#[derive(Debug)]
+pub struct Admission {
+    health: Arc<TargetHealth>,
+    counted: bool,
+    /// (bucket, tokens) taken from the rate window.
+    reservation: Option<(u64, u64)>,
+    probe: bool,
+    reported: bool,
+}
+
+impl Admission {
+    pub fn health(&self) -> &Arc<TargetHealth> {
+        &self.health
+    }
+
+    /// Reports the attempt's outcome: `bad` is a failure of the target itself.
+    pub fn report(&mut self, bad: bool, latency: Duration, now: Instant) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        self.health.breaker.record(self.probe, bad, latency, now);
+        if !bad {
+            self.health.observe_latency(latency);
+        }
+    }
+
+    /// A stream that broke after it started: one more failure for the breaker.
+    pub fn report_broken_stream(&self, now: Instant) {
+        self.health.breaker.record(false, true, Duration::ZERO, now);
+    }
+
+    /// Replaces the token estimate with the provider's reported usage.
+    pub fn settle_tokens(&mut self, actual: u64, now: Instant) {
+        let Some((bucket, estimate)) = self.reservation.take() else {
+            return;
+        };
+        if let Ok(mut rate) = self.health.rate.lock() {
+            if actual >= estimate {
+                rate.add(now, actual - estimate, 0);
+            } else {
+                rate.sub(now, bucket, estimate - actual, 0);
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.counted {
+            self.health.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.probe && !self.reported {
+            self.health.breaker.release();
+        }
+        // Unsettled tokens were never used (the attempt failed or never went out); the
+        // request counts only if it went out.
+        if let Some((bucket, tokens)) = self.reservation.take()
+            && let Ok(mut rate) = self.health.rate.lock()
+        {
+            rate.sub(Instant::now(), bucket, tokens, u64::from(!self.reported));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(cfg: ModelConfig) -> Arc<TargetHealth> {
+        Arc::new(TargetHealth::new("p/m", &cfg, Instant::now()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_overflows_and_frees_on_drop() {
+        let h = health(ModelConfig {
+            max_concurrency: Some(2),
+            ..Default::default()
+        });
+        let a = h.admit(10, Instant::now()).unwrap();
+        let b = h.admit(10, Instant::now()).unwrap();
+        assert_eq!(
+            h.admit(10, Instant::now()).unwrap_err(),
+            Skip::AtConcurrency { limit: 2 }
+        );
+        assert_eq!(h.in_flight(), 2, "a refused admission gives its place back");
+        drop(a);
+        let _c = h.admit(10, Instant::now()).unwrap();
+        drop(b);
+        assert_eq!(h.in_flight(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_per_minute_settles_to_actual_usage_and_rolls_over() {
+        let h = health(ModelConfig {
+            tokens_per_minute: Some(1_000),
+            ..Default::default()
+        });
+        let mut a = h.admit(600, Instant::now()).unwrap();
+        assert!(matches!(
+            h.admit(600, Instant::now()),
+            Err(Skip::OverTokens { .. })
+        ));
+        a.settle_tokens(100, Instant::now());
+        drop(a);
+        let _b = h.admit(600, Instant::now()).unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let _c = h.admit(900, Instant::now()).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_minute() {
+        let h = health(ModelConfig {
+            requests_per_minute: Some(2),
+            ..Default::default()
+        });
+        for _ in 0..2 {
+            let mut sent = h.admit(1, Instant::now()).unwrap();
+            sent.report(false, Duration::from_millis(5), Instant::now());
+        }
+        // An admission that never went out does not count.
+        drop(h.admit(1, Instant::now()));
+        assert!(matches!(
+            h.admit(1, Instant::now()),
+            Err(Skip::OverRequests { limit: 2 })
+        ));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(h.admit(1, Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_cools_the_target_down_for_retry_after_or_the_default() {
+        let h = health(ModelConfig::default());
+        h.cool_down(Some(Duration::from_millis(300)), Instant::now());
+        assert!(matches!(
+            h.admit(1, Instant::now()),
+            Err(Skip::CoolingDown { .. })
+        ));
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(h.admit(1, Instant::now()).is_ok());
+        h.cool_down(None, Instant::now());
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(h.admit(1, Instant::now()).is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(h.admit(1, Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unused_probe_is_given_back() {
+        let mut cfg = ModelConfig::default();
+        cfg.breaker.consecutive_failures = 1;
+        cfg.breaker.open_ms = 100;
+        let h = health(cfg);
+        let mut a = h.admit(1, Instant::now()).unwrap();
+        a.report(true, Duration::ZERO, Instant::now());
+        drop(a);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let probe = h.admit(1, Instant::now()).unwrap();
+        assert_eq!(h.admit(1, Instant::now()).unwrap_err(), Skip::ProbeInFlight);
+        drop(probe);
+        let mut probe = h.admit(1, Instant::now()).unwrap();
+        probe.report(false, Duration::from_millis(5), Instant::now());
+        assert_eq!(h.breaker_state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn ewma_tracks_latency() {
+        let mut e = Ewma::default();
+        assert_eq!(e.p95_ms(), None);
+        for _ in 0..50 {
+            e.observe(100.0);
+        }
+        assert!((e.mean_ms().unwrap() - 100.0).abs() < 1e-6);
+        assert!(e.p95_ms().unwrap() < 101.0);
+        e.observe(1_000.0);
+        assert!(e.mean_ms().unwrap() > 250.0);
+    }
+}

@@ -1,0 +1,69 @@
+//! Resilience (DESIGN.md §2): separate pieces, each tested alone, that the inference stage
+//! composes — a sliding [`window`], per-target [`breaker`] and [`health`] (capacity,
+//! cool-down, latency), per-route [`capability`] levels, and the fallback levels below
+//! `model`: [`last_good`] (`cache`) and [`fallback`] (`template`, `omitted`).
+//!
+//! Health lives in a [`Registry`] that outlives config reloads, so a reload never resets a
+//! breaker that is open or a level that is lowered.
+
+pub mod breaker;
+pub mod capability;
+pub mod fallback;
+pub mod health;
+pub mod last_good;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+use trestle_core::config::ModelConfig;
+
+use capability::RouteHealth;
+use health::TargetHealth;
+use last_good::LastGood;
+
+/// Health state by target and route name, shared by every runtime built from a config.
+pub struct Registry {
+    targets: Mutex<HashMap<String, Arc<TargetHealth>>>,
+    routes: Mutex<HashMap<String, Arc<RouteHealth>>>,
+    pub last_good: LastGood,
+}
+
+impl Registry {
+    pub fn new(last_good_entries: u64) -> Self {
+        Registry {
+            targets: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            last_good: LastGood::new(last_good_entries),
+        }
+    }
+
+    /// The target's health, made on first use; its limits follow `cfg`.
+    pub fn target(&self, name: &str, cfg: &ModelConfig) -> Arc<TargetHealth> {
+        let now = Instant::now();
+        let Ok(mut map) = self.targets.lock() else {
+            return Arc::new(TargetHealth::new(name, cfg, now));
+        };
+        match map.get(name) {
+            Some(h) => {
+                h.reconfigure(cfg, now);
+                h.clone()
+            }
+            None => {
+                let h = Arc::new(TargetHealth::new(name, cfg, now));
+                map.insert(name.to_string(), h.clone());
+                h
+            }
+        }
+    }
+
+    pub fn route(&self, name: &str) -> Arc<RouteHealth> {
+        let Ok(mut map) = self.routes.lock() else {
+            return Arc::new(RouteHealth::new(name, Instant::now()));
+        };
+        map.entry(name.to_string())
+            .or_insert_with(|| Arc::new(RouteHealth::new(name, Instant::now())))
+            .clone()
+    }
+}
