@@ -182,8 +182,7 @@ impl CapabilityConfig {
             }
         }
         let rate = |v: f64| (0.0..=1.0).contains(&v);
-        if !rate(self.degrade_at) || !rate(self.recover_at) || self.recover_at >= self.degrade_at
-        {
+        if !rate(self.degrade_at) || !rate(self.recover_at) || self.recover_at >= self.degrade_at {
             out.push((
                 "capability".into(),
                 "need 0 <= recover_at < degrade_at <= 1 (shares of bad attempts)".into(),

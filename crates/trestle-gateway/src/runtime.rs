@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use trestle_core::config::{Config, RouteConfig};
+use trestle_core::config::{Config, ProviderConfig, RouteConfig};
 use trestle_core::price::Price;
 
 use crate::error::GatewayError;
@@ -87,9 +87,9 @@ impl Runtime {
                 }
             }
             let template = match &rc.fallback.template {
-                Some(source) => Some(
-                    Template::new(source).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?,
-                ),
+                Some(source) => {
+                    Some(Template::new(source).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?)
+                }
                 None => None,
             };
             routes.insert(
@@ -141,7 +141,9 @@ impl Runtime {
             model: model.to_string(),
             provider,
             price: self.config.price(name),
-            health: self.registry.target(name, &model_cfg),
+            health: self
+                .registry
+                .target(name, &model_cfg, self.fingerprint(provider_name)),
             last_used_ms: AtomicU64::new(0),
         });
         let mut map = self
@@ -188,6 +190,22 @@ impl Runtime {
             ),
             code: "model_not_found",
         })
+    }
+
+    /// A hash of a provider's settings (its secret included, never shown).
+    fn fingerprint(&self, provider: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        if let Some(p) = self.config.providers.get(provider) {
+            format!("{p:?}").hash(&mut h);
+            if let ProviderConfig::Openai(c)
+            | ProviderConfig::Anthropic(c)
+            | ProviderConfig::Gemini(c) = p
+            {
+                c.api_key.as_ref().map(|k| k.expose()).hash(&mut h);
+            }
+        }
+        h.finish()
     }
 
     /// The configured routes, for reload reports.

@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use arc_swap::ArcSwap;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use trestle_core::Config;
@@ -91,23 +91,32 @@ pub fn reload(state: &AppState) -> Result<Vec<String>, ReloadError> {
     crate::metrics::reload(result.is_ok());
     match &result {
         Ok(notes) => tracing::info!(notes = %notes.join("; "), "config reloaded"),
-        Err(e) => tracing::error!(error = %e, "config reload rejected; the old config keeps serving"),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; the old config keeps serving")
+        }
     }
     result
 }
 
 fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
     let path = state.config_path.as_ref().ok_or(ReloadError::NoFile)?;
-    let loaded = Config::load(path)
-        .map_err(|e| ReloadError::Invalid(format!("{} is not a valid config:\n{e}", path.display())))?;
+    let loaded = Config::load(path).map_err(|e| {
+        ReloadError::Invalid(format!("{} is not a valid config:\n{e}", path.display()))
+    })?;
     let mut config = loaded.config;
-    let mut notes: Vec<String> = loaded.warnings.iter().map(|w| format!("warning: {w}")).collect();
+    let mut notes: Vec<String> = loaded
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}"))
+        .collect();
     let old = state.runtime();
     if config.server.listen != old.config.server.listen {
         notes.push("server.listen changed: it takes effect on restart".into());
         config.server.listen.clone_from(&old.config.server.listen);
     }
-    if config.store.path != old.config.store.path || config.store.enabled != old.config.store.enabled {
+    if config.store.path != old.config.store.path
+        || config.store.enabled != old.config.store.enabled
+    {
         notes.push("[store] changed: it takes effect on restart".into());
         config.store = old.config.store.clone();
     }
@@ -123,7 +132,9 @@ async fn admin_reload(State(state): State<SharedState>) -> Response {
     let s = state.clone();
     match tokio::task::spawn_blocking(move || reload(&s)).await {
         Ok(Ok(notes)) => axum::Json(json!({"status": "reloaded", "notes": notes})).into_response(),
-        Ok(Err(ReloadError::NoFile)) => GatewayError::invalid(ReloadError::NoFile.to_string(), None).into_response(),
+        Ok(Err(ReloadError::NoFile)) => {
+            GatewayError::invalid(ReloadError::NoFile.to_string(), None).into_response()
+        }
         Ok(Err(e)) => GatewayError::InvalidRequest {
             message: e.to_string(),
             param: None,

@@ -95,7 +95,9 @@ pub fn choose(
                         },
                     });
                 }
-                Err(e) => tracing::warn!(route = %r.route.name, error = %e, "template fallback failed"),
+                Err(e) => {
+                    tracing::warn!(route = %r.route.name, error = %e, "template fallback failed")
+                }
             }
         }
     }

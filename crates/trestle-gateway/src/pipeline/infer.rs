@@ -295,7 +295,12 @@ struct Won {
 }
 
 /// Sends one attempt within the route's deadline (and `attempt_timeout_ms`).
-async fn attempt(call: Call<'_>, target: &Arc<Target>, level: usize, admission: Admission) -> Tried {
+async fn attempt(
+    call: Call<'_>,
+    target: &Arc<Target>,
+    level: usize,
+    admission: Admission,
+) -> Tried {
     let (req, stream, ttft_limit) = (call.req, call.stream, call.ttft_limit);
     let at = Instant::now();
     let remaining = call.deadline.saturating_duration_since(at);
@@ -348,8 +353,14 @@ impl Chain<'_> {
             Err(e) => e.label(),
         };
         metrics::attempt(&self.route.name, &target.name, &status, latency, cold);
-        self.attempts
-            .push(attempt_record(&target, &result, self.started, at, latency, cold));
+        self.attempts.push(attempt_record(
+            &target,
+            &result,
+            self.started,
+            at,
+            latency,
+            cold,
+        ));
         let (bad, rate_limited) = match &result {
             Ok(_) => (false, false),
             Err(e @ ProviderError::Status { status: 429, .. }) => {
@@ -389,7 +400,17 @@ impl Chain<'_> {
     /// Notes a target passed over without a call.
     fn skipped(&mut self, target: &Target, skip: &Skip, now: Instant) {
         metrics::skipped(&self.route.name, &target.name, skip.label());
-        self.failures.push(format!("{}: skipped, {skip}", target.name));
+        // An open breaker or a cool-down is the target failing; overflow past a full
+        // target is capacity working as configured.
+        let unhealthy = matches!(
+            skip,
+            Skip::CircuitOpen { .. } | Skip::ProbeInFlight | Skip::CoolingDown { .. }
+        );
+        if unhealthy && let Some(cap) = &self.route.config.capability {
+            self.route.health.observe(cap, true, now);
+        }
+        self.failures
+            .push(format!("{}: skipped, {skip}", target.name));
         let mut record = bare_record(target, self.started, now, "skipped");
         record.error = Some(skip.to_string());
         self.attempts.push(record);
@@ -419,6 +440,7 @@ impl Chain<'_> {
             })
             .unwrap_or(DEFAULT_HEDGE_AFTER)
             .max(MIN_HEDGE_AFTER);
+        let first_at = Instant::now();
         let mut a = Box::pin(attempt(self.call, first, level, admission));
         tokio::select! {
             tried = &mut a => return self.book(tried),
@@ -443,16 +465,16 @@ impl Chain<'_> {
         };
         metrics::hedged(&self.route.name, &t2.name);
         let b = Box::pin(attempt(self.call, &t2, lvl2, adm2));
-        let (done, rest, loser) = match futures_util::future::select(a, b).await {
-            Either::Left((tried, b)) => (tried, Either::Right(b), t2.clone()),
-            Either::Right((tried, a)) => (tried, Either::Left(a), first.clone()),
+        let (done, rest, loser, loser_at) = match futures_util::future::select(a, b).await {
+            Either::Left((tried, b)) => (tried, Either::Right(b), t2.clone(), now),
+            Either::Right((tried, a)) => (tried, Either::Left(a), first.clone(), first_at),
         };
         let won = self.book(done);
         if won.is_ok() {
             drop(rest);
-            let mut record = bare_record(&loser, self.started, now, "cancelled");
+            let mut record = bare_record(&loser, self.started, loser_at, "cancelled");
             record.error = Some("hedge lost: another attempt answered first".into());
-            record.latency_ms = now.elapsed().as_secs_f64() * 1000.0;
+            record.latency_ms = loser_at.elapsed().as_secs_f64() * 1000.0;
             self.attempts.push(record);
             return won;
         }

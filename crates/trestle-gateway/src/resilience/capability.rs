@@ -78,7 +78,8 @@ impl RouteHealth {
         let level = self.level();
         let floor = cfg.min_level.clamp(1, 5);
         let [total, bad] = s.window.sum(now);
-        let share = (total >= u64::from(cfg.min_requests).max(1)).then(|| bad as f64 / total as f64);
+        let share =
+            (total >= u64::from(cfg.min_requests).max(1)).then(|| bad as f64 / total as f64);
         let since_change = now.saturating_duration_since(s.last_change);
         let to = match share {
             Some(share) if share >= cfg.degrade_at => {
@@ -156,7 +157,11 @@ mod tests {
         assert_eq!(h.level(), 3, "the evidence gathered meanwhile counts");
         tokio::time::advance(S).await;
         feed(&h, &c, 0, 3);
-        assert_eq!(h.level(), 3, "the window was cleared: three samples are not evidence");
+        assert_eq!(
+            h.level(),
+            3,
+            "the window was cleared: three samples are not evidence"
+        );
         feed(&h, &c, 0, 1);
         assert_eq!(h.level(), 2);
     }

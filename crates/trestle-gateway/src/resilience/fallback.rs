@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use trestle_core::config::FallbackConfig;
 use trestle_core::openai::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Choice, Delta, FunctionCallDelta,
+    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, FunctionCallDelta,
     ResponseMessage, ToolCallDelta, Usage, unix_now,
 };
 

@@ -6,9 +6,9 @@
 //! token reservation is an estimate made before the call and must be settled to the
 //! provider's reported usage afterwards, which a GCRA cell cannot give back.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;

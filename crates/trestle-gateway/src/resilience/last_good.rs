@@ -72,20 +72,30 @@ pub fn request_key(route: &str, req: &ChatRequest) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     route.hash(&mut h);
     for m in &req.messages {
-        serde_json::to_string(&m.role).unwrap_or_default().hash(&mut h);
+        serde_json::to_string(&m.role)
+            .unwrap_or_default()
+            .hash(&mut h);
         for word in m.text().split_whitespace() {
             word.to_lowercase().hash(&mut h);
         }
         0xffu8.hash(&mut h);
         if let Some(calls) = &m.tool_calls {
-            serde_json::to_string(calls).unwrap_or_default().hash(&mut h);
+            serde_json::to_string(calls)
+                .unwrap_or_default()
+                .hash(&mut h);
         }
         m.tool_call_id.hash(&mut h);
     }
     for part in [
-        req.tools.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default()),
-        req.tool_choice.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default()),
-        req.response_format.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default()),
+        req.tools
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_default()),
+        req.tool_choice
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_default()),
+        req.response_format
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_default()),
     ] {
         part.hash(&mut h);
     }
@@ -103,15 +113,22 @@ mod tests {
 
     #[test]
     fn normalization_ignores_case_spacing_and_sampling() {
-        let a = req(json!({"model": "r", "messages": [{"role": "user", "content": "Hello   World"}]}));
+        let a =
+            req(json!({"model": "r", "messages": [{"role": "user", "content": "Hello   World"}]}));
         let b = req(json!({"model": "r", "temperature": 0.3, "stream": true,
             "messages": [{"role": "user", "content": " hello world\n"}]}));
-        let c = req(json!({"model": "r", "messages": [{"role": "user", "content": "hello there"}]}));
-        let d = req(json!({"model": "r", "messages": [{"role": "system", "content": "hello world"}]}));
+        let c =
+            req(json!({"model": "r", "messages": [{"role": "user", "content": "hello there"}]}));
+        let d =
+            req(json!({"model": "r", "messages": [{"role": "system", "content": "hello world"}]}));
         assert_eq!(request_key("r", &a), request_key("r", &b));
         assert_ne!(request_key("r", &a), request_key("r", &c));
         assert_ne!(request_key("r", &a), request_key("r", &d));
-        assert_ne!(request_key("r", &a), request_key("other", &a), "scoped by route");
+        assert_ne!(
+            request_key("r", &a),
+            request_key("other", &a),
+            "scoped by route"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,7 +25,9 @@ use last_good::LastGood;
 
 /// Health state by target and route name, shared by every runtime built from a config.
 pub struct Registry {
-    targets: Mutex<HashMap<String, Arc<TargetHealth>>>,
+    /// By target name: the health and the fingerprint of the provider settings it was
+    /// measured against.
+    targets: Mutex<HashMap<String, (u64, Arc<TargetHealth>)>>,
     routes: Mutex<HashMap<String, Arc<RouteHealth>>>,
     pub last_good: LastGood,
 }
@@ -39,20 +41,22 @@ impl Registry {
         }
     }
 
-    /// The target's health, made on first use; its limits follow `cfg`.
-    pub fn target(&self, name: &str, cfg: &ModelConfig) -> Arc<TargetHealth> {
+    /// The target's health, made on first use; its limits follow `cfg`. `provider` is a
+    /// fingerprint of the provider's settings: when a reload points the provider elsewhere
+    /// (another `base_url`, key or headers), the target's health starts afresh.
+    pub fn target(&self, name: &str, cfg: &ModelConfig, provider: u64) -> Arc<TargetHealth> {
         let now = Instant::now();
         let Ok(mut map) = self.targets.lock() else {
             return Arc::new(TargetHealth::new(name, cfg, now));
         };
         match map.get(name) {
-            Some(h) => {
+            Some((fingerprint, h)) if *fingerprint == provider => {
                 h.reconfigure(cfg, now);
                 h.clone()
             }
-            None => {
+            _ => {
                 let h = Arc::new(TargetHealth::new(name, cfg, now));
-                map.insert(name.to_string(), h.clone());
+                map.insert(name.to_string(), (provider, h.clone()));
                 h
             }
         }

@@ -6,9 +6,9 @@ mod trace;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
 use trestle_core::Config;
 use trestle_core::config::{ConfigError, Loaded};
-use std::sync::Arc;
 
 use trestle_gateway::resilience::Registry;
 use trestle_gateway::runtime::Runtime;

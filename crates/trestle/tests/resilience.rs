@@ -1,0 +1,405 @@
+//! End-to-end resilience: the fallback hierarchy, breakers, capacity overflow, hedging,
+//! capability levels and hot reload, with the real `trestle serve` in front of real
+//! `trestle mock` upstreams over loopback.
+
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A port nothing listens on: connections are refused at once.
+const DEAD: &str = "http://127.0.0.1:9/v1";
+
+async fn ask(gw: &Proc, model: &str, text: &str, stream: bool) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-trestle-user-id", "ada")
+        .json(&chat_body(model, text, stream))
+        .send()
+        .await
+        .expect("request")
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+/// The assistant text of a JSON or SSE answer; panics on anything not OpenAI-shaped.
+async fn text_of(r: reqwest::Response) -> String {
+    let is_sse = header(&r, "content-type").starts_with("text/event-stream");
+    let body = r.text().await.unwrap();
+    if !is_sse {
+        let v: Value = serde_json::from_str(&body).unwrap();
+        return v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .inspect(|c| assert_eq!(c["object"], "chat.completion.chunk", "{c}"))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn trace_id(r: &reqwest::Response) -> String {
+    header(r, "x-trestle-trace-id").to_string()
+}
+
+fn reload_cli(gw: &Proc) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["reload", "--url", &gw.url()])
+        .output()
+        .expect("trestle reload");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn fallback_config(up_url: &str) -> String {
+    format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{up_url}"
+[providers.dead]
+kind = "openai"
+base_url = "{DEAD}"
+[routes.answers]
+class = "sync"
+targets = ["up/m1"]
+retries = 0
+[routes.answers.fallback]
+template = "Sorry {{{{ user_id }}}}, answers are paused. You asked: {{{{ last_user_message }}}}"
+[routes.hidden]
+targets = ["dead/m1"]
+retries = 0
+fallback = {{ cache = false, omitted = true, omitted_status = 503 }}
+[routes.plain]
+targets = ["dead/m1"]
+retries = 0
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fallback_levels_cache_template_omitted_and_hot_reload() {
+    let up = mock(&[]);
+    let gw = gateway(&fallback_config(&format!("{}/v1", up.url())), &[]);
+    let config_file = gw.dir.join("trestle.toml");
+
+    // Primary serves, and the answer is remembered.
+    let r = ask(&gw, "answers", "What is Trestle?", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "primary");
+    assert_eq!(text_of(r).await, "What is Trestle?");
+
+    // omitted: a structured feature_unavailable error with the configured status.
+    let r = ask(&gw, "hidden", "x", false).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "omitted");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "feature_unavailable");
+    assert_eq!(v["error"]["code"], "feature_unavailable");
+    // No fallback configured: the upstream error, as before.
+    let r = ask(&gw, "plain", "x", false).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "upstream_error");
+
+    // Reload onto a dead upstream: in-flight config swaps, health and memory carry over.
+    std::fs::write(&config_file, fallback_config(DEAD)).unwrap();
+    let (ok, out) = reload_cli(&gw);
+    assert!(ok, "{out}");
+    assert!(out.contains("routes: answers, hidden, plain"), "{out}");
+
+    // cache: the same normalized request gets the remembered answer, marked stale.
+    for stream in [false, true] {
+        let r = ask(&gw, "answers", "  what is   TRESTLE? ", stream).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "cache");
+        assert_eq!(header(&r, "x-trestle-cache"), "exact");
+        assert_eq!(header(&r, "x-trestle-cache-stale"), "true");
+        assert!(header(&r, "age").parse::<u64>().is_ok());
+        let id = trace_id(&r);
+        assert_eq!(text_of(r).await, "What is Trestle?", "stream {stream}");
+        let t = trace(&gw, &id).await;
+        assert_eq!(t["requests"][0]["fallback_level"], "cache");
+        assert_eq!(t["requests"][0]["served_by"], "up/m1");
+        assert_eq!(t["requests"][0]["attempts"][0]["status"], "error");
+    }
+
+    // template: a request never answered before gets the rendered template.
+    for stream in [false, true] {
+        let r = ask(&gw, "answers", "Something new", stream).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
+        assert_eq!(
+            text_of(r).await,
+            "Sorry ada, answers are paused. You asked: Something new"
+        );
+    }
+
+    // A bad config is rejected with its line and key; the old one keeps serving.
+    std::fs::write(
+        &config_file,
+        fallback_config(DEAD).replace("retries = 0", "retrys = 0"),
+    )
+    .unwrap();
+    let (ok, out) = reload_cli(&gw);
+    assert!(!ok);
+    assert!(
+        out.contains("rejected") && out.contains("retrys") && out.contains("line"),
+        "{out}"
+    );
+    let r = ask(&gw, "answers", "Something new", false).await;
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
+
+    // SIGHUP reloads too: back onto the live upstream.
+    std::fs::write(&config_file, fallback_config(&format!("{}/v1", up.url()))).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ask(&gw, "answers", "Something new", false).await;
+        if header(&r, "x-trestle-fallback-level") == "primary" {
+            assert_eq!(text_of(r).await, "Something new");
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP reload never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_breaker_opens_skips_the_target_and_probes_after_open_ms() {
+    let up = mock(&["--fault-rate", "1", "--faults", "500"]);
+    let backup = mock(&[]);
+    let config = format!(
+        "{}\n[models.\"up/m1\".breaker]\nconsecutive_failures = 3\nopen_ms = 400\n",
+        reference_config(&up, &backup, "").replace("retries = 1", "retries = 0")
+    );
+    let gw = gateway(&config, &[]);
+    for _ in 0..3 {
+        let r = ask(&gw, "chat", "x", false).await;
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "model");
+    }
+    let r = ask(&gw, "chat", "x", false).await;
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "model");
+    let t = trace(&gw, &trace_id(&r)).await;
+    let first = &t["requests"][0]["attempts"][0];
+    assert_eq!(first["status"], "skipped", "{t}");
+    assert!(
+        first["error"].as_str().unwrap().contains("circuit open"),
+        "{first}"
+    );
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"trestle_breaker_state{target="up/m1"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("trestle_targets_skipped_total"));
+
+    // After open_ms one probe goes out; it fails, so the breaker opens again.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let r = ask(&gw, "chat", "x", false).await;
+    let t = trace(&gw, &trace_id(&r)).await;
+    assert_eq!(t["requests"][0]["attempts"][0]["status"], "error", "{t}");
+    let r = ask(&gw, "chat", "x", false).await;
+    let t = trace(&gw, &trace_id(&r)).await;
+    assert_eq!(t["requests"][0]["attempts"][0]["status"], "skipped", "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_target_overflows_to_the_next_instead_of_queueing() {
+    let up = mock(&["--ttft-ms", "400"]);
+    let backup = mock(&[]);
+    let config = format!(
+        "{}\n[models.\"backup/m1\"]\nmax_concurrency = 100\n",
+        reference_config(&up, &backup, "").replace(
+            "[models.\"up/m1\"]\n",
+            "[models.\"up/m1\"]\nmax_concurrency = 2\n"
+        )
+    );
+    let gw = gateway(&config, &[]);
+    let asks = (0..6).map(|i| {
+        let gw_url = gw.url();
+        async move {
+            let r = client()
+                .post(format!("{gw_url}/v1/chat/completions"))
+                .json(&chat_body("chat", &format!("q{i}"), false))
+                .send()
+                .await
+                .unwrap();
+            let level = header(&r, "x-trestle-fallback-level").to_string();
+            let id = trace_id(&r);
+            assert_eq!(r.status(), 200);
+            (level, id)
+        }
+    });
+    let started = Instant::now();
+    let results = futures_util::future::join_all(asks).await;
+    let primary = results.iter().filter(|(l, _)| l == "primary").count();
+    assert_eq!(primary, 2, "{results:?}");
+    // The overflow did not wait for the slow, full target.
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    let (_, id) = results.iter().find(|(l, _)| l == "model").unwrap();
+    let t = trace(&gw, id).await;
+    let first = &t["requests"][0]["attempts"][0];
+    assert_eq!(first["status"], "skipped");
+    assert!(first["error"].as_str().unwrap().contains("max_concurrency"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hedged_request_takes_the_faster_target_and_cancels_the_slow_one() {
+    let up = mock(&["--ttft-ms", "1500"]);
+    let backup = mock(&[]);
+    let gw = gateway(
+        &reference_config(&up, &backup, "hedge = true\nhedge_after_ms = 100"),
+        &[],
+    );
+    for stream in [false, true] {
+        let started = Instant::now();
+        let r = ask(&gw, "chat", "hedge me", stream).await;
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "model");
+        let id = trace_id(&r);
+        assert_eq!(text_of(r).await, "hedge me");
+        assert!(
+            started.elapsed() < Duration::from_millis(1_000),
+            "{:?}",
+            started.elapsed()
+        );
+        let t = trace(&gw, &id).await;
+        let attempts = t["requests"][0]["attempts"].as_array().unwrap();
+        let status = |target: &str| {
+            attempts
+                .iter()
+                .find(|a| a["target"] == target)
+                .map(|a| a["status"].as_str().unwrap().to_string())
+        };
+        assert_eq!(status("backup/m1").as_deref(), Some("ok"), "{attempts:?}");
+        assert_eq!(
+            status("up/m1").as_deref(),
+            Some("cancelled"),
+            "{attempts:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capability_levels_fall_with_health_survive_reload_and_recover() {
+    let broken = mock(&["--fault-rate", "1", "--faults", "500"]);
+    let healthy = mock(&[]);
+    let config = |url: &str| {
+        format!(
+            r#"
+[providers.up]
+kind = "openai"
+base_url = "{url}/v1"
+[models."up/m1".breaker]
+enabled = false
+[routes.r]
+targets = ["up/m1"]
+retries = 1
+backoff_ms = 1
+[routes.r.fallback]
+template = "limited"
+[routes.r.capability]
+window_ms = 5000
+min_requests = 4
+step_ms = 0
+recover_ms = 1500
+min_level = 2
+[routes.r.capability.levels.4]
+max_tokens = 5
+"#
+        )
+    };
+    let gw = gateway(&config(&broken.url()), &[]);
+    let mut levels = Vec::new();
+    for _ in 0..10 {
+        let r = ask(&gw, "r", "one two three four five six seven", false).await;
+        assert_eq!(r.status(), 200);
+        levels.push(header(&r, "x-trestle-capability-level").to_string());
+    }
+    // Two bad attempts per request, four per step: 5 5 4 4 3 3 2 2 2 2.
+    assert_eq!(
+        levels,
+        ["5", "5", "4", "4", "3", "3", "2", "2", "2", "2"],
+        "{levels:?}"
+    );
+    // Level 2 serves fallbacks only: no call went out.
+    let r = ask(&gw, "r", "x", false).await;
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
+    let t = trace(&gw, &trace_id(&r)).await;
+    assert_eq!(t["requests"][0]["attempts"], json!([]));
+    assert_eq!(t["requests"][0]["capability_level"], 2);
+
+    // Reload onto a healthy upstream: the level carries over, then climbs a step per
+    // recover_ms of health. Level 4 caps max_tokens at 5.
+    std::fs::write(gw.dir.join("trestle.toml"), config(&healthy.url())).unwrap();
+    assert!(reload_cli(&gw).0);
+    let r = ask(&gw, "r", "x", false).await;
+    assert_eq!(header(&r, "x-trestle-capability-level"), "2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let r = ask(&gw, "r", "one two three four five six seven", false).await;
+        let level = header(&r, "x-trestle-capability-level").to_string();
+        let text = text_of(r).await;
+        if level == "4" {
+            assert_eq!(text, "one two three four five", "level 4 caps max_tokens");
+        }
+        if seen.last() != Some(&level) {
+            seen.push(level.clone());
+        }
+        if level == "5" {
+            assert_eq!(text, "one two three four five six seven");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, ["2", "3", "4", "5"]);
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"trestle_capability_level{route="r"} 5"#),
+        "{metrics}"
+    );
+}
