@@ -29,7 +29,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             enabled: true,
-            consecutive_failures: 5,
+            consecutive_failures: 10,
             error_rate: 0.5,
             min_requests: 20,
             window_ms: 10_000,
