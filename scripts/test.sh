@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 cargo build --bin trestle
 cargo test --workspace
+if [ -f target/tmp/chaos-report.json ]; then
+    echo "chaos suite figures (docs/resilience.md):"
+    cat target/tmp/chaos-report.json
+    echo
+fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -762,6 +762,53 @@ mod tests {
     }
 
     #[test]
+    fn the_resilience_example_loads() {
+        let text = include_str!("../../../examples/resilient.toml");
+        let c = Config::parse(text, &env).unwrap().config;
+        let route = &c.routes["support"];
+        assert!(route.hedge);
+        assert_eq!(route.fallback.cache_max_age_s, 3600);
+        let cap = route.capability.as_ref().unwrap();
+        assert_eq!(cap.behaviour(3).max_tokens, Some(150));
+        assert_eq!(cap.behaviour(1).serve, ServeMode::Omitted);
+        assert_eq!(c.models["primary/m1"].breaker.slow_ms, Some(4000));
+        assert_eq!(c.routes["spread"].balance, Balance::LeastLatency);
+    }
+
+    #[test]
+    fn resilience_settings_are_checked() {
+        let text = r#"
+[providers.p]
+kind = "placeholder"
+[models."p/m"]
+max_concurrency = 0
+[models."p/m".breaker]
+error_rate = 1.5
+[routes.r]
+targets = ["p/m"]
+fallback = { omitted_status = 42 }
+[routes.r.capability]
+degrade_at = 0.1
+recover_at = 0.3
+[routes.r.capability.levels.7]
+serve = "omitted"
+[routes.r.capability.levels.4]
+targets = ["nowhere/m"]
+"#;
+        let err = Config::parse(text, &env).unwrap_err().to_string();
+        for key in [
+            "models.\"p/m\".max_concurrency",
+            "models.\"p/m\".breaker.error_rate",
+            "routes.r.fallback.omitted_status",
+            "routes.r.capability: need 0 <= recover_at",
+            "routes.r.capability.levels.7",
+            "routes.r.capability.levels.4.targets[0]",
+        ] {
+            assert!(err.contains(key), "{key} missing from:\n{err}");
+        }
+    }
+
+    #[test]
     fn an_unset_secret_is_a_warning() {
         let loaded = Config::parse(ISSUE_EXAMPLE, &|_| None).unwrap();
         assert_eq!(loaded.warnings.len(), 1);

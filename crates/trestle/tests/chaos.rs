@@ -135,8 +135,12 @@ fn check(stream: bool, status: u16, content_type: &str, body: &str) -> Result<bo
 }
 
 async fn one(gw_url: String, i: usize) -> Seen {
-    let route = if i % 2 == 0 { "chaos" } else { "hedged" };
-    let stream = (i / 2) % 2 == 0;
+    let route = if i.is_multiple_of(2) {
+        "chaos"
+    } else {
+        "hedged"
+    };
+    let stream = (i / 2).is_multiple_of(2);
     let body = chat_body(route, &format!("chaos question {}", i % PROMPTS), stream);
     let started = Instant::now();
     let sent = client()
@@ -205,26 +209,19 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_requests_through_thirty_percent_faults() {
     let faults = "500,429,hang,slow,malformed,disconnect";
-    let a = mock(&[
-        "--fault-rate",
-        "0.3",
-        "--faults",
-        faults,
-        "--retry-after",
-        "0.05",
-        "--seed",
-        "1",
-    ]);
-    let b = mock(&[
-        "--fault-rate",
-        "0.3",
-        "--faults",
-        faults,
-        "--retry-after",
-        "0.05",
-        "--seed",
-        "2",
-    ]);
+    let faulty = |seed: &str| {
+        mock(&[
+            "--fault-rate",
+            "0.3",
+            "--faults",
+            faults,
+            "--retry-after",
+            "0.05",
+            "--seed",
+            seed,
+        ])
+    };
+    let (a, b) = (faulty("1"), faulty("2"));
     let mut gw = gateway(&config(&a, &b), &[]);
     let url = gw.url();
 

@@ -342,14 +342,7 @@ async fn a_thousand_requests_are_all_traced_by_conversation() {
     );
     let ready: Value = get_json(&format!("{}/ready", gw.url())).await;
     assert_eq!(ready["traces"]["dropped"], 0);
-    let metrics = c
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
     for name in [
         "trestle_request_duration_seconds",
         "trestle_ttft_seconds",

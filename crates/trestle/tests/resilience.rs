@@ -215,14 +215,7 @@ async fn a_breaker_opens_skips_the_target_and_probes_after_open_ms() {
         first["error"].as_str().unwrap().contains("circuit open"),
         "{first}"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
     assert!(
         metrics.contains(r#"trestle_breaker_state{target="up/m1"} 2"#),
         "{metrics}"
@@ -390,16 +383,45 @@ max_tokens = 5
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, ["2", "3", "4", "5"]);
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
     assert!(
         metrics.contains(r#"trestle_capability_level{route="r"} 5"#),
         "{metrics}"
+    );
+}
+
+#[test]
+fn the_resilience_example_passes_config_check() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/resilient.toml");
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok (2 providers, 2 routes"), "{stdout}");
+
+    // A template that does not compile is caught by config check, with the route named.
+    let dir = temp_dir("badtemplate");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("{% endif %}", ""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("routes.support") && stdout.contains("template"),
+        "{stdout}"
     );
 }

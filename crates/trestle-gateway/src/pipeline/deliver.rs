@@ -59,7 +59,11 @@ const CAPABILITY: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
 /// A JSON answer with any status (the `omitted` level).
 pub fn json_value(status: u16, body: &serde_json::Value, headers: HeaderMap) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let mut response = (status, body.to_string()).into_response();
+    json_bytes(status, Bytes::from(body.to_string()), headers)
+}
+
+fn json_bytes(status: StatusCode, body: Bytes, headers: HeaderMap) -> Response {
+    let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -88,14 +92,7 @@ pub fn json(completion: Completion, headers: HeaderMap) -> Response {
             }
         },
     };
-    let mut response = (StatusCode::OK, body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.extend(headers);
-    response
+    json_bytes(StatusCode::OK, body, headers)
 }
 
 /// What the relay needs besides the stream.

@@ -370,6 +370,9 @@ impl Chain<'_> {
             Err(e) => (e.is_retryable(), false),
         };
         admission.report(bad, latency, now);
+        if result.is_ok() {
+            target.health.observe_latency(latency);
+        }
         if let Some(cap) = &self.route.config.capability {
             let class = self.route.config.class;
             let budget = if self.call.stream {

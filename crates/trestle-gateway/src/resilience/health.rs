@@ -260,16 +260,13 @@ impl Admission {
         &self.health
     }
 
-    /// Reports the attempt's outcome: `bad` is a failure of the target itself.
+    /// Reports the attempt's outcome to the breaker: `bad` is a failure of the target itself.
     pub fn report(&mut self, bad: bool, latency: Duration, now: Instant) {
         if self.reported {
             return;
         }
         self.reported = true;
         self.health.breaker.record(self.probe, bad, latency, now);
-        if !bad {
-            self.health.observe_latency(latency);
-        }
     }
 
     /// A stream that broke after it started: one more failure for the breaker.

@@ -165,6 +165,18 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .expect("JSON body")
 }
 
+/// GETs a URL's body as text (e.g. `/metrics`).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text body")
+}
+
 /// Fetches a trace, waiting briefly for the writer to commit it.
 pub async fn trace(gw: &Proc, id: &str) -> serde_json::Value {
     for _ in 0..100 {
