@@ -181,7 +181,8 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
     response
 }
 
-fn frame(json: &[u8]) -> Bytes {
+/// One SSE `data:` event.
+pub fn frame(json: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(json.len() + 8);
     b.put_slice(b"data: ");
     b.put_slice(json);

@@ -19,7 +19,7 @@ use trestle_core::config::{LevelConfig, ServeMode};
 use trestle_core::openai::{ChatRequest, EmbeddingsRequest};
 
 use deliver::Relay;
-pub use deliver::{Served as ServedHeaders, trestle_headers};
+pub use deliver::{Served as ServedHeaders, frame as sse_frame, trestle_headers};
 use infer::{Plan, Served};
 use record::TraceGuard;
 

@@ -72,11 +72,13 @@ pub fn request_key(route: &str, req: &ChatRequest) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     route.hash(&mut h);
     for m in &req.messages {
-        serde_json::to_string(&m.role)
-            .unwrap_or_default()
-            .hash(&mut h);
+        m.role.hash(&mut h);
+        // Words, lower-cased, each ended by a separator; no allocation per word.
         for word in m.text().split_whitespace() {
-            word.to_lowercase().hash(&mut h);
+            for c in word.chars().flat_map(char::to_lowercase) {
+                h.write_u32(c as u32);
+            }
+            h.write_u8(0);
         }
         0xffu8.hash(&mut h);
         if let Some(calls) = &m.tool_calls {

@@ -1,0 +1,155 @@
+//! Criterion benches of the per-request work on the gateway's hot path:
+//! parse → resolve → serialize the upstream body, one SSE chunk relayed, a trace enqueued,
+//! and the fallback cache's key and write.
+//!
+//! `cargo bench -p trestle-gateway --bench hot_path`; results and commands in BENCHMARKS.md.
+
+// Bench code: a failed setup is the bench failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use trestle_core::Config;
+use trestle_core::openai::Usage;
+use trestle_gateway::pipeline::{ingress, sse_frame};
+use trestle_gateway::providers::openai;
+use trestle_gateway::resilience::Registry;
+use trestle_gateway::resilience::last_good::{Answer, request_key};
+use trestle_gateway::runtime::Runtime;
+use trestle_gateway::store::{Attempt, Body, Recorder, SqliteStore, Trace};
+
+const CONFIG: &str = r#"
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[routes.chat]
+targets = ["up/m1"]
+"#;
+
+const REQUEST: &[u8] = br#"{"model":"chat","messages":[{"role":"system","content":"You are a helpful support assistant for an online shop. Answer briefly."},{"role":"user","content":"Where is my parcel? I ordered a pair of shoes last Tuesday and the tracking page has not changed since."}],"temperature":0.2,"max_tokens":200,"user":"u-123"}"#;
+
+const CHUNK: &str = r#"{"id":"chatcmpl-abc123","object":"chat.completion.chunk","created":1732000000,"model":"m1","choices":[{"index":0,"delta":{"content":" parcel"},"finish_reason":null}]}"#;
+
+const COMPLETION: &[u8] = br#"{"id":"chatcmpl-abc123","object":"chat.completion","created":1732000000,"model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"Your parcel left the depot this morning."},"finish_reason":"stop"}],"usage":{"prompt_tokens":52,"completion_tokens":9,"total_tokens":61}}"#;
+
+fn runtime() -> Runtime {
+    let config = Config::parse(CONFIG, &|_| None).unwrap().config;
+    Runtime::build(config, Arc::new(Registry::new(10_000))).unwrap()
+}
+
+fn trace(i: u64) -> Trace {
+    Trace {
+        trace_id: format!("{i:032x}"),
+        span_id: format!("{i:016x}"),
+        parent_span_id: None,
+        started_at_ms: 1_700_000_000_000,
+        duration_ms: 12.5,
+        ttft_ms: None,
+        route: "chat".into(),
+        class: "progressive".into(),
+        conversation_id: Some("c1".into()),
+        user_id: Some("u1".into()),
+        stream: false,
+        status: 200,
+        outcome: "ok".into(),
+        error: None,
+        fallback_level: "primary".into(),
+        capability_level: 5,
+        served_by: Some("up/m1".into()),
+        usage: Usage::new(52, 9, 0),
+        cost_usd: 0.0,
+        request: Some(Body::Raw(Bytes::from_static(REQUEST))),
+        response: Some(Body::Raw(Bytes::from_static(COMPLETION))),
+        attempts: vec![Attempt {
+            span_id: "a1".into(),
+            target: "up/m1".into(),
+            provider: "up".into(),
+            model: "m1".into(),
+            offset_ms: 0.1,
+            latency_ms: 12.0,
+            ttft_ms: None,
+            status: "ok".into(),
+            http_status: None,
+            error: None,
+            retryable: false,
+            cold_start: false,
+            tokens_in: 52,
+            tokens_out: 9,
+            tokens_cached: 0,
+            cost_usd: 0.0,
+        }],
+    }
+}
+
+fn request_path(c: &mut Criterion) {
+    let rt = runtime();
+    c.bench_function("parse → resolve → upstream body", |b| {
+        b.iter(|| {
+            let req = ingress::parse_chat(black_box(REQUEST)).unwrap();
+            let route = rt.resolve(&req.model).unwrap();
+            let body = openai::request_body(&route.targets[0].model, &req, false).unwrap();
+            black_box(body)
+        })
+    });
+    c.bench_function("completion parsed for usage", |b| {
+        b.iter(|| black_box(openai::parse_completion(Bytes::from_static(COMPLETION)).unwrap()))
+    });
+}
+
+fn stream_relay(c: &mut Criterion) {
+    c.bench_function("SSE chunk: parse + frame", |b| {
+        b.iter(|| {
+            let chunk = openai::parse_chunk(black_box(CHUNK)).unwrap().unwrap();
+            black_box(sse_frame(chunk.raw.as_deref().unwrap_or_default()))
+        })
+    });
+}
+
+fn trace_enqueue(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("trestle-bench-{}", std::process::id()));
+    let store = SqliteStore::open(&dir.join("bench.db")).unwrap();
+    let recorder = Recorder::start(Box::new(store), 1 << 20, 512).unwrap();
+    let mut i = 0u64;
+    c.bench_function("trace enqueue (bounded queue, writer thread)", |b| {
+        b.iter(|| {
+            i += 1;
+            recorder.record(black_box(trace(i)));
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(recorder.close(Duration::from_secs(60)));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn fallback_cache(c: &mut Criterion) {
+    let req = ingress::parse_chat(REQUEST).unwrap();
+    let registry = Registry::new(10_000);
+    c.bench_function("fallback cache: normalized key", |b| {
+        b.iter(|| black_box(request_key("chat", black_box(&req))))
+    });
+    let mut k = 0u64;
+    c.bench_function("fallback cache: remember an answer", |b| {
+        b.iter(|| {
+            k = k.wrapping_add(1) % 20_000;
+            registry
+                .last_good
+                .put(k, Answer::Raw(Bytes::from_static(COMPLETION)), "up/m1");
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    request_path,
+    stream_relay,
+    trace_enqueue,
+    fallback_cache
+);
+criterion_main!(benches);
