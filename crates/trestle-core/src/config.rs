@@ -66,6 +66,9 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// Most traces written in one transaction.
     pub batch_size: usize,
+    /// How long the writer gathers traces before a commit (group commit); a trace is
+    /// readable within about this long of its response.
+    pub flush_interval_ms: u64,
     /// Keep full request and response bodies on traces.
     pub record_bodies: bool,
 }
@@ -77,6 +80,7 @@ impl Default for StoreConfig {
             path: PathBuf::from(".trestle/trestle.db"),
             queue_capacity: 16_384,
             batch_size: 512,
+            flush_interval_ms: 20,
             record_bodies: true,
         }
     }

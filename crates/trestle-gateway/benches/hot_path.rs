@@ -112,7 +112,8 @@ fn stream_relay(c: &mut Criterion) {
 fn trace_enqueue(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("trestle-bench-{}", std::process::id()));
     let store = SqliteStore::open(&dir.join("bench.db")).unwrap();
-    let recorder = Recorder::start(Box::new(store), 1 << 20, 512).unwrap();
+    let recorder =
+        Recorder::start(Box::new(store), 1 << 20, 512, Duration::from_millis(20)).unwrap();
     let mut i = 0u64;
     c.bench_function("trace enqueue (bounded queue, writer thread)", |b| {
         b.iter(|| {

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use crate::resilience::breaker::BreakerState;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use std::collections::HashMap;
+
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -186,4 +191,88 @@ pub fn hedged(route: &str, target: &str) {
 pub fn reload(ok: bool) {
     counter!("trestle_config_reloads_total", "result" => if ok { "ok" } else { "rejected" })
         .increment(1);
+}
+
+/// A route's metric handles for the common case (status 200, an `ok` attempt), registered
+/// once when the route is built: a request then records without building label sets or
+/// looking them up. Anything else goes through the functions above.
+pub struct RouteMetrics {
+    route: String,
+    duration_ok: Histogram,
+    requests_ok_primary: Counter,
+    ttft: Histogram,
+    overhead: Histogram,
+    targets: HashMap<String, TargetMetrics>,
+}
+
+struct TargetMetrics {
+    upstream_ok: Histogram,
+    /// input, output, cached.
+    tokens: [Counter; 3],
+    cost: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new<'a>(route: &str, targets: impl Iterator<Item = &'a str>) -> Self {
+        let r = route.to_string();
+        let targets = targets
+            .map(|t| {
+                let t = t.to_string();
+                let tokens = ["input", "output", "cached"].map(|kind| {
+                    counter!("trestle_tokens_total", "route" => r.clone(), "target" => t.clone(), "kind" => kind)
+                });
+                let handles = TargetMetrics {
+                    upstream_ok: histogram!("trestle_upstream_duration_seconds", "route" => r.clone(),
+                        "target" => t.clone(), "status" => "ok"),
+                    tokens,
+                    cost: histogram!("trestle_request_cost_usd", "route" => r.clone(), "target" => t.clone()),
+                };
+                (t, handles)
+            })
+            .collect();
+        RouteMetrics {
+            duration_ok: histogram!("trestle_request_duration_seconds", "route" => r.clone(), "status" => "200"),
+            requests_ok_primary: counter!("trestle_requests_total", "route" => r.clone(), "status" => "200",
+                "fallback_level" => "primary"),
+            ttft: histogram!("trestle_ttft_seconds", "route" => r.clone()),
+            overhead: histogram!("trestle_gateway_overhead_seconds", "route" => r.clone()),
+            route: r,
+            targets,
+        }
+    }
+
+    pub fn request(&self, m: &RequestMetrics<'_>) {
+        if m.status != 200 || m.fallback_level != "primary" {
+            return request(m);
+        }
+        self.duration_ok.record(m.total.as_secs_f64());
+        self.requests_ok_primary.increment(1);
+        if let Some(t) = m.ttft {
+            self.ttft.record(t.as_secs_f64());
+        }
+        if let Some(o) = m.overhead {
+            self.overhead.record(o.as_secs_f64());
+        }
+    }
+
+    pub fn attempt(&self, target: &str, status: &str, latency: Duration, cold: bool) {
+        match self.targets.get(target) {
+            Some(h) if status == "ok" && !cold => h.upstream_ok.record(latency.as_secs_f64()),
+            _ => attempt(&self.route, target, status, latency, cold),
+        }
+    }
+
+    pub fn usage(&self, target: &str, input: u64, output: u64, cached: u64, cost: Option<f64>) {
+        let Some(h) = self.targets.get(target) else {
+            return usage(&self.route, target, input, output, cached, cost);
+        };
+        for (counter, n) in h.tokens.iter().zip([input, output, cached]) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+        if let Some(cost) = cost {
+            h.cost.record(cost);
+        }
+    }
 }

@@ -9,6 +9,7 @@ use trestle_core::config::{Config, ProviderConfig, RouteConfig};
 use trestle_core::price::Price;
 
 use crate::error::GatewayError;
+use crate::metrics::RouteMetrics;
 use crate::providers::{self, Provider};
 use crate::resilience::Registry;
 use crate::resilience::capability::RouteHealth;
@@ -52,6 +53,8 @@ pub struct Route {
     /// The capability level, shared across reloads.
     pub health: Arc<RouteHealth>,
     pub template: Option<Template>,
+    /// Metric handles for the common case, registered once.
+    pub metrics: RouteMetrics,
 }
 
 pub struct Runtime {
@@ -92,6 +95,13 @@ impl Runtime {
                 }
                 None => None,
             };
+            let metrics = RouteMetrics::new(
+                name,
+                targets
+                    .iter()
+                    .chain(level_targets.values().flatten())
+                    .map(|t| t.name.as_str()),
+            );
             routes.insert(
                 name.clone(),
                 Arc::new(Route {
@@ -101,6 +111,7 @@ impl Runtime {
                     level_targets,
                     health: rt.registry.route(name),
                     template,
+                    metrics,
                 }),
             );
         }
@@ -170,6 +181,7 @@ impl Runtime {
                 level_targets: HashMap::new(),
                 health: self.registry.route(model),
                 template: None,
+                metrics: RouteMetrics::new(model, std::iter::once(model)),
             });
             if let Ok(mut map) = self.direct.write() {
                 map.insert(model.to_string(), route.clone());

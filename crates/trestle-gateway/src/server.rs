@@ -41,6 +41,7 @@ pub fn build_state(
                 Box::new(writer),
                 store_cfg.queue_capacity,
                 store_cfg.batch_size,
+                Duration::from_millis(store_cfg.flush_interval_ms),
             )?,
             Some(Arc::new(Mutex::new(reader))),
         )
@@ -334,7 +335,7 @@ pub async fn serve(
         signal_state.hard_stop.cancel();
     });
     let shutdown = draining.clone();
-    axum::serve(listener, app.into_make_service())
+    axum::serve(no_delay(listener), app.into_make_service())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     state.recorder.close(Duration::from_secs(30)).await;
@@ -346,6 +347,20 @@ pub async fn serve(
         "stopped; traces flushed"
     );
     Ok(())
+}
+
+/// Sets TCP_NODELAY on every accepted connection: an SSE frame goes out when it is written,
+/// not when Nagle's algorithm and the client's delayed ACK allow (a 40 ms stall per stream on
+/// a kept-alive connection otherwise).
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

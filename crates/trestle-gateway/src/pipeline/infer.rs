@@ -349,10 +349,12 @@ impl Chain<'_> {
         let now = Instant::now();
         self.sent += 1;
         let status = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.label(),
+            Ok(_) => std::borrow::Cow::Borrowed("ok"),
+            Err(e) => e.label().into(),
         };
-        metrics::attempt(&self.route.name, &target.name, &status, latency, cold);
+        self.route
+            .metrics
+            .attempt(&target.name, &status, latency, cold);
         self.attempts.push(attempt_record(
             &target,
             &result,

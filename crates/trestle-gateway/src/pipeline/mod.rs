@@ -75,7 +75,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         }
     };
     let stream = req.is_stream();
-    guard.set_route(&route.name, route.config.class.as_str(), stream);
+    guard.set_route(&route, stream);
 
     // Capability: the level live health allows, and what it changes.
     let (capability, behaviour) = capability(&route, started);

@@ -18,7 +18,7 @@ use crate::metrics::{self, RequestMetrics};
 use crate::resilience::Registry;
 use crate::resilience::health::Admission;
 use crate::resilience::last_good::Answer;
-use crate::runtime::Target;
+use crate::runtime::{Route, Target};
 use crate::state::SharedState;
 use crate::store::{Body, Trace};
 
@@ -28,6 +28,7 @@ pub struct TraceGuard {
     trace: Option<Trace>,
     started: Instant,
     target: Option<Arc<Target>>,
+    route: Option<Arc<Route>>,
     /// The serving target's admission, released (and its tokens settled) when the answer ends.
     admission: Option<Admission>,
     /// Where a good answer is remembered for the `cache` fallback level.
@@ -80,6 +81,7 @@ impl TraceGuard {
             trace: Some(trace),
             started,
             target: None,
+            route: None,
             admission: None,
             remember: None,
             keep_bodies,
@@ -89,12 +91,13 @@ impl TraceGuard {
         }
     }
 
-    pub fn set_route(&mut self, route: &str, class: &str, stream: bool) {
+    pub fn set_route(&mut self, route: &Arc<Route>, stream: bool) {
         if let Some(t) = self.trace.as_mut() {
-            t.route = route.to_string();
-            t.class = class.to_string();
+            t.route.clone_from(&route.name);
+            t.class = route.config.class.as_str().to_string();
             t.stream = stream;
         }
+        self.route = Some(route.clone());
     }
 
     pub fn set_capability(&mut self, level: u8) {
@@ -233,25 +236,26 @@ impl TraceGuard {
             a.tokens_cached = t.usage.cached_tokens();
             let cost = target.price.map(|p| p.cost(&t.usage));
             a.cost_usd = cost.unwrap_or(0.0);
-            metrics::usage(
-                &t.route,
-                &target.name,
-                a.tokens_in,
-                a.tokens_out,
-                a.tokens_cached,
-                cost,
-            );
+            let (input, output, cached) = (a.tokens_in, a.tokens_out, a.tokens_cached);
+            match &self.route {
+                Some(r) => r.metrics.usage(&target.name, input, output, cached, cost),
+                None => metrics::usage(&t.route, &target.name, input, output, cached, cost),
+            }
         }
         t.cost_usd = t.attempts.iter().map(|a| a.cost_usd).sum();
         let ready_at = self.ttft.unwrap_or(total);
-        metrics::request(&RequestMetrics {
+        let m = RequestMetrics {
             route: &t.route,
             status: t.status,
             fallback_level: &t.fallback_level,
             total,
             ttft: self.ttft,
             overhead: (!t.attempts.is_empty()).then(|| ready_at.saturating_sub(self.waited)),
-        });
+        };
+        match &self.route {
+            Some(r) => r.metrics.request(&m),
+            None => metrics::request(&m),
+        }
         if t.outcome != "ok" {
             tracing::info!(trace_id = %t.trace_id, route = %t.route, status = t.status, outcome = %t.outcome,
                 error = t.error.as_deref().unwrap_or(""), "request did not end normally");

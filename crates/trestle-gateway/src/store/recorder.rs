@@ -27,6 +27,9 @@ pub struct RecorderStats {
 }
 
 /// Hands traces to the writer thread.
+/// How often a lingering writer looks at the queue again.
+const LINGER_STEP: Duration = Duration::from_millis(2);
+
 pub struct Recorder {
     tx: Option<mpsc::Sender<Msg>>,
     stats: Arc<RecorderStats>,
@@ -36,10 +39,15 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer thread over `store`.
+    ///
+    /// The writer commits a batch when it holds `batch` traces or `linger` after the first
+    /// one arrived: fewer, larger transactions write each hot index page once per batch
+    /// instead of once per trace (group commit).
     pub fn start(
         mut store: Box<dyn TraceStore>,
         capacity: usize,
         batch: usize,
+        linger: Duration,
     ) -> anyhow::Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Msg>(capacity.max(1));
         let stats = Arc::new(RecorderStats::default());
@@ -55,12 +63,20 @@ impl Recorder {
                         Some(Msg::Trace(t)) => pending.push(*t),
                         Some(Msg::Close) | None => closing = true,
                     }
-                    // Take whatever else is waiting, up to a batch.
-                    while pending.len() < batch {
+                    let first_at = Instant::now();
+                    // Take whatever else arrives within the linger, up to a batch.
+                    while pending.len() < batch && !closing {
                         match rx.try_recv() {
                             Ok(Msg::Trace(t)) => pending.push(*t),
                             Ok(Msg::Close) => closing = true,
-                            Err(_) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => closing = true,
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                let waited = first_at.elapsed();
+                                if waited >= linger {
+                                    break;
+                                }
+                                std::thread::sleep((linger - waited).min(LINGER_STEP));
+                            }
                         }
                     }
                     if closing {
@@ -191,7 +207,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn close_flushes_everything_queued() {
         let kept = Arc::new(Mutex::new(Vec::new()));
-        let r = Recorder::start(Box::new(Memory(kept.clone(), Duration::ZERO)), 1000, 7).unwrap();
+        let r = Recorder::start(
+            Box::new(Memory(kept.clone(), Duration::ZERO)),
+            1000,
+            7,
+            Duration::from_millis(5),
+        )
+        .unwrap();
         for i in 0..500 {
             r.record(trace(&i.to_string()));
         }
@@ -210,6 +232,7 @@ mod tests {
             Box::new(Memory(kept.clone(), Duration::from_millis(50))),
             4,
             1,
+            Duration::ZERO,
         )
         .unwrap();
         for i in 0..100 {

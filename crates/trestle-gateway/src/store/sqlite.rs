@@ -8,9 +8,15 @@ use serde_json::{Map, Value, json};
 
 use super::{Attempt, Trace, TraceFilter, TraceStore, TraceSummary};
 
+/// Layout 2: integer row ids, so the table, its time indexes and the attempts table grow at
+/// the end; only the trace, conversation and user indexes take random keys (the last two
+/// only when the request has one). Layout 1 (text span-id keys) is migrated on open.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS requests (
-    span_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    span_id TEXT NOT NULL,
     trace_id TEXT NOT NULL,
     parent_span_id TEXT,
     started_at_ms INTEGER NOT NULL,
@@ -36,12 +42,14 @@ CREATE TABLE IF NOT EXISTS requests (
     capability_level INTEGER NOT NULL DEFAULT 5
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
-CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms);
-CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, started_at_ms);
+CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, started_at_ms)
+    WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_route ON requests(route, started_at_ms);
 CREATE INDEX IF NOT EXISTS requests_time ON requests(started_at_ms);
 CREATE TABLE IF NOT EXISTS attempts (
-    request_span_id TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     span_id TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -59,9 +67,18 @@ CREATE TABLE IF NOT EXISTS attempts (
     tokens_out INTEGER NOT NULL,
     tokens_cached INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
-    PRIMARY KEY (request_span_id, seq)
-);
+    PRIMARY KEY (request_id, seq)
+) WITHOUT ROWID;
 ";
+
+const REQUEST_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
+     ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
+     served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
+     capability_level";
+
+const ATTEMPT_COLUMNS: &str = "seq, span_id, target, provider, model, offset_ms, latency_ms, \
+     ttft_ms, status, http_status, error, retryable, cold_start, tokens_in, tokens_out, \
+     tokens_cached, cost_usd";
 
 const SUMMARY_COLUMNS: &str = "trace_id, started_at_ms, duration_ms, ttft_ms, route, conversation_id, \
      user_id, stream, status, outcome, fallback_level, served_by, tokens_in, tokens_out, cost_usd, attempts, \
@@ -82,19 +99,63 @@ impl SqliteStore {
             .map_err(|e| anyhow::anyhow!("cannot open trace store {}: {e}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoint every ~16 MB of WAL instead of ~4 MB: hot index pages are copied back
+        // once per checkpoint, not once per 1,000 pages written.
+        conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+        // The writer's hot index pages stay in memory (32 MiB) instead of being re-read.
+        conn.pragma_update(None, "cache_size", -32_768)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        // Stores made before capability levels lack the column.
-        let has_level: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'capability_level'")?
-            .exists([])?;
-        if !has_level {
-            conn.execute_batch(
-                "ALTER TABLE requests ADD COLUMN capability_level INTEGER NOT NULL DEFAULT 5",
-            )?;
-        }
+        migrate(&conn)?;
         Ok(SqliteStore { conn })
     }
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])
+}
+
+/// Creates the tables, or brings an older layout up to date in one transaction.
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let layout_1 = has_column(conn, "requests", "span_id")? && !has_column(conn, "requests", "id")?;
+    if !layout_1 {
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        return Ok(());
+    }
+    tracing::info!("migrating the trace store to layout {SCHEMA_VERSION}");
+    if !has_column(conn, "requests", "capability_level")? {
+        conn.execute_batch(
+            "ALTER TABLE requests ADD COLUMN capability_level INTEGER NOT NULL DEFAULT 5",
+        )?;
+    }
+    conn.execute_batch(&format!(
+        "BEGIN;
+         DROP INDEX IF EXISTS requests_trace;
+         DROP INDEX IF EXISTS requests_conversation;
+         DROP INDEX IF EXISTS requests_user;
+         DROP INDEX IF EXISTS requests_route;
+         DROP INDEX IF EXISTS requests_time;
+         ALTER TABLE requests RENAME TO requests_v1;
+         ALTER TABLE attempts RENAME TO attempts_v1;
+         {SCHEMA}
+         INSERT INTO requests ({REQUEST_COLUMNS})
+             SELECT {REQUEST_COLUMNS} FROM requests_v1 ORDER BY started_at_ms, rowid;
+         INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS})
+             SELECT r.id, a.seq, a.span_id, a.target, a.provider, a.model, a.offset_ms,
+                    a.latency_ms, a.ttft_ms, a.status, a.http_status, a.error, a.retryable,
+                    a.cold_start, a.tokens_in, a.tokens_out, a.tokens_cached, a.cost_usd
+             FROM attempts_v1 a JOIN requests r ON r.span_id = a.request_span_id;
+         DROP TABLE attempts_v1;
+         DROP TABLE requests_v1;
+         PRAGMA user_version = {SCHEMA_VERSION};
+         COMMIT;"
+    ))?;
+    Ok(())
 }
 
 fn summary(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
@@ -152,14 +213,14 @@ impl TraceStore for SqliteStore {
     fn write_batch(&mut self, traces: &[Trace]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO requests VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)",
-            )?;
-            let mut insert_attempt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
-            )?;
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)"
+            ))?;
+            let mut insert_attempt = tx.prepare_cached(&format!(
+                "INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS}) VALUES \
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+            ))?;
             for t in traces {
                 insert.execute(params![
                     t.span_id,
@@ -187,9 +248,10 @@ impl TraceStore for SqliteStore {
                     t.response.as_ref().map(|b| b.to_text()),
                     t.capability_level,
                 ])?;
+                let request_id = tx.last_insert_rowid();
                 for (seq, a) in t.attempts.iter().enumerate() {
                     insert_attempt.execute(params![
-                        t.span_id,
+                        request_id,
                         seq as i64,
                         a.span_id,
                         a.target,
@@ -217,10 +279,10 @@ impl TraceStore for SqliteStore {
 
     fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response \
-             FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, rowid"
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id \
+             FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, id"
         ))?;
-        let rows: Vec<(TraceSummary, Map<String, Value>)> = stmt
+        let rows: Vec<(TraceSummary, Map<String, Value>, i64)> = stmt
             .query_map([trace_id], |r| {
                 let mut extra = Map::new();
                 extra.insert("span_id".into(), json!(r.get::<_, String>(17)?));
@@ -233,19 +295,18 @@ impl TraceStore for SqliteStore {
                 extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(21)?));
                 extra.insert("request".into(), body_value(r.get(22)?));
                 extra.insert("response".into(), body_value(r.get(23)?));
-                Ok((summary(r)?, extra))
+                Ok((summary(r)?, extra, r.get::<_, i64>(24)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut attempts_stmt = self.conn.prepare_cached(
             "SELECT span_id, target, provider, model, offset_ms, latency_ms, ttft_ms, status, \
              http_status, error, retryable, cold_start, tokens_in, tokens_out, tokens_cached, cost_usd \
-             FROM attempts WHERE request_span_id = ?1 ORDER BY seq",
+             FROM attempts WHERE request_id = ?1 ORDER BY seq",
         )?;
         let mut requests = Vec::with_capacity(rows.len());
-        for (sum, extra) in rows {
-            let span_id = extra["span_id"].as_str().unwrap_or_default().to_string();
+        for (sum, extra, id) in rows {
             let attempts: Vec<Attempt> = attempts_stmt
-                .query_map([&span_id], attempt)?
+                .query_map([id], attempt)?
                 .collect::<Result<_, _>>()?;
             let mut obj = match serde_json::to_value(&sum)? {
                 Value::Object(m) => m,
@@ -283,7 +344,7 @@ impl TraceStore for SqliteStore {
         };
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
         let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM requests {filter_sql} ORDER BY started_at_ms DESC, rowid DESC LIMIT {limit}"
+            "SELECT {SUMMARY_COLUMNS} FROM requests {filter_sql} ORDER BY started_at_ms DESC, id DESC LIMIT {limit}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt
@@ -378,6 +439,58 @@ pub(crate) mod tests {
             })
             .unwrap();
         assert_eq!(limited.len(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_layout_1_store_is_migrated_with_its_traces() {
+        let dir = std::env::temp_dir().join(format!("trestle-sqlite-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE requests (span_id TEXT PRIMARY KEY, trace_id TEXT NOT NULL,
+                parent_span_id TEXT, started_at_ms INTEGER NOT NULL, duration_ms REAL NOT NULL,
+                ttft_ms REAL, route TEXT NOT NULL, class TEXT NOT NULL, conversation_id TEXT,
+                user_id TEXT, stream INTEGER NOT NULL, status INTEGER NOT NULL,
+                outcome TEXT NOT NULL, error TEXT, fallback_level TEXT NOT NULL, served_by TEXT,
+                tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,
+                tokens_cached INTEGER NOT NULL, cost_usd REAL NOT NULL, attempts INTEGER NOT NULL,
+                request TEXT, response TEXT);
+             CREATE INDEX requests_trace ON requests(trace_id);
+             CREATE INDEX requests_conversation ON requests(conversation_id, started_at_ms);
+             CREATE TABLE attempts (request_span_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                span_id TEXT NOT NULL, target TEXT NOT NULL, provider TEXT NOT NULL,
+                model TEXT NOT NULL, offset_ms REAL NOT NULL, latency_ms REAL NOT NULL,
+                ttft_ms REAL, status TEXT NOT NULL, http_status INTEGER, error TEXT,
+                retryable INTEGER NOT NULL, cold_start INTEGER NOT NULL,
+                tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,
+                tokens_cached INTEGER NOT NULL, cost_usd REAL NOT NULL,
+                PRIMARY KEY (request_span_id, seq));
+             INSERT INTO requests VALUES ('s1', 't1', NULL, 1, 2.0, NULL, 'chat', 'sync', 'c1',
+                NULL, 0, 200, 'ok', NULL, 'model', 'b/m', 3, 4, 0, 0.5, 1, '{}', NULL);
+             INSERT INTO attempts VALUES ('s1', 0, 'a1', 'b/m', 'b', 'm', 0.0, 2.0, NULL, 'ok',
+                NULL, NULL, 0, 1, 3, 4, 0, 0.5);",
+        )
+        .unwrap();
+        drop(old);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let got = store.get("t1").unwrap().unwrap();
+        assert_eq!(got["requests"][0]["fallback_level"], "model");
+        assert_eq!(got["requests"][0]["capability_level"], 5);
+        assert_eq!(got["requests"][0]["attempts"][0]["target"], "b/m");
+        store.write_batch(&[sample("t9", "s9", "c1")]).unwrap();
+        let by_conv = store
+            .list(&TraceFilter {
+                conversation_id: Some("c1".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_conv.len(), 2);
+        // Opening again is a no-op.
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.get("t9").unwrap().is_some());
         std::fs::remove_dir_all(dir).ok();
     }
 }

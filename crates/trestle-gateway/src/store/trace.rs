@@ -14,11 +14,12 @@ pub enum Body {
 }
 
 impl Body {
-    /// The body as JSON text.
-    pub fn to_text(&self) -> String {
+    /// The body as JSON text; borrowed when the wire bytes are valid UTF-8 (they almost
+    /// always are: they were parsed as JSON).
+    pub fn to_text(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Body::Raw(b) => String::from_utf8_lossy(b).into_owned(),
-            Body::Completion(c) => serde_json::to_string(c).unwrap_or_default(),
+            Body::Raw(b) => String::from_utf8_lossy(b),
+            Body::Completion(c) => serde_json::to_string(c).unwrap_or_default().into(),
         }
     }
 }

@@ -89,7 +89,7 @@ pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) -> anyhow::Result<()> {
-    axum::serve(listener, app)
+    axum::serve(server::no_delay(listener), app)
         .with_graceful_shutdown(server::shutdown_signal())
         .await?;
     Ok(())

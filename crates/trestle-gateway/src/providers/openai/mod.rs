@@ -7,8 +7,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use trestle_core::config::HttpProviderConfig;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use trestle_core::openai::{
-    ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, StreamOptions,
+    ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, Message,
+    ResponseFormat, Stop, StreamOptions, Tool, ToolChoice,
 };
 
 use super::http::{self, Auth, HttpClient};
@@ -31,22 +34,69 @@ impl OpenAi {
 
 /// The outgoing body: the client's request with the upstream model name; streams always ask
 /// for usage so cost is known (the gateway strips it again if the client did not ask).
+/// Serialized from borrowed fields: the request is never copied.
 pub fn request_body(model: &str, req: &ChatRequest, stream: bool) -> Result<Bytes, ProviderError> {
-    let mut out = req.clone();
-    out.model = model.to_string();
-    if stream {
-        out.stream = Some(true);
-        let options = out
+    let stream_options = stream.then(|| StreamOptions {
+        include_usage: Some(true),
+        extra: req
             .stream_options
-            .get_or_insert_with(StreamOptions::default);
-        options.include_usage = Some(true);
-    } else {
-        out.stream = None;
-        out.stream_options = None;
-    }
+            .as_ref()
+            .map(|o| o.extra.clone())
+            .unwrap_or_default(),
+    });
+    let out = Outgoing {
+        model,
+        messages: &req.messages,
+        stream: stream.then_some(true),
+        stream_options: stream_options.as_ref(),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        max_tokens: req.max_tokens,
+        max_completion_tokens: req.max_completion_tokens,
+        stop: req.stop.as_ref(),
+        tools: req.tools.as_deref(),
+        tool_choice: req.tool_choice.as_ref(),
+        response_format: req.response_format.as_ref(),
+        user: req.user.as_deref(),
+        metadata: req.metadata.as_ref(),
+        extra: &req.extra,
+    };
     serde_json::to_vec(&out)
         .map(Bytes::from)
         .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
+}
+
+/// [`ChatRequest`]'s fields, borrowed, in the same order.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<&'a StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Map<String, Value>>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
 }
 
 /// Parses a non-streamed body.
