@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::cache::{
+    CacheConfig, CacheMode, EmbedderConfig, Normalize, QueryText, RouteCacheConfig, SemanticConfig,
+    SemanticScope, ToolNamespace,
+};
 use crate::price::Price;
 pub use crate::resilience::{
     Balance, BreakerConfig, CapabilityConfig, FallbackConfig, LevelConfig, ServeMode,
@@ -29,6 +33,10 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub routes: BTreeMap<String, RouteConfig>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub embedders: BTreeMap<String, EmbedderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,8 +48,6 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long open streams may run before they are ended.
     pub shutdown_grace_ms: u64,
-    /// Answers remembered for the `cache` fallback level (all routes together).
-    pub fallback_cache_entries: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,7 +56,6 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".to_string(),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
-            fallback_cache_entries: 10_000,
         }
     }
 }
@@ -350,6 +355,9 @@ pub struct RouteConfig {
     pub fallback: FallbackConfig,
     /// Capability levels driven by live health; none: the route stays at level 5.
     pub capability: Option<CapabilityConfig>,
+    /// The exact and semantic response caches.
+    #[serde(default)]
+    pub cache: RouteCacheConfig,
 }
 
 fn default_retries() -> u32 {
@@ -380,6 +388,7 @@ impl RouteConfig {
             hedge_after_ms: None,
             fallback: FallbackConfig::default(),
             capability: None,
+            cache: RouteCacheConfig::default(),
         }
     }
 
@@ -568,6 +577,17 @@ impl Config {
                 }
             }
         }
+        for (name, embedder) in &self.embedders {
+            if let EmbedderConfig::Provider { target } = embedder
+                && let Err(message) = self.check_target(target)
+            {
+                issue(
+                    find_line(text, &format!("[embedders.{name}]")),
+                    format!("embedders.{name}.target"),
+                    message,
+                );
+            }
+        }
         for (key, model) in &self.models {
             let line = find_line(text, &format!("[models.\"{key}\"]"));
             if let Err(message) = self.check_target(key) {
@@ -652,6 +672,31 @@ impl Config {
                             "needs at least one target, or leave it out".into(),
                         );
                     }
+                }
+            }
+            if let Some(sem) = &route.cache.semantic {
+                if !self.embedders.contains_key(&sem.embedder) {
+                    let known: Vec<&str> = self.embedders.keys().map(String::as_str).collect();
+                    issue(
+                        line,
+                        format!("routes.{name}.cache.semantic.embedder"),
+                        format!(
+                            "unknown embedder `{}`; configured [embedders]: {}",
+                            sem.embedder,
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+                if let Some(message) = sem.check() {
+                    issue(
+                        line,
+                        format!("routes.{name}.cache.semantic.threshold"),
+                        message,
+                    );
                 }
             }
             let total = route.total_timeout_ms();

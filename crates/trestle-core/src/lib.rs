@@ -1,6 +1,7 @@
 //! Core types of Trestle: the OpenAI wire format the gateway speaks, its configuration and
 //! pricing. No I/O lives here.
 
+pub mod cache;
 pub mod config;
 pub mod openai;
 pub mod price;

@@ -14,11 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use trestle_core::Config;
+use trestle_core::config::{CacheConfig, Normalize};
 use trestle_core::openai::Usage;
+use trestle_gateway::cache::exact::{Answer, Entry};
+use trestle_gateway::cache::key::exact_key;
 use trestle_gateway::pipeline::{ingress, sse_frame};
 use trestle_gateway::providers::openai;
 use trestle_gateway::resilience::Registry;
-use trestle_gateway::resilience::last_good::{Answer, request_key};
 use trestle_gateway::runtime::Runtime;
 use trestle_gateway::store::{Attempt, Body, Recorder, SqliteStore, Trace};
 
@@ -38,7 +40,7 @@ const COMPLETION: &[u8] = br#"{"id":"chatcmpl-abc123","object":"chat.completion"
 
 fn runtime() -> Runtime {
     let config = Config::parse(CONFIG, &|_| None).unwrap().config;
-    Runtime::build(config, Arc::new(Registry::new(10_000))).unwrap()
+    Runtime::build(config, Arc::new(Registry::new(&CacheConfig::default()))).unwrap()
 }
 
 fn trace(i: u64) -> Trace {
@@ -59,6 +61,9 @@ fn trace(i: u64) -> Trace {
         error: None,
         fallback_level: "primary".into(),
         capability_level: 5,
+        cache: "miss".into(),
+        cost_saved_usd: 0.0,
+        cache_similarity: None,
         served_by: Some("up/m1".into()),
         usage: Usage::new(52, 9, 0),
         cost_usd: 0.0,
@@ -129,20 +134,25 @@ fn trace_enqueue(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn fallback_cache(c: &mut Criterion) {
+fn exact_cache(c: &mut Criterion) {
+    let rt = runtime();
+    let route = rt.resolve("chat").unwrap();
     let req = ingress::parse_chat(REQUEST).unwrap();
-    let registry = Registry::new(10_000);
-    c.bench_function("fallback cache: normalized key", |b| {
-        b.iter(|| black_box(request_key("chat", black_box(&req))))
+    let norm = Normalize::default();
+    c.bench_function("exact cache: normalized key", |b| {
+        b.iter(|| black_box(exact_key(&route, black_box(&req), &norm)))
     });
+    let caches = &rt.registry.caches;
     let mut k = 0u64;
-    c.bench_function("fallback cache: remember an answer", |b| {
+    c.bench_function("exact cache: store an answer", |b| {
         b.iter(|| {
             k = k.wrapping_add(1) % 20_000;
-            registry
-                .last_good
-                .put(k, Answer::Raw(Bytes::from_static(COMPLETION)), "up/m1");
+            let answer = Answer::Raw(Bytes::from_static(COMPLETION));
+            caches.exact.put(k, Entry::new(answer, "up/m1", 0.0001));
         })
+    });
+    c.bench_function("exact cache: lookup (hit)", |b| {
+        b.iter(|| black_box(caches.exact.get(black_box(17), Duration::from_secs(60))))
     });
 }
 
@@ -151,6 +161,6 @@ criterion_group!(
     request_path,
     stream_relay,
     trace_enqueue,
-    fallback_cache
+    exact_cache
 );
 criterion_main!(benches);

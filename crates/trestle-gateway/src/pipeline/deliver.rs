@@ -25,8 +25,10 @@ pub struct Served {
     pub cache: &'static str,
     /// 5 (full) … 1 (off).
     pub capability: u8,
-    /// Age of a cached answer served as a fallback (it is stale).
-    pub stale_age_s: Option<u64>,
+    /// Age of a cached answer, in seconds.
+    pub age_s: Option<u64>,
+    /// A cached answer served as a fallback, past its freshness.
+    pub stale: bool,
 }
 
 /// The `x-trestle-*` headers every answer carries; `served` is known once a route resolved.
@@ -46,9 +48,11 @@ pub fn trestle_headers(trace_id: &str, span_id: &str, served: Option<&Served>) -
             "x-trestle-capability-level",
             CAPABILITY[usize::from(s.capability.clamp(1, 5))],
         );
-        if let Some(age) = s.stale_age_s {
-            put("x-trestle-cache-stale", "true");
+        if let Some(age) = s.age_s {
             put("age", &age.to_string());
+        }
+        if s.stale {
+            put("x-trestle-cache-stale", "true");
         }
     }
     h

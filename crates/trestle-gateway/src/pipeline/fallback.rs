@@ -32,7 +32,7 @@ pub struct Request<'a> {
 pub struct Fallback {
     pub level: &'static str,
     pub cache: &'static str,
-    pub stale_age_s: Option<u64>,
+    pub age_s: Option<u64>,
     answer: Answer,
 }
 
@@ -62,13 +62,13 @@ pub fn choose(
         let max_age = std::time::Duration::from_secs(cfg.cache_max_age_s);
         if let Some((hit, age)) = r
             .key
-            .and_then(|key| runtime.registry.last_good.get(key, max_age))
+            .and_then(|key| runtime.registry.caches.exact.get(key, max_age))
             && let Some(completion) = hit.answer.completion()
         {
             return Some(Fallback {
                 level: "cache",
                 cache: "exact",
-                stale_age_s: Some(age.as_secs()),
+                age_s: Some(age.as_secs()),
                 answer: Answer::Completion {
                     completion,
                     served_by: Some(hit.served_by.clone()),
@@ -88,7 +88,7 @@ pub fn choose(
                     return Some(Fallback {
                         level: "template",
                         cache: "miss",
-                        stale_age_s: None,
+                        age_s: None,
                         answer: Answer::Completion {
                             completion: fallback::completion(&r.route.name, text),
                             served_by: None,
@@ -104,7 +104,7 @@ pub fn choose(
     (omit || only_fallbacks || cfg.omitted).then(|| Fallback {
         level: "omitted",
         cache: "miss",
-        stale_age_s: None,
+        age_s: None,
         answer: Answer::Omitted {
             status: cfg.omitted_status,
             body: fallback::omitted_body(cfg, &r.route.name, &error.to_string()),
@@ -140,22 +140,35 @@ pub fn deliver(
                 served_by,
                 &format!("served at fallback level {}: {error}", fb.level),
             );
-            if stream {
-                let mut chunks = fallback::chunks(&completion).into_iter().map(Chunk::from);
-                let Some(first) = chunks.next() else {
-                    guard.fail(error);
-                    return deliver::error(error.clone(), headers);
-                };
-                let rest = stream::iter(chunks.map(Ok)).boxed();
-                deliver::sse(relay(guard), first, rest, headers)
-            } else {
-                guard.complete(&completion, None);
-                let answer = Completion {
-                    body: completion,
-                    raw: None,
-                };
-                deliver::json(answer, headers)
-            }
+            replay(completion, guard, stream, headers, relay)
         }
+    }
+}
+
+/// Sends a completion the gateway holds (cached or made here) as JSON, or as a stream when
+/// the client asked for one.
+pub fn replay(
+    completion: ChatCompletion,
+    guard: TraceGuard,
+    stream: bool,
+    headers: HeaderMap,
+    relay: impl FnOnce(TraceGuard) -> Relay,
+) -> Response {
+    if stream {
+        let mut chunks = fallback::chunks(&completion).into_iter().map(Chunk::from);
+        let Some(first) = chunks.next() else {
+            let e = GatewayError::Internal("an empty cached answer".into());
+            guard.fail(&e);
+            return deliver::error(e, headers);
+        };
+        let rest = stream::iter(chunks.map(Ok)).boxed();
+        deliver::sse(relay(guard), first, rest, headers)
+    } else {
+        guard.complete(&completion, None);
+        let answer = Completion {
+            body: completion,
+            raw: None,
+        };
+        deliver::json(answer, headers)
     }
 }

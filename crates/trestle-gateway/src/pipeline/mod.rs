@@ -2,6 +2,7 @@
 //! ingress → resolve → capability → infer → fallback → deliver, with the trace recorded at
 //! the end of every path.
 
+mod cache;
 mod deliver;
 mod fallback;
 mod infer;
@@ -24,7 +25,6 @@ use infer::{Plan, Served};
 use record::TraceGuard;
 
 use crate::error::GatewayError;
-use crate::resilience::last_good;
 use crate::runtime::Route;
 use crate::state::SharedState;
 
@@ -82,11 +82,42 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     guard.set_capability(capability);
     let include_usage = req.wants_stream_usage();
     let req = apply_caps(req, route.config.max_tokens, behaviour.max_tokens);
-    let key = route
-        .config
-        .fallback
-        .cache
-        .then(|| last_good::request_key(&route.name, &req));
+    let served = |fallback_level, cache, age_s, stale| {
+        let meta = ServedHeaders {
+            fallback_level,
+            cache,
+            capability,
+            age_s,
+            stale,
+        };
+        trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta))
+    };
+    let deadline_ms = route.config.total_timeout_ms();
+    let relay = |guard| Relay {
+        guard,
+        deadline: started + Duration::from_millis(deadline_ms),
+        deadline_ms,
+        include_usage,
+        hard_stop: state.hard_stop.clone(),
+    };
+
+    // Cache: exact, then semantic; a miss says where the answer will be stored.
+    let remember = match cache::lookup(&runtime, &route, &req, &identity, &headers).await {
+        cache::Outcome::Hit(hit) => {
+            guard.cache_hit(hit.layer, &hit.entry, hit.similarity);
+            let headers = served("primary", hit.layer, Some(hit.age.as_secs()), false);
+            return match hit.entry.answer.completion() {
+                Some(c) => fallback::replay(c, guard, stream, headers, relay),
+                None => {
+                    let e = GatewayError::Internal("a cached answer no longer parses".into());
+                    guard.fail(&e);
+                    deliver::error(e, headers)
+                }
+            };
+        }
+        cache::Outcome::Miss(remember) => remember,
+    };
+    let key = remember.as_ref().map(|r| r.key);
 
     // Infer: the target chain with breakers, capacity, retries, hedging and model fallback.
     let mut inference = match behaviour.serve {
@@ -113,28 +144,11 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     };
     guard.inference(&mut inference);
     let level = inference.fallback_level();
-    let served = |fallback_level, cache, stale_age_s| {
-        let meta = ServedHeaders {
-            fallback_level,
-            cache,
-            capability,
-            stale_age_s,
-        };
-        trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta))
-    };
-    let deadline_ms = route.config.total_timeout_ms();
-    let relay = |guard| Relay {
-        guard,
-        deadline: started + Duration::from_millis(deadline_ms),
-        deadline_ms,
-        include_usage,
-        hard_stop: state.hard_stop.clone(),
-    };
     match inference.result {
         // The request itself is wrong: no fallback would be right either.
         Err(e @ GatewayError::UpstreamRejected { .. }) => {
             guard.fail(&e);
-            deliver::error(e, served(level, "miss", None))
+            deliver::error(e, served(level, "miss", None, false))
         }
         // Fallback: cache, template, omitted — or the error when none is configured.
         Err(e) => {
@@ -149,26 +163,32 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             match fallback::choose(&runtime, &vars, &e, omit, only_fallbacks) {
                 None => {
                     guard.fail(&e);
-                    deliver::error(e, served(level, "miss", None))
+                    deliver::error(e, served(level, "miss", None, false))
                 }
                 Some(fb) => {
-                    let headers = served(fb.level, fb.cache, fb.stale_age_s);
+                    let stale = fb.level == "cache";
+                    let headers = served(fb.level, fb.cache, fb.age_s, stale);
                     fallback::deliver(fb, guard, &e, stream, headers, relay)
                 }
             }
         }
         Ok(Served::Complete(completion)) => {
-            if let Some(key) = key {
-                guard.remember(runtime.registry.clone(), key);
+            if let Some(r) = remember {
+                guard.remember(r);
             }
             guard.complete(&completion.body, completion.raw.as_ref());
-            deliver::json(completion, served(level, "miss", None))
+            deliver::json(completion, served(level, "miss", None, false))
         }
         Ok(Served::Stream { first, rest }) => {
-            if let Some(key) = key {
-                guard.remember(runtime.registry.clone(), key);
+            if let Some(r) = remember {
+                guard.remember(r);
             }
-            deliver::sse(relay(guard), first, rest, served(level, "miss", None))
+            deliver::sse(
+                relay(guard),
+                first,
+                rest,
+                served(level, "miss", None, false),
+            )
         }
     }
 }

@@ -13,14 +13,23 @@ use trestle_core::openai::{
 
 use super::infer::Inference;
 use super::ingress::Identity;
+use crate::cache::exact::{Answer, Entry};
 use crate::error::GatewayError;
 use crate::metrics::{self, RequestMetrics};
 use crate::resilience::Registry;
 use crate::resilience::health::Admission;
-use crate::resilience::last_good::Answer;
 use crate::runtime::{Route, Target};
 use crate::state::SharedState;
 use crate::store::{Body, Trace};
+
+/// Where a good answer goes once it has ended well.
+pub struct Remember {
+    pub registry: Arc<Registry>,
+    /// The exact-cache key.
+    pub key: u64,
+    /// The semantic scope and the query's embedding, when the route has a semantic cache.
+    pub semantic: Option<(u64, Arc<[f32]>)>,
+}
 
 /// Owns a request's trace until it is recorded, exactly once.
 pub struct TraceGuard {
@@ -31,8 +40,9 @@ pub struct TraceGuard {
     route: Option<Arc<Route>>,
     /// The serving target's admission, released (and its tokens settled) when the answer ends.
     admission: Option<Admission>,
-    /// Where a good answer is remembered for the `cache` fallback level.
-    remember: Option<(Arc<Registry>, u64)>,
+    /// Where a good answer is remembered: the exact cache (and the `cache` fallback level),
+    /// and the semantic index.
+    remember: Option<Remember>,
     keep_bodies: bool,
     waited: Duration,
     ttft: Option<Duration>,
@@ -69,6 +79,9 @@ impl TraceGuard {
             error: None,
             fallback_level: "primary".into(),
             capability_level: 5,
+            cache: "miss".into(),
+            cost_saved_usd: 0.0,
+            cache_similarity: None,
             served_by: None,
             usage: Usage::default(),
             cost_usd: 0.0,
@@ -106,9 +119,45 @@ impl TraceGuard {
         }
     }
 
-    /// Remember the answer, if it ends well, for the `cache` fallback level.
-    pub fn remember(&mut self, registry: Arc<Registry>, key: u64) {
-        self.remember = Some((registry, key));
+    /// Remember the answer, if it ends well.
+    pub fn remember(&mut self, remember: Remember) {
+        self.remember = Some(remember);
+    }
+
+    /// Notes that a cache layer served the answer.
+    pub fn cache_hit(&mut self, layer: &str, entry: &Entry, similarity: Option<f32>) {
+        self.remember = None;
+        if let Some(t) = self.trace.as_mut() {
+            t.cache = layer.to_string();
+            t.served_by = Some(entry.served_by.clone());
+            t.cost_saved_usd = entry.cost_usd;
+            t.cache_similarity = similarity.map(f64::from);
+        }
+        metrics::cache_saved(entry.cost_usd);
+    }
+
+    /// Puts a good answer into the caches.
+    fn store(&mut self, answer: Answer, usage: &Usage) {
+        let (Some(r), Some(target)) = (self.remember.take(), &self.target) else {
+            return;
+        };
+        let cost = target.price.map(|p| p.cost(usage)).unwrap_or(0.0);
+        let mut entry = Entry::new(answer, &target.name, cost);
+        entry.embedding = r.semantic.as_ref().map(|(_, v)| v.clone());
+        r.registry.caches.exact.put(r.key, entry);
+        if let Some((scope, vector)) = r.semantic {
+            // An HNSW insert is CPU work: off the request's thread.
+            let (registry, key) = (r.registry, r.key);
+            tokio::task::spawn_blocking(move || {
+                let caches = &registry.caches;
+                caches.semantic.insert(scope, vector, key, |k| {
+                    caches
+                        .exact
+                        .get(k, Duration::MAX)
+                        .and_then(|(e, _)| e.embedding.clone())
+                });
+            });
+        }
     }
 
     /// Notes that a fallback level served: `note` says why the models did not.
@@ -152,14 +201,12 @@ impl TraceGuard {
 
     pub fn complete(mut self, completion: &ChatCompletion, raw: Option<&Bytes>) {
         let keep = self.keep_bodies;
-        if let Some((registry, key)) = self.remember.take()
-            && let Some(target) = &self.target
-        {
+        if self.remember.is_some() {
             let answer = match raw {
                 Some(b) => Answer::Raw(b.clone()),
                 None => Answer::Parsed(completion.clone()),
             };
-            registry.last_good.put(key, answer, &target.name);
+            self.store(answer, &completion.usage.unwrap_or_default());
         }
         if let Some(t) = self.trace.as_mut() {
             t.status = 200;
@@ -208,12 +255,13 @@ impl TraceGuard {
         if let Some(s) = self.stream.take() {
             metrics::streams_open(-1.0);
             t.usage = s.usage.unwrap_or_default();
-            let remember = self.remember.take().filter(|_| t.outcome == "ok");
-            if self.keep_bodies || remember.is_some() {
+            if t.outcome != "ok" {
+                self.remember = None;
+            }
+            if self.keep_bodies || self.remember.is_some() {
                 let completion = s.into_completion();
-                if let (Some((registry, key)), Some(target)) = (remember, &self.target) {
-                    let answer = Answer::Parsed(completion.clone());
-                    registry.last_good.put(key, answer, &target.name);
+                if self.remember.is_some() {
+                    self.store(Answer::Parsed(completion.clone()), &t.usage);
                 }
                 if self.keep_bodies {
                     t.response = Some(Body::Completion(Box::new(completion)));

@@ -1,7 +1,8 @@
 //! Resilience (DESIGN.md §2): separate pieces, each tested alone, that the inference stage
 //! composes — a sliding [`window`], per-target [`breaker`] and [`health`] (capacity,
 //! cool-down, latency), per-route [`capability`] levels, and the fallback levels below
-//! `model`: [`last_good`] (`cache`) and [`fallback`] (`template`, `omitted`).
+//! `model`: the exact cache (`cache`, in [`crate::cache`]) and [`fallback`] (`template`,
+//! `omitted`).
 //!
 //! Health lives in a [`Registry`] that outlives config reloads, so a reload never resets a
 //! breaker that is open or a level that is lowered.
@@ -10,7 +11,6 @@ pub mod breaker;
 pub mod capability;
 pub mod fallback;
 pub mod health;
-pub mod last_good;
 pub mod window;
 
 use std::collections::HashMap;
@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use trestle_core::config::ModelConfig;
 
+use crate::cache::Caches;
 use capability::RouteHealth;
 use health::TargetHealth;
-use last_good::LastGood;
+use trestle_core::config::CacheConfig;
 
 /// Health state by target and route name, shared by every runtime built from a config.
 pub struct Registry {
@@ -29,15 +30,16 @@ pub struct Registry {
     /// measured against.
     targets: Mutex<HashMap<String, (u64, Arc<TargetHealth>)>>,
     routes: Mutex<HashMap<String, Arc<RouteHealth>>>,
-    pub last_good: LastGood,
+    /// The response and tool caches (the `cache` fallback level reads the exact one).
+    pub caches: Caches,
 }
 
 impl Registry {
-    pub fn new(last_good_entries: u64) -> Self {
+    pub fn new(cache: &CacheConfig) -> Self {
         Registry {
             targets: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
-            last_good: LastGood::new(last_good_entries),
+            caches: Caches::new(cache),
         }
     }
 

@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts INTEGER NOT NULL,
     request TEXT,
     response TEXT,
-    capability_level INTEGER NOT NULL DEFAULT 5
+    capability_level INTEGER NOT NULL DEFAULT 5,
+    cache TEXT NOT NULL DEFAULT 'miss',
+    cost_saved_usd REAL NOT NULL DEFAULT 0,
+    cache_similarity REAL
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
 CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms)
@@ -74,6 +77,12 @@ CREATE TABLE IF NOT EXISTS attempts (
 const REQUEST_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
      ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
      served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
+     capability_level, cache, cost_saved_usd, cache_similarity";
+
+/// What a layout-1 `requests` row holds (after its capability-level column was added).
+const LAYOUT_1_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
+     ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
+     served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
      capability_level";
 
 const ATTEMPT_COLUMNS: &str = "seq, span_id, target, provider, model, offset_ms, latency_ms, \
@@ -82,7 +91,7 @@ const ATTEMPT_COLUMNS: &str = "seq, span_id, target, provider, model, offset_ms,
 
 const SUMMARY_COLUMNS: &str = "trace_id, started_at_ms, duration_ms, ttft_ms, route, conversation_id, \
      user_id, stream, status, outcome, fallback_level, served_by, tokens_in, tokens_out, cost_usd, attempts, \
-     capability_level";
+     capability_level, cache, cost_saved_usd";
 
 pub struct SqliteStore {
     conn: Connection,
@@ -119,6 +128,18 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version >= SCHEMA_VERSION {
+        // Columns added within layout 2.
+        for (column, definition) in [
+            ("cache", "TEXT NOT NULL DEFAULT 'miss'"),
+            ("cost_saved_usd", "REAL NOT NULL DEFAULT 0"),
+            ("cache_similarity", "REAL"),
+        ] {
+            if !has_column(conn, "requests", column)? {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE requests ADD COLUMN {column} {definition}"
+                ))?;
+            }
+        }
         return Ok(());
     }
     let layout_1 = has_column(conn, "requests", "span_id")? && !has_column(conn, "requests", "id")?;
@@ -143,8 +164,8 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
          ALTER TABLE requests RENAME TO requests_v1;
          ALTER TABLE attempts RENAME TO attempts_v1;
          {SCHEMA}
-         INSERT INTO requests ({REQUEST_COLUMNS})
-             SELECT {REQUEST_COLUMNS} FROM requests_v1 ORDER BY started_at_ms, rowid;
+         INSERT INTO requests ({LAYOUT_1_COLUMNS})
+             SELECT {LAYOUT_1_COLUMNS} FROM requests_v1 ORDER BY started_at_ms, rowid;
          INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS})
              SELECT r.id, a.seq, a.span_id, a.target, a.provider, a.model, a.offset_ms,
                     a.latency_ms, a.ttft_ms, a.status, a.http_status, a.error, a.retryable,
@@ -177,6 +198,8 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
         cost_usd: row.get(14)?,
         attempts: row.get(15)?,
         capability_level: row.get(16)?,
+        cache: row.get(17)?,
+        cost_saved_usd: row.get(18)?,
     })
 }
 
@@ -215,7 +238,7 @@ impl TraceStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27)"
             ))?;
             let mut insert_attempt = tx.prepare_cached(&format!(
                 "INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS}) VALUES \
@@ -247,6 +270,9 @@ impl TraceStore for SqliteStore {
                     t.request.as_ref().map(|b| b.to_text()),
                     t.response.as_ref().map(|b| b.to_text()),
                     t.capability_level,
+                    t.cache,
+                    t.cost_saved_usd,
+                    t.cache_similarity,
                 ])?;
                 let request_id = tx.last_insert_rowid();
                 for (seq, a) in t.attempts.iter().enumerate() {
@@ -279,23 +305,27 @@ impl TraceStore for SqliteStore {
 
     fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id \
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity \
              FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, id"
         ))?;
         let rows: Vec<(TraceSummary, Map<String, Value>, i64)> = stmt
             .query_map([trace_id], |r| {
                 let mut extra = Map::new();
-                extra.insert("span_id".into(), json!(r.get::<_, String>(17)?));
+                extra.insert("span_id".into(), json!(r.get::<_, String>(19)?));
                 extra.insert(
                     "parent_span_id".into(),
-                    json!(r.get::<_, Option<String>>(18)?),
+                    json!(r.get::<_, Option<String>>(20)?),
                 );
-                extra.insert("class".into(), json!(r.get::<_, String>(19)?));
-                extra.insert("error".into(), json!(r.get::<_, Option<String>>(20)?));
-                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(21)?));
-                extra.insert("request".into(), body_value(r.get(22)?));
-                extra.insert("response".into(), body_value(r.get(23)?));
-                Ok((summary(r)?, extra, r.get::<_, i64>(24)?))
+                extra.insert("class".into(), json!(r.get::<_, String>(21)?));
+                extra.insert("error".into(), json!(r.get::<_, Option<String>>(22)?));
+                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(23)?));
+                extra.insert("request".into(), body_value(r.get(24)?));
+                extra.insert("response".into(), body_value(r.get(25)?));
+                extra.insert(
+                    "cache_similarity".into(),
+                    json!(r.get::<_, Option<f64>>(27)?),
+                );
+                Ok((summary(r)?, extra, r.get::<_, i64>(26)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut attempts_stmt = self.conn.prepare_cached(
@@ -379,6 +409,9 @@ pub(crate) mod tests {
             error: None,
             fallback_level: "model".into(),
             capability_level: 4,
+            cache: "miss".into(),
+            cost_saved_usd: 0.0,
+            cache_similarity: None,
             served_by: Some("backup/m1".into()),
             usage: Usage::new(10, 5, 2),
             cost_usd: 0.001,

@@ -50,6 +50,12 @@ pub struct Trace {
     pub fallback_level: String,
     /// The route's capability level (5 full … 1 off) when the request was served.
     pub capability_level: u8,
+    /// `miss`, `exact` or `semantic`: the cache layer that served.
+    pub cache: String,
+    /// What the cached answer cost when it was made (a hit costs nothing upstream).
+    pub cost_saved_usd: f64,
+    /// The semantic hit's cosine similarity.
+    pub cache_similarity: Option<f64>,
     /// The target that served the answer.
     pub served_by: Option<String>,
     pub usage: Usage,
@@ -114,4 +120,6 @@ pub struct TraceSummary {
     pub cost_usd: f64,
     pub attempts: u32,
     pub capability_level: u8,
+    pub cache: String,
+    pub cost_saved_usd: f64,
 }

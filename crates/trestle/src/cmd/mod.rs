@@ -62,7 +62,7 @@ pub fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
                 println!("warning: {w}");
             }
             // Building the runtime compiles templates and builds providers, as serve would.
-            let registry = Arc::new(Registry::new(1));
+            let registry = Arc::new(Registry::new(&loaded.config.cache));
             if let Err(e) = Runtime::build(loaded.config.clone(), registry) {
                 println!("{}: error: {e:#}", file.display());
                 println!("{}: 1 problem(s)", file.display());

@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use trestle_core::config::HttpProviderConfig;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use trestle_core::config::HttpProviderConfig;
 use trestle_core::openai::{
     ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, Message,
     ResponseFormat, Stop, StreamOptions, Tool, ToolChoice,

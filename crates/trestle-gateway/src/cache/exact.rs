@@ -1,0 +1,102 @@
+//! The exact response cache: answers by [`key::exact_key`](super::key::exact_key), in memory
+//! (moka, bounded by entry count). A hit within the route's `ttl_s` is served before
+//! inference; the `cache` fallback level serves older entries too (up to
+//! `fallback.cache_max_age_s`), marked stale. Survives config reloads, not restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use trestle_core::openai::ChatCompletion;
+
+/// An answer as it was served: the upstream's bytes (no copy of a parsed body on the hot
+/// path) or a completion the gateway assembled from a stream.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Raw(Bytes),
+    Parsed(ChatCompletion),
+}
+
+impl Answer {
+    pub fn completion(&self) -> Option<ChatCompletion> {
+        match self {
+            Answer::Raw(b) => serde_json::from_slice(b).ok(),
+            Answer::Parsed(c) => Some(c.clone()),
+        }
+    }
+}
+
+/// One remembered answer.
+#[derive(Debug)]
+pub struct Entry {
+    pub answer: Answer,
+    pub served_by: String,
+    pub stored_at: Instant,
+    /// What the answer cost when it was made: what a hit saves.
+    pub cost_usd: f64,
+    /// The query's embedding, when the route has a semantic cache (to rebuild its index).
+    pub embedding: Option<Arc<[f32]>>,
+}
+
+pub struct ExactCache {
+    entries: moka::sync::Cache<u64, Arc<Entry>>,
+}
+
+impl ExactCache {
+    pub fn new(capacity: u64) -> Self {
+        ExactCache {
+            entries: moka::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    pub fn put(&self, key: u64, entry: Entry) {
+        self.entries.insert(key, Arc::new(entry));
+    }
+
+    /// The entry and its age, if it is not older than `max_age`.
+    pub fn get(&self, key: u64, max_age: Duration) -> Option<(Arc<Entry>, Duration)> {
+        let hit = self.entries.get(&key)?;
+        let age = hit.stored_at.elapsed();
+        (age <= max_age).then_some((hit, age))
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
+
+impl Entry {
+    pub fn new(answer: Answer, served_by: &str, cost_usd: f64) -> Self {
+        Entry {
+            answer,
+            served_by: served_by.to_string(),
+            stored_at: Instant::now(),
+            cost_usd,
+            embedding: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_age_and_expire_by_the_asked_max_age() {
+        let store = ExactCache::new(100);
+        let raw = Bytes::from_static(br#"{"id":"x","choices":[]}"#);
+        store.put(7, Entry::new(Answer::Raw(raw), "up/m1", 0.002));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (hit, age) = store.get(7, Duration::from_secs(60)).unwrap();
+        assert_eq!(hit.served_by, "up/m1");
+        assert_eq!(hit.answer.completion().unwrap().id, "x");
+        assert_eq!(age, Duration::from_secs(30));
+        assert!(store.get(8, Duration::from_secs(60)).is_none());
+        // Fresh for a 60 s TTL no more; still there for a day-long stale window.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(store.get(7, Duration::from_secs(60)).is_none());
+        assert!(store.get(7, Duration::from_secs(86_400)).is_some());
+    }
+}

@@ -1,0 +1,138 @@
+//! Cache: before inference, the exact cache (normalized key, within the route's `ttl_s`),
+//! then the semantic cache (the query's embedding against earlier ones in the same scope,
+//! at or above the route's threshold). A miss carries what the answer will be stored under.
+//!
+//! `cache-control: no-cache` on the request skips the lookup; `no-store` skips storing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use tokio::time::Instant;
+use trestle_core::openai::ChatRequest;
+
+use super::ingress::Identity;
+use super::record::Remember;
+use crate::cache::exact::Entry;
+use crate::cache::key;
+use crate::metrics;
+use crate::runtime::{Route, Runtime};
+
+/// A cached answer to serve.
+pub struct Hit {
+    /// `exact` or `semantic`.
+    pub layer: &'static str,
+    pub entry: Arc<Entry>,
+    pub age: Duration,
+    pub similarity: Option<f32>,
+}
+
+pub enum Outcome {
+    Hit(Hit),
+    /// Where the answer goes once made (none: nothing is stored).
+    Miss(Option<Remember>),
+}
+
+/// The tenant a request belongs to: `x-trestle-tenant-id`, else `metadata.tenant_id`.
+fn tenant<'a>(headers: &'a HeaderMap, req: &'a ChatRequest) -> Option<&'a str> {
+    headers
+        .get("x-trestle-tenant-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            req.metadata
+                .as_ref()
+                .and_then(|m| m.get("tenant_id"))
+                .and_then(|v| v.as_str())
+        })
+}
+
+fn cache_control(headers: &HeaderMap, directive: &str) -> bool {
+    headers
+        .get_all("cache-control")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case(directive))
+}
+
+pub async fn lookup(
+    runtime: &Runtime,
+    route: &Route,
+    req: &ChatRequest,
+    identity: &Identity,
+    headers: &HeaderMap,
+) -> Outcome {
+    let cfg = &route.config.cache;
+    let reads = cfg.mode.reads() && !cache_control(headers, "no-cache");
+    let writes = cfg.mode.writes() && !cache_control(headers, "no-store");
+    // The `cache` fallback level needs answers stored even when the cache itself is off.
+    let stores = writes || route.config.fallback.cache;
+    if !reads && !stores {
+        return Outcome::Miss(None);
+    }
+    let caches = &runtime.registry.caches;
+    let ttl = Duration::from_secs(cfg.ttl_s);
+    let exact_key = key::exact_key(route, req, &cfg.normalize);
+    if reads && let Some((entry, age)) = caches.exact.get(exact_key, ttl) {
+        metrics::cache_lookup(&route.name, "exact");
+        return Outcome::Hit(Hit {
+            layer: "exact",
+            entry,
+            age,
+            similarity: None,
+        });
+    }
+    let mut semantic = None;
+    if let Some(sem) = &cfg.semantic
+        && (reads || writes)
+        && (sem.allow_tools || req.tools.as_ref().is_none_or(Vec::is_empty))
+        && (sem.allow_temperature || req.temperature.is_none_or(|t| t == 0.0))
+        && let Some(embedder) = runtime.embedders.get(&sem.embedder)
+    {
+        let text = key::query_text(req, sem.query);
+        let started = Instant::now();
+        match embedder.embed(&text).await {
+            Err(e) => {
+                metrics::embedding(&sem.embedder, started.elapsed(), false);
+                tracing::warn!(route = %route.name, embedder = %sem.embedder, error = %e,
+                    "embedding failed; the semantic cache is skipped for this request");
+            }
+            Ok(vector) => {
+                metrics::embedding(&sem.embedder, started.elapsed(), true);
+                let scope = key::semantic_scope(
+                    route,
+                    req,
+                    sem.scope,
+                    identity.user_id.as_deref(),
+                    tenant(headers, req),
+                );
+                if reads
+                    && let Some(n) = caches
+                        .semantic
+                        .nearest(scope, &vector, |k| caches.exact.get(k, ttl).is_some())
+                    && n.similarity >= sem.threshold
+                    && let Some((entry, age)) = caches.exact.get(n.key, ttl)
+                {
+                    metrics::cache_lookup(&route.name, "semantic");
+                    return Outcome::Hit(Hit {
+                        layer: "semantic",
+                        entry,
+                        age,
+                        similarity: Some(n.similarity),
+                    });
+                }
+                if writes {
+                    semantic = Some((scope, Arc::from(vector)));
+                }
+            }
+        }
+    }
+    if cfg.mode.reads() {
+        metrics::cache_lookup(&route.name, "miss");
+    }
+    Outcome::Miss(stores.then(|| Remember {
+        registry: runtime.registry.clone(),
+        key: exact_key,
+        semantic,
+    }))
+}
