@@ -60,6 +60,8 @@ pub struct Normalize {
     pub case: bool,
     /// Ignore runs of whitespace and leading/trailing spaces.
     pub whitespace: bool,
+    /// Ignore punctuation at the edges of words ("policy?" is "policy").
+    pub punctuation: bool,
     /// Words dropped before keying (matched whole, ignoring case), e.g. "please".
     pub filler_words: Vec<String>,
 }
@@ -69,6 +71,7 @@ impl Default for Normalize {
         Normalize {
             case: true,
             whitespace: true,
+            punctuation: true,
             filler_words: Vec::new(),
         }
     }

@@ -25,7 +25,7 @@ fn scope_hasher(route: &Route) -> DefaultHasher {
 /// Text with the route's normalization applied, fed to the hasher word by word without
 /// allocating per word.
 fn hash_text(text: &str, norm: &Normalize, h: &mut DefaultHasher) {
-    if !norm.whitespace && norm.filler_words.is_empty() && !norm.case {
+    if !norm.whitespace && !norm.punctuation && norm.filler_words.is_empty() && !norm.case {
         text.hash(h);
         return;
     }
@@ -35,11 +35,16 @@ fn hash_text(text: &str, norm: &Normalize, h: &mut DefaultHasher) {
         Box::new(text.split(' '))
     };
     for word in words {
+        let bare = word.trim_matches(|c: char| c.is_ascii_punctuation());
         if norm
             .filler_words
             .iter()
-            .any(|f| f.eq_ignore_ascii_case(word.trim_matches(|c: char| c.is_ascii_punctuation())))
+            .any(|f| f.eq_ignore_ascii_case(bare))
         {
+            continue;
+        }
+        let word = if norm.punctuation { bare } else { word };
+        if word.is_empty() {
             continue;
         }
         if norm.case {

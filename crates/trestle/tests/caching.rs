@@ -1,0 +1,311 @@
+//! End-to-end caching: the exact cache (hits streamed and not, normalization, opt-out,
+//! scoping, modes, cost saved), the semantic cache's plumbing and scoping (with the mock's
+//! embeddings endpoint as the provider embedder), and the tool-response cache.
+
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn config(up: &Proc) -> String {
+    format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{url}/v1"
+[models."up/m1"]
+price = {{ input = 1.0, output = 2.0 }}
+[embedders.mock]
+kind = "provider"
+target = "up/embed"
+
+[routes.cached]
+targets = ["up/m1"]
+cache = {{ mode = "on", ttl_s = 2, normalize = {{ filler_words = ["please"] }} }}
+
+[routes.twin]
+targets = ["up/m1"]
+cache = {{ mode = "on" }}
+
+[routes.other-model]
+targets = ["up/m2"]
+cache = {{ mode = "on" }}
+
+[routes.write-only]
+targets = ["up/m1"]
+cache = {{ mode = "write_only" }}
+
+[routes.semantic]
+targets = ["up/m1"]
+[routes.semantic.cache]
+mode = "on"
+semantic = {{ embedder = "mock", threshold = 0.99, scope = "tenant" }}
+
+[cache.tools.price]
+ttl_s = 1
+"#,
+        url = up.url()
+    )
+}
+
+async fn ask(
+    gw: &Proc,
+    model: &str,
+    text: &str,
+    stream: bool,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&chat_body(model, text, stream));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.expect("request")
+}
+
+fn cache_header(r: &reqwest::Response) -> String {
+    r.headers()["x-trestle-cache"].to_str().unwrap().to_string()
+}
+
+/// Upstream calls the mock has seen.
+async fn upstream_calls(up: &Proc) -> u64 {
+    get_json(&format!("{}/mock/requests", up.url())).await["count"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn content(r: reqwest::Response) -> String {
+    let sse = r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream");
+    let body = r.text().await.unwrap();
+    if !sse {
+        let v: Value = serde_json::from_str(&body).unwrap();
+        return v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exact_cache_serves_normalized_repeats_within_its_scope_and_ttl() {
+    let up = mock(&[]);
+    let gw = gateway(&config(&up), &[]);
+
+    let r = ask(&gw, "cached", "What is the return policy?", false, &[]).await;
+    assert_eq!(cache_header(&r), "miss");
+    assert_eq!(content(r).await, "What is the return policy?");
+    let calls = upstream_calls(&up).await;
+
+    // Same request modulo case, spacing and a filler word: served from the cache, streamed
+    // or not, without an upstream call.
+    for stream in [false, true] {
+        let r = ask(
+            &gw,
+            "cached",
+            "what is the   return policy please?",
+            stream,
+            &[],
+        )
+        .await;
+        assert_eq!(cache_header(&r), "exact", "stream {stream}");
+        assert!(r.headers().contains_key("age"));
+        let id = r.headers()["x-trestle-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(content(r).await, "What is the return policy?");
+        let t = trace(&gw, &id).await;
+        let req = &t["requests"][0];
+        assert_eq!(req["cache"], "exact");
+        assert_eq!(req["cost_usd"], 0.0);
+        assert!(req["cost_saved_usd"].as_f64().unwrap() > 0.0, "{req}");
+        assert_eq!(req["attempts"], json!([]));
+    }
+    assert_eq!(upstream_calls(&up).await, calls);
+
+    // cache-control: no-cache goes to the model.
+    let r = ask(
+        &gw,
+        "cached",
+        "What is the return policy?",
+        false,
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    assert_eq!(cache_header(&r), "miss");
+
+    // Another route or another model never shares the answer.
+    for route in ["twin", "other-model"] {
+        let r = ask(&gw, route, "What is the return policy?", false, &[]).await;
+        assert_eq!(cache_header(&r), "miss", "{route}");
+    }
+
+    // write_only stores but never serves.
+    for _ in 0..2 {
+        let r = ask(&gw, "write-only", "stored, never served", false, &[]).await;
+        assert_eq!(cache_header(&r), "miss");
+    }
+
+    // The TTL (2 s) expires.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let r = ask(&gw, "cached", "What is the return policy?", false, &[]).await;
+    assert_eq!(cache_header(&r), "miss");
+
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
+    assert!(
+        metrics.contains(r#"trestle_cache_lookups_total{route="cached",result="exact"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_semantic_cache_is_scoped_by_tenant() {
+    let up = mock(&[]);
+    let gw = gateway(&config(&up), &[]);
+    let tenant = |t: &'static str| [("x-trestle-tenant-id", t)];
+
+    let r = ask(
+        &gw,
+        "semantic",
+        "How do I reset my password?",
+        false,
+        &tenant("acme"),
+    )
+    .await;
+    assert_eq!(cache_header(&r), "miss");
+    // The index is written off the request path: give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Exactly the same question with other sampling: the exact key differs (temperature 0 is
+    // allowed), the embedding is identical, so the semantic layer serves it.
+    let body = json!({"model": "semantic", "temperature": 0.0,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-trestle-tenant-id", "acme")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&r), "semantic");
+    let id = r.headers()["x-trestle-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content(r).await, "How do I reset my password?");
+    let t = trace(&gw, &id).await;
+    assert!(t["requests"][0]["cache_similarity"].as_f64().unwrap() >= 0.99);
+
+    // Another tenant never sees it; a different question misses.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-trestle-tenant-id", "globex")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&r), "miss");
+    let r = ask(
+        &gw,
+        "semantic",
+        "What is the capital of France?",
+        false,
+        &tenant("acme"),
+    )
+    .await;
+    assert_eq!(cache_header(&r), "miss");
+
+    // A request with a temperature above 0 is not served semantically (not allowed).
+    let warm = json!({"model": "semantic", "temperature": 0.9,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-trestle-tenant-id", "acme")
+        .json(&warm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&r), "miss");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tool_cache_keeps_results_per_namespace_freshness() {
+    let up = mock(&[]);
+    let gw = gateway(&config(&up), &[]);
+    let url = |ns: &str, key: &str| format!("{}/v1/cache/{ns}/{key}", gw.url());
+    let c = client();
+
+    let r = c.get(url("price", "sku-1")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "cache_miss");
+
+    let r = c
+        .put(url("price", "sku-1"))
+        .header("content-type", "application/json")
+        .body(r#"{"usd": 9.99}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["ttl_s"], 1, "the namespace's TTL");
+    let r = c
+        .put(url("specs", "sku-1?ttl_s=60"))
+        .body("plain spec")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["ttl_s"], 60);
+
+    let r = c.get(url("price", "sku-1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-trestle-cache"], "hit");
+    assert_eq!(r.text().await.unwrap(), r#"{"usd": 9.99}"#);
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        c.get(url("price", "sku-1")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        c.get(url("specs", "sku-1")).send().await.unwrap().status(),
+        200
+    );
+
+    let r = c.delete(url("specs", "sku-1")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["deleted"], true);
+    assert_eq!(
+        c.get(url("specs", "sku-1")).send().await.unwrap().status(),
+        404
+    );
+
+    let r = c
+        .put(url("specs", "x?ttl_s=soon"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
