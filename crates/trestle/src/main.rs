@@ -44,6 +44,11 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8787", env = "TRESTLE_URL")]
         url: String,
     },
+    /// Cache tools.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -55,6 +60,13 @@ enum Command {
 enum ConfigCommand {
     /// Validate a config file; report every problem with its line and key.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Measure the semantic cache on a labelled paraphrase set: hit rate, false-hit rate and
+    /// precision per threshold, and a threshold per target false-hit rate.
+    Eval(cmd::cache::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -91,6 +103,9 @@ fn main() -> ExitCode {
                     Command::Serve { config, listen } => cmd::serve(config, listen).await,
                     Command::Mock(args) => cmd::mock::run(args).await,
                     Command::Reload { url } => cmd::reload(&url).await,
+                    Command::Cache {
+                        command: CacheCommand::Eval(args),
+                    } => cmd::cache::eval(args).await,
                     Command::Trace {
                         command: TraceCommand::Show { id, url },
                     } => cmd::trace_show(&url, &id).await,

@@ -4,6 +4,7 @@
 //! and models, so a config change never serves an answer made under another.
 
 pub mod embed;
+pub mod eval;
 pub mod exact;
 pub mod key;
 pub mod semantic;

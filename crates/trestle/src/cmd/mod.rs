@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod cache;
 pub mod mock;
 mod trace;
 

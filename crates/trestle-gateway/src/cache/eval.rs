@@ -1,0 +1,162 @@
+//! Semantic-cache quality on a labelled paraphrase set (`data/cache-eval/paraphrases.jsonl`):
+//! for each threshold, the hit rate (pairs that should share an answer and would), the
+//! false-hit rate (pairs that should not and would) and precision, overall and per kind; and
+//! the lowest threshold that keeps false hits under each target rate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One labelled pair.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pair {
+    pub id: String,
+    pub topic: String,
+    pub a: String,
+    pub b: String,
+    /// One cached answer to `a` is a correct answer to `b`.
+    pub same: bool,
+    pub kind: String,
+}
+
+/// Reads a JSON Lines set; a bad line is an error naming its number.
+pub fn read_pairs(text: &str) -> Result<Vec<Pair>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+/// Figures at one threshold.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AtThreshold {
+    pub threshold: f32,
+    /// Share of `same` pairs at or above the threshold.
+    pub hit_rate: f64,
+    /// Share of not-`same` pairs at or above the threshold.
+    pub false_hit_rate: f64,
+    /// Of the pairs served, the share that were right.
+    pub precision: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub pairs: usize,
+    pub same: usize,
+    pub different: usize,
+    pub sweep: Vec<AtThreshold>,
+    /// Target false-hit rate → the lowest threshold that meets it (and its figures).
+    pub recommended: BTreeMap<String, AtThreshold>,
+    /// At the default threshold: the share of each kind served from the cache.
+    pub served_by_kind: BTreeMap<String, f64>,
+    pub default_threshold: f32,
+}
+
+fn at(similarities: &[(f32, bool)], threshold: f32) -> AtThreshold {
+    let same = similarities.iter().filter(|(_, s)| *s).count().max(1) as f64;
+    let different = similarities.iter().filter(|(_, s)| !*s).count().max(1) as f64;
+    let hits = similarities
+        .iter()
+        .filter(|(v, s)| *s && *v >= threshold)
+        .count() as f64;
+    let false_hits = similarities
+        .iter()
+        .filter(|(v, s)| !*s && *v >= threshold)
+        .count() as f64;
+    AtThreshold {
+        threshold,
+        hit_rate: hits / same,
+        false_hit_rate: false_hits / different,
+        precision: if hits + false_hits > 0.0 {
+            hits / (hits + false_hits)
+        } else {
+            1.0
+        },
+    }
+}
+
+/// Scores `pairs` given each pair's cosine similarity (same order).
+pub fn evaluate(pairs: &[Pair], similarity: &[f32], default_threshold: f32) -> Report {
+    let labelled: Vec<(f32, bool)> = similarity
+        .iter()
+        .zip(pairs)
+        .map(|(v, p)| (*v, p.same))
+        .collect();
+    let sweep: Vec<AtThreshold> = (50..=99).map(|t| at(&labelled, t as f32 / 100.0)).collect();
+    let mut recommended = BTreeMap::new();
+    for target in [0.0, 0.01, 0.02, 0.05, 0.10] {
+        if let Some(best) = sweep.iter().find(|s| s.false_hit_rate <= target) {
+            recommended.insert(format!("{:.0}%", target * 100.0), best.clone());
+        }
+    }
+    let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (p, v) in pairs.iter().zip(similarity) {
+        let e = by_kind.entry(p.kind.clone()).or_default();
+        e.1 += 1;
+        if *v >= default_threshold {
+            e.0 += 1;
+        }
+    }
+    Report {
+        pairs: pairs.len(),
+        same: pairs.iter().filter(|p| p.same).count(),
+        different: pairs.iter().filter(|p| !p.same).count(),
+        sweep,
+        recommended,
+        served_by_kind: by_kind
+            .into_iter()
+            .map(|(k, (served, n))| (k, served as f64 / n.max(1) as f64))
+            .collect(),
+        default_threshold,
+    }
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(same: bool, kind: &str) -> Pair {
+        Pair {
+            id: String::new(),
+            topic: "t".into(),
+            a: String::new(),
+            b: String::new(),
+            same,
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn rates_and_recommendations() {
+        let pairs = vec![
+            pair(true, "paraphrase"),
+            pair(true, "paraphrase"),
+            pair(false, "negation"),
+            pair(false, "unrelated"),
+        ];
+        let sims = [0.95, 0.80, 0.85, 0.10];
+        let r = evaluate(&pairs, &sims, 0.9);
+        let at_90 = r.sweep.iter().find(|s| s.threshold == 0.9).unwrap();
+        assert_eq!(at_90.hit_rate, 0.5);
+        assert_eq!(at_90.false_hit_rate, 0.0);
+        assert_eq!(at_90.precision, 1.0);
+        let at_80 = r.sweep.iter().find(|s| s.threshold == 0.8).unwrap();
+        assert_eq!(at_80.hit_rate, 1.0);
+        assert_eq!(at_80.false_hit_rate, 0.5);
+        // No false hits: the lowest threshold above the negation's 0.85.
+        assert_eq!(r.recommended["0%"].threshold, 0.86);
+        assert_eq!(r.served_by_kind["negation"], 0.0);
+        assert_eq!(r.served_by_kind["paraphrase"], 0.5);
+        assert!(
+            read_pairs("{\"bad\": 1}")
+                .unwrap_err()
+                .starts_with("line 1")
+        );
+    }
+}

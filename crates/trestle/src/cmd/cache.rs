@@ -1,0 +1,152 @@
+//! `trestle cache eval`: semantic-cache quality on a labelled paraphrase set, per threshold.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use trestle_core::Config;
+use trestle_core::config::EmbedderConfig;
+use trestle_gateway::cache::embed::Embedder;
+use trestle_gateway::cache::eval::{self, Report};
+use trestle_gateway::resilience::Registry;
+use trestle_gateway::runtime::Runtime;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The labelled pairs (JSON Lines: a, b, same, kind).
+    #[arg(long, default_value = "data/cache-eval/paraphrases.jsonl")]
+    set: PathBuf,
+    /// A config file whose `[embedders.NAME]` to evaluate (with --embedder).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The embedder's name in --config.
+    #[arg(long)]
+    embedder: Option<String>,
+    /// Without --config: the in-process MiniLM's files (default: $TRESTLE_MINILM_DIR).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// The threshold to break down by kind.
+    #[arg(long, default_value_t = 0.9)]
+    threshold: f32,
+    /// Also write the whole report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn embedder(args: &EvalArgs) -> anyhow::Result<(String, Embedder)> {
+    let (config, name) = match (&args.config, &args.embedder) {
+        (Some(path), Some(name)) => (Config::load(path)?.config, name.clone()),
+        (Some(_), None) => anyhow::bail!("--config needs --embedder NAME"),
+        (None, _) => {
+            let mut config = Config::default();
+            config.embedders.insert(
+                "minilm".into(),
+                EmbedderConfig::Minilm {
+                    path: args.model_dir.clone(),
+                },
+            );
+            (config, "minilm".to_string())
+        }
+    };
+    let registry = Arc::new(Registry::new(&config.cache));
+    let runtime = Runtime::build(config, registry)?;
+    let embedder = runtime
+        .embedders
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no [embedders.{name}] in the config"))?;
+    Ok((name, embedder))
+}
+
+pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.set)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.set.display()))?;
+    let pairs =
+        eval::read_pairs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.set.display()))?;
+    let (name, embedder) = embedder(&args)?;
+    println!(
+        "{} pairs from {}; embedder: {}",
+        pairs.len(),
+        args.set.display(),
+        embedder.describe()
+    );
+
+    // One query at a time, as the cache embeds on a request.
+    let mut single = Vec::new();
+    for p in pairs.iter().take(30) {
+        let t = Instant::now();
+        embedder.embed(&p.a).await.map_err(anyhow::Error::msg)?;
+        single.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    single.sort_by(f64::total_cmp);
+    let started = Instant::now();
+    let mut similarity = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(32) {
+        let texts: Vec<String> = chunk
+            .iter()
+            .flat_map(|p| [p.a.clone(), p.b.clone()])
+            .collect();
+        let vectors = embedder
+            .embed_many(texts)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        for two in vectors.chunks(2) {
+            if let [a, b] = two {
+                similarity.push(eval::cosine(a, b));
+            }
+        }
+    }
+    let batch_ms = started.elapsed().as_secs_f64() * 1000.0 / (2 * pairs.len()) as f64;
+    anyhow::ensure!(
+        similarity.len() == pairs.len(),
+        "the embedder returned {} vectors for {} texts",
+        similarity.len() * 2,
+        pairs.len() * 2
+    );
+    let report = eval::evaluate(&pairs, &similarity, args.threshold);
+    print_report(&report, &name, single[single.len() / 2], batch_ms);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("report written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &Report, name: &str, single_p50_ms: f64, batch_ms: f64) {
+    println!(
+        "{} pairs: {} should share an answer, {} should not. Embedder `{name}`: one query p50 {single_p50_ms:.2} ms; batched {batch_ms:.2} ms per text.",
+        r.pairs, r.same, r.different
+    );
+    println!("\nthreshold  hit rate  false-hit rate  precision");
+    for s in r
+        .sweep
+        .iter()
+        .filter(|s| ((s.threshold * 100.0).round() as u32).is_multiple_of(2) && s.threshold >= 0.7)
+    {
+        println!(
+            "{:>9.2}  {:>7.1}%  {:>13.1}%  {:>8.1}%",
+            s.threshold,
+            s.hit_rate * 100.0,
+            s.false_hit_rate * 100.0,
+            s.precision * 100.0
+        );
+    }
+    println!("\nrecommended threshold per target false-hit rate:");
+    for (target, s) in &r.recommended {
+        println!(
+            "  false hits <= {target:>3}: threshold {:.2} (hit rate {:.1}%, false-hit rate {:.1}%)",
+            s.threshold,
+            s.hit_rate * 100.0,
+            s.false_hit_rate * 100.0
+        );
+    }
+    println!(
+        "\nserved from the cache at threshold {:.2}, by kind:",
+        r.default_threshold
+    );
+    for (kind, share) in &r.served_by_kind {
+        println!("  {kind:<18} {:>5.1}%", share * 100.0);
+    }
+}
