@@ -126,6 +126,10 @@ pub struct HttpProviderConfig {
     /// TCP connect timeout.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// `anthropic` only: mark the stable prefix (tools and system prompt) as a prompt-cache
+    /// breakpoint. OpenAI and Gemini cache prefixes without markers.
+    #[serde(default)]
+    pub prompt_cache: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -561,6 +565,13 @@ impl Config {
                             issue(line, format!("providers.{name}.{field}"), message);
                         }
                     }
+                }
+                ProviderConfig::Openai(h) | ProviderConfig::Gemini(h) if h.prompt_cache => {
+                    issue(
+                        line,
+                        format!("providers.{name}.prompt_cache"),
+                        "only `kind = \"anthropic\"` needs prompt-cache markers; OpenAI and Gemini cache prompt prefixes by themselves".into(),
+                    );
                 }
                 ProviderConfig::Openai(h)
                 | ProviderConfig::Anthropic(h)

@@ -293,8 +293,26 @@ impl Usage {
             total_tokens: prompt + completion,
             prompt_tokens_details: (cached > 0).then_some(PromptTokensDetails {
                 cached_tokens: cached,
+                cache_write_tokens: 0,
             }),
         }
+    }
+
+    /// Notes prompt tokens that were written to the provider's cache.
+    pub fn with_cache_writes(mut self, written: u64) -> Self {
+        if written > 0 {
+            self.prompt_tokens_details
+                .get_or_insert_with(PromptTokensDetails::default)
+                .cache_write_tokens = written;
+        }
+        self
+    }
+
+    /// Prompt tokens written to the provider's cache (a subset of `prompt_tokens`).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .map(|d| d.cache_write_tokens)
+            .unwrap_or(0)
     }
 
     /// Prompt tokens served from the provider's prompt cache (a subset of `prompt_tokens`).
@@ -309,6 +327,14 @@ impl Usage {
 pub struct PromptTokensDetails {
     #[serde(default)]
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's cache creation), priced at
+    /// the model's `cache_write` rate. Absent from OpenAI's own responses.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A non-streamed `chat.completion` response.

@@ -26,7 +26,9 @@ fn vectors(n: usize, seed: u64) -> Vec<Arc<[f32]>> {
         x ^= x << 17;
         (x % 20_000) as f32 / 10_000.0 - 1.0
     };
-    let topics: Vec<Vec<f32>> = (0..200).map(|_| (0..DIMS).map(|_| next()).collect()).collect();
+    let topics: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..DIMS).map(|_| next()).collect())
+        .collect();
     (0..n)
         .map(|i| {
             let t = &topics[i % topics.len()];

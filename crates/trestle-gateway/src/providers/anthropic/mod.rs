@@ -36,13 +36,31 @@ const MESSAGES_PATH: &str = "/v1/messages";
 
 pub struct Anthropic {
     http: HttpClient,
+    /// Mark the stable prefix (tools, system) as a prompt-cache breakpoint.
+    prompt_cache: bool,
 }
 
 impl Anthropic {
     pub fn new(config: &HttpProviderConfig) -> anyhow::Result<Self> {
         Ok(Anthropic {
             http: HttpClient::new(config, DEFAULT_BASE_URL, Auth::Header("x-api-key"))?,
+            prompt_cache: config.prompt_cache,
         })
+    }
+
+    fn body(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+        stream: bool,
+    ) -> Result<bytes::Bytes, ProviderError> {
+        let mut body = build_request(model, req, stream)?;
+        if self.prompt_cache {
+            request::mark_cache_breakpoint(&mut body);
+        }
+        serde_json::to_vec(&body)
+            .map(bytes::Bytes::from)
+            .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
     }
 }
 
@@ -56,7 +74,7 @@ impl Provider for Anthropic {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<Completion, ProviderError>> {
-        let body = request_body(model, req, false);
+        let body = self.body(model, req, false);
         let http = self.http.clone();
         Box::pin(async move {
             let response = http
@@ -71,7 +89,7 @@ impl Provider for Anthropic {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
-        let body = request_body(model, req, true);
+        let body = self.body(model, req, true);
         let http = self.http.clone();
         Box::pin(async move {
             let response = http

@@ -37,6 +37,27 @@ pub fn request_body(model: &str, req: &ChatRequest, stream: bool) -> Result<Byte
         .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
 }
 
+/// Marks the end of the stable prefix (tools, then system) with `cache_control`, so Anthropic
+/// caches it: the system prompt becomes one text block carrying the marker; without one, the
+/// last tool carries it. Messages are left alone (they change every turn).
+pub fn mark_cache_breakpoint(body: &mut Value) {
+    let ephemeral = json!({"type": "ephemeral"});
+    if let Some(system) = body.get_mut("system")
+        && let Some(text) = system.as_str().map(str::to_string)
+    {
+        *system = json!([{"type": "text", "text": text, "cache_control": ephemeral}]);
+        return;
+    }
+    if let Some(last) = body
+        .get_mut("tools")
+        .and_then(Value::as_array_mut)
+        .and_then(|t| t.last_mut())
+        .and_then(Value::as_object_mut)
+    {
+        last.insert("cache_control".into(), ephemeral);
+    }
+}
+
 /// The Messages body as JSON.
 pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
     let mut system: Vec<String> = Vec::new();

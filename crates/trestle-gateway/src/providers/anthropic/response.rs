@@ -43,6 +43,7 @@ impl AnthropicUsage {
         let prompt =
             self.input_tokens.unwrap_or(0) + read + self.cache_creation_input_tokens.unwrap_or(0);
         Usage::new(prompt, self.output_tokens.unwrap_or(0), read)
+            .with_cache_writes(self.cache_creation_input_tokens.unwrap_or(0))
     }
 }
 

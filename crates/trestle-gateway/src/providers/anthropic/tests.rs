@@ -532,3 +532,45 @@ async fn the_chunk_stream_ends_at_message_stop_and_flags_cut_offs() {
     assert_eq!(items.len(), 3);
     assert!(matches!(items.last(), Some(Err(ProviderError::Stream(_)))));
 }
+
+#[test]
+fn prompt_cache_marks_the_system_prompt_or_else_the_last_tool() {
+    let req: ChatRequest = serde_json::from_value(json!({"model": "m", "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+                  {"type": "function", "function": {"name": "b", "parameters": {"type": "object"}}}]}))
+    .unwrap();
+    let mut body = build_request("m", &req, false).unwrap();
+    request::mark_cache_breakpoint(&mut body);
+    assert_eq!(body["system"][0]["text"], "You are terse.");
+    assert_eq!(body["system"][0]["cache_control"]["type"], "ephemeral");
+    // The same request marks the same bytes: the prefix stays byte-identical.
+    let mut again = build_request("m", &req, false).unwrap();
+    request::mark_cache_breakpoint(&mut again);
+    assert_eq!(body.to_string(), again.to_string());
+
+    let no_system: ChatRequest = serde_json::from_value(json!({"model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+                  {"type": "function", "function": {"name": "b", "parameters": {"type": "object"}}}]}))
+    .unwrap();
+    let mut body = build_request("m", &no_system, false).unwrap();
+    request::mark_cache_breakpoint(&mut body);
+    assert!(body["tools"][0].get("cache_control").is_none());
+    assert_eq!(body["tools"][1]["cache_control"]["type"], "ephemeral");
+}
+
+#[test]
+fn cache_writes_reach_usage_for_pricing() {
+    let u = response::AnthropicUsage {
+        input_tokens: Some(10),
+        output_tokens: Some(5),
+        cache_creation_input_tokens: Some(1000),
+        cache_read_input_tokens: Some(200),
+    }
+    .to_openai();
+    assert_eq!(u.prompt_tokens, 1210);
+    assert_eq!(u.cached_tokens(), 200);
+    assert_eq!(u.cache_write_tokens(), 1000);
+}
