@@ -830,7 +830,7 @@ mod tests {
         assert_eq!(route.fallback.cache_max_age_s, 3600);
         let cap = route.capability.as_ref().unwrap();
         assert_eq!(cap.behaviour(3).max_tokens, Some(150));
-        assert_eq!(cap.behaviour(1).serve, ServeMode::Omitted);
+        assert_eq!(cap.behaviour(1).serve(), ServeMode::Omitted);
         assert_eq!(c.models["primary/m1"].breaker.slow_ms, Some(4000));
         assert_eq!(c.routes["spread"].balance, Balance::LeastLatency);
     }

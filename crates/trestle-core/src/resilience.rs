@@ -98,8 +98,24 @@ pub struct LevelConfig {
     /// Turn hedging on or off.
     pub hedge: Option<bool>,
     /// `normal` (call the targets), `fallback` (serve cache or template only), `omitted`.
-    #[serde(default)]
-    pub serve: ServeMode,
+    pub serve: Option<ServeMode>,
+}
+
+impl LevelConfig {
+    pub fn serve(&self) -> ServeMode {
+        self.serve.unwrap_or_default()
+    }
+
+    /// This level's settings over `above`'s.
+    fn over(&self, above: LevelConfig) -> LevelConfig {
+        LevelConfig {
+            targets: self.targets.clone().or(above.targets),
+            max_tokens: self.max_tokens.or(above.max_tokens),
+            retries: self.retries.or(above.retries),
+            hedge: self.hedge.or(above.hedge),
+            serve: self.serve.or(above.serve),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -130,8 +146,8 @@ pub struct CapabilityConfig {
     pub recover_ms: u64,
     /// The lowest level health may push the route to.
     pub min_level: u8,
-    /// Behaviour per level, keyed "4" … "1". An unset level behaves as the one above it,
-    /// except that "2" defaults to `serve = "fallback"` and "1" to `serve = "omitted"`.
+    /// Behaviour per level, keyed "4" … "1". A level keeps what the levels above it set and
+    /// changes what it sets itself; `serve` defaults to `"fallback"` at 2 and `"omitted"` at 1.
     pub levels: BTreeMap<String, LevelConfig>,
 }
 
@@ -151,23 +167,27 @@ impl Default for CapabilityConfig {
 }
 
 impl CapabilityConfig {
-    /// The behaviour of `level` (1..=4; 5 is the route itself).
+    /// The behaviour of `level` (1..=4; 5 is the route itself): the levels from 4 down to
+    /// it, each over the one above.
     pub fn behaviour(&self, level: u8) -> LevelConfig {
-        for l in level..=4 {
-            if let Some(c) = self.levels.get(&l.to_string()) {
-                return c.clone();
-            }
-            let serve = match l {
-                1 => ServeMode::Omitted,
-                2 => ServeMode::Fallback,
-                _ => continue,
-            };
-            return LevelConfig {
-                serve,
+        let mut out = LevelConfig::default();
+        for l in (level..=4).rev() {
+            let default = LevelConfig {
+                serve: match l {
+                    1 => Some(ServeMode::Omitted),
+                    2 => Some(ServeMode::Fallback),
+                    _ => None,
+                },
                 ..LevelConfig::default()
             };
+            let own = self.levels.get(&l.to_string()).unwrap_or(&default);
+            let own = LevelConfig {
+                serve: own.serve.or(default.serve),
+                ..own.clone()
+            };
+            out = own.over(out);
         }
-        LevelConfig::default()
+        out
     }
 
     /// Problems with the settings, as (key suffix, message).
@@ -231,20 +251,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unset_levels_inherit_from_above_with_defaults_at_two_and_one() {
+    fn levels_inherit_from_above_with_defaults_at_two_and_one() {
         let mut c = CapabilityConfig::default();
-        assert_eq!(c.behaviour(4).serve, ServeMode::Normal);
-        assert_eq!(c.behaviour(2).serve, ServeMode::Fallback);
-        assert_eq!(c.behaviour(1).serve, ServeMode::Omitted);
+        assert_eq!(c.behaviour(4).serve(), ServeMode::Normal);
+        assert_eq!(c.behaviour(2).serve(), ServeMode::Fallback);
+        assert_eq!(c.behaviour(1).serve(), ServeMode::Omitted);
         c.levels.insert(
             "4".into(),
             LevelConfig {
                 max_tokens: Some(50),
+                retries: Some(1),
                 ..Default::default()
             },
         );
-        assert_eq!(c.behaviour(3).max_tokens, Some(50));
-        assert_eq!(c.behaviour(2).max_tokens, None);
+        c.levels.insert(
+            "3".into(),
+            LevelConfig {
+                retries: Some(0),
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.behaviour(3).max_tokens, Some(50), "kept from level 4");
+        assert_eq!(c.behaviour(3).retries, Some(0), "its own");
+        assert_eq!(c.behaviour(2).max_tokens, Some(50));
+        assert_eq!(c.behaviour(2).serve(), ServeMode::Fallback);
+        c.levels.insert(
+            "2".into(),
+            LevelConfig {
+                serve: Some(ServeMode::Normal),
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.behaviour(2).serve(), ServeMode::Normal);
+        assert_eq!(c.behaviour(1).serve(), ServeMode::Omitted);
         assert!(c.check().is_empty());
         c.levels.insert("5".into(), LevelConfig::default());
         c.recover_at = 0.9;

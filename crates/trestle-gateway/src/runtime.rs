@@ -49,7 +49,7 @@ pub struct Route {
     pub name: String,
     pub config: RouteConfig,
     pub targets: Vec<Arc<Target>>,
-    /// Targets per capability level ("4" … "1") that names its own.
+    /// Targets per capability level (1 … 4) whose behaviour names them (own or inherited).
     pub level_targets: HashMap<u8, Vec<Arc<Target>>>,
     /// The capability level, shared across reloads.
     pub health: Arc<RouteHealth>,
@@ -99,8 +99,9 @@ impl Runtime {
         for (name, rc) in &rt.config.routes {
             let targets = rt.targets_of(name, rc.targets.iter().map(|t| t.get_ref()))?;
             let mut level_targets = HashMap::new();
-            for (level, lc) in rc.capability.iter().flat_map(|c| c.levels.iter()) {
-                if let (Ok(level), Some(list)) = (level.parse::<u8>(), &lc.targets) {
+            // Every level's targets, its own or inherited from the level above.
+            for (level, cap) in (1..=4u8).flat_map(|l| rc.capability.iter().map(move |c| (l, c))) {
+                if let Some(list) = cap.behaviour(level).targets {
                     let list = rt.targets_of(name, list.iter().map(|t| t.get_ref()))?;
                     level_targets.insert(level, list);
                 }
@@ -297,4 +298,31 @@ fn local_embedder(name: &str, _path: Option<&std::path::Path>) -> anyhow::Result
         "embedders.{name}: kind = \"minilm\" needs a build with the `local-embeddings` feature \
          (cargo build --release --features local-embeddings); or use kind = \"provider\""
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_without_targets_uses_the_targets_of_the_level_above() {
+        let text = r#"
+[providers.p]
+kind = "placeholder"
+[routes.r]
+targets = ["p/big"]
+[routes.r.capability.levels.4]
+targets = ["p/small"]
+[routes.r.capability.levels.3]
+max_tokens = 10
+"#;
+        let config = Config::parse(text, &|_| None).unwrap().config;
+        let rt = Runtime::build(config, Arc::new(Registry::new(&Default::default()))).unwrap();
+        let route = rt.resolve("r").unwrap();
+        let names = |l: u8| route.level_targets.get(&l).map(|t| t[0].name.clone());
+        assert_eq!(names(4).as_deref(), Some("p/small"));
+        assert_eq!(names(3).as_deref(), Some("p/small"));
+        // Level 2 keeps them too, though by default it serves fallbacks without calling them.
+        assert_eq!(names(2).as_deref(), Some("p/small"));
+    }
 }

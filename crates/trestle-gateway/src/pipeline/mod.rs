@@ -120,7 +120,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     let key = remember.as_ref().map(|r| r.key);
 
     // Infer: the target chain with breakers, capacity, retries, hedging and model fallback.
-    let mut inference = match behaviour.serve {
+    let mut inference = match behaviour.serve() {
         ServeMode::Normal => {
             let targets = match behaviour.targets {
                 Some(_) => route.level_targets.get(&capability),
@@ -152,8 +152,8 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         }
         // Fallback: cache, template, omitted — or the error when none is configured.
         Err(e) => {
-            let omit = behaviour.serve == ServeMode::Omitted;
-            let only_fallbacks = behaviour.serve != ServeMode::Normal;
+            let omit = behaviour.serve() == ServeMode::Omitted;
+            let only_fallbacks = behaviour.serve() != ServeMode::Normal;
             let vars = fallback::Request {
                 route: &route,
                 req: &req,
