@@ -364,7 +364,8 @@ measure() {  # measure TARGET (uses PID URL MODEL URL50 MODEL50 HEADERS HEADERS5
   loadgen_run "$t" rate "$URL" "$MODEL" false --rate "$RATE" --max-inflight 1000 -- "${HEADERS[@]}"
 
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
-  record "$t" "rss-peak" "\"rss_kib\":$(cat "$WORK/$t.rss-peak" 2>/dev/null || echo null)"
+  peak="$(cat "$WORK/$t.rss-peak" 2>/dev/null)"
+  record "$t" "rss-peak" "\"rss_kib\":${peak:-null}"
 }
 
 # ---------------------------------------------------------------- main

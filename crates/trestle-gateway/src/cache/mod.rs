@@ -6,6 +6,7 @@
 pub mod embed;
 pub mod eval;
 pub mod exact;
+pub mod guard;
 pub mod key;
 pub mod semantic;
 pub mod tool;

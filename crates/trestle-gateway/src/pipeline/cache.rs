@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use trestle_core::openai::ChatRequest;
 
 use super::ingress::Identity;
-use super::record::Remember;
+use super::record::{Remember, SemanticWrite};
 use crate::cache::exact::Entry;
-use crate::cache::key;
+use crate::cache::{guard, key};
 use crate::metrics;
 use crate::runtime::{Route, Runtime};
 
@@ -106,10 +106,17 @@ pub async fn lookup(
                     identity.user_id.as_deref(),
                     tenant(headers, req),
                 );
+                // The nearest live entry that also agrees on the facts (guard::compatible).
+                let usable = |k: u64| {
+                    caches.exact.get(k, ttl).is_some_and(|(e, _)| {
+                        !sem.guard
+                            || e.query
+                                .as_deref()
+                                .is_none_or(|q| guard::compatible(q, &text))
+                    })
+                };
                 if reads
-                    && let Some(n) = caches
-                        .semantic
-                        .nearest(scope, &vector, |k| caches.exact.get(k, ttl).is_some())
+                    && let Some(n) = caches.semantic.nearest(scope, &vector, usable)
                     && n.similarity >= sem.threshold
                     && let Some((entry, age)) = caches.exact.get(n.key, ttl)
                 {
@@ -122,7 +129,11 @@ pub async fn lookup(
                     });
                 }
                 if writes {
-                    semantic = Some((scope, Arc::from(vector)));
+                    semantic = Some(SemanticWrite {
+                        scope,
+                        vector: Arc::from(vector),
+                        query: Arc::from(text.as_str()),
+                    });
                 }
             }
         }

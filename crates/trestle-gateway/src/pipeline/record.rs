@@ -27,8 +27,15 @@ pub struct Remember {
     pub registry: Arc<Registry>,
     /// The exact-cache key.
     pub key: u64,
-    /// The semantic scope and the query's embedding, when the route has a semantic cache.
-    pub semantic: Option<(u64, Arc<[f32]>)>,
+    /// Where the query goes in the semantic index, when the route has a semantic cache.
+    pub semantic: Option<SemanticWrite>,
+}
+
+/// A query's place in the semantic index.
+pub struct SemanticWrite {
+    pub scope: u64,
+    pub vector: Arc<[f32]>,
+    pub query: Arc<str>,
 }
 
 /// Owns a request's trace until it is recorded, exactly once.
@@ -143,9 +150,12 @@ impl TraceGuard {
         };
         let cost = target.price.map(|p| p.cost(usage)).unwrap_or(0.0);
         let mut entry = Entry::new(answer, &target.name, cost);
-        entry.embedding = r.semantic.as_ref().map(|(_, v)| v.clone());
+        if let Some(s) = &r.semantic {
+            entry.embedding = Some(s.vector.clone());
+            entry.query = Some(s.query.clone());
+        }
         r.registry.caches.exact.put(r.key, entry);
-        if let Some((scope, vector)) = r.semantic {
+        if let Some(SemanticWrite { scope, vector, .. }) = r.semantic {
             // An HNSW insert is CPU work: off the request's thread.
             let (registry, key) = (r.registry, r.key);
             tokio::task::spawn_blocking(move || {
