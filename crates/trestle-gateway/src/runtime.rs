@@ -296,7 +296,7 @@ fn local_embedder(name: &str, path: Option<&std::path::Path>) -> anyhow::Result<
 fn local_embedder(name: &str, _path: Option<&std::path::Path>) -> anyhow::Result<Embedder> {
     Err(anyhow::anyhow!(
         "embedders.{name}: kind = \"minilm\" needs a build with the `local-embeddings` feature \
-         (cargo build --release --features local-embeddings); or use kind = \"provider\""
+         (cargo build --release --features trestle/local-embeddings); or use kind = \"provider\""
     ))
 }
 
