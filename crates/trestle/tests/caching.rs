@@ -60,13 +60,7 @@ async fn ask(
     stream: bool,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut r = client()
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .json(&chat_body(model, text, stream));
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    r.send().await.expect("request")
+    post_with(gw, &chat_body(model, text, stream), headers).await
 }
 
 fn cache_header(r: &reqwest::Response) -> String {
@@ -80,32 +74,6 @@ async fn upstream_calls(up: &Proc) -> u64 {
         .unwrap_or(0)
 }
 
-async fn content(r: reqwest::Response) -> String {
-    let sse = r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream");
-    let body = r.text().await.unwrap();
-    if !sse {
-        let v: Value = serde_json::from_str(&body).unwrap();
-        return v["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    }
-    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|e| *e != "[DONE]")
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_exact_cache_serves_normalized_repeats_within_its_scope_and_ttl() {
     let up = mock(&[]);
@@ -113,7 +81,7 @@ async fn the_exact_cache_serves_normalized_repeats_within_its_scope_and_ttl() {
 
     let r = ask(&gw, "cached", "What is the return policy?", false, &[]).await;
     assert_eq!(cache_header(&r), "miss");
-    assert_eq!(content(r).await, "What is the return policy?");
+    assert_eq!(answer_text(r).await, "What is the return policy?");
     let calls = upstream_calls(&up).await;
 
     // Same request modulo case, spacing and a filler word: served from the cache, streamed
@@ -133,7 +101,7 @@ async fn the_exact_cache_serves_normalized_repeats_within_its_scope_and_ttl() {
             .to_str()
             .unwrap()
             .to_string();
-        assert_eq!(content(r).await, "What is the return policy?");
+        assert_eq!(answer_text(r).await, "What is the return policy?");
         let t = trace(&gw, &id).await;
         let req = &t["requests"][0];
         assert_eq!(req["cache"], "exact");
@@ -200,30 +168,18 @@ async fn the_semantic_cache_is_scoped_by_tenant() {
     // allowed), the embedding is identical, so the semantic layer serves it.
     let body = json!({"model": "semantic", "temperature": 0.0,
         "messages": [{"role": "user", "content": "How do I reset my password?"}]});
-    let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .header("x-trestle-tenant-id", "acme")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_with(&gw, &body, &tenant("acme")).await;
     assert_eq!(cache_header(&r), "semantic");
     let id = r.headers()["x-trestle-trace-id"]
         .to_str()
         .unwrap()
         .to_string();
-    assert_eq!(content(r).await, "How do I reset my password?");
+    assert_eq!(answer_text(r).await, "How do I reset my password?");
     let t = trace(&gw, &id).await;
     assert!(t["requests"][0]["cache_similarity"].as_f64().unwrap() >= 0.99);
 
     // Another tenant never sees it; a different question misses.
-    let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .header("x-trestle-tenant-id", "globex")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_with(&gw, &body, &tenant("globex")).await;
     assert_eq!(cache_header(&r), "miss");
     let r = ask(
         &gw,
@@ -238,13 +194,7 @@ async fn the_semantic_cache_is_scoped_by_tenant() {
     // A request with a temperature above 0 is not served semantically (not allowed).
     let warm = json!({"model": "semantic", "temperature": 0.9,
         "messages": [{"role": "user", "content": "How do I reset my password?"}]});
-    let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .header("x-trestle-tenant-id", "acme")
-        .json(&warm)
-        .send()
-        .await
-        .unwrap();
+    let r = post_with(&gw, &warm, &tenant("acme")).await;
     assert_eq!(cache_header(&r), "miss");
 }
 
@@ -345,7 +295,7 @@ semantic = {{ embedder = "minilm", threshold = 0.85 }}
         .to_str()
         .unwrap()
         .to_string();
-    assert_eq!(content(r).await, "How do I reset my password?");
+    assert_eq!(answer_text(r).await, "How do I reset my password?");
     let t = trace(&gw, &id).await;
     let similarity = t["requests"][0]["cache_similarity"].as_f64().unwrap();
     assert!((0.85..1.0).contains(&similarity), "{similarity}");
@@ -356,7 +306,7 @@ semantic = {{ embedder = "minilm", threshold = 0.85 }}
     ] {
         let r = ask(&gw, "support", other, false, &[]).await;
         assert_eq!(cache_header(&r), "miss", "{other}");
-        assert_eq!(content(r).await, other);
+        assert_eq!(answer_text(r).await, other);
     }
     let metrics = get_text(&format!("{}/metrics", gw.url())).await;
     assert!(

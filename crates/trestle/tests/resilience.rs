@@ -17,13 +17,12 @@ use serde_json::{Value, json};
 const DEAD: &str = "http://127.0.0.1:9/v1";
 
 async fn ask(gw: &Proc, model: &str, text: &str, stream: bool) -> reqwest::Response {
-    client()
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .header("x-trestle-user-id", "ada")
-        .json(&chat_body(model, text, stream))
-        .send()
-        .await
-        .expect("request")
+    post_with(
+        gw,
+        &chat_body(model, text, stream),
+        &[("x-trestle-user-id", "ada")],
+    )
+    .await
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
@@ -31,34 +30,6 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
         .get(name)
         .map(|v| v.to_str().unwrap())
         .unwrap_or("")
-}
-
-/// The assistant text of a JSON or SSE answer; panics on anything not OpenAI-shaped.
-async fn text_of(r: reqwest::Response) -> String {
-    let is_sse = header(&r, "content-type").starts_with("text/event-stream");
-    let body = r.text().await.unwrap();
-    if !is_sse {
-        let v: Value = serde_json::from_str(&body).unwrap();
-        return v["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    }
-    let events: Vec<&str> = body
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .collect();
-    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
-    events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e).unwrap())
-        .inspect(|c| assert_eq!(c["object"], "chat.completion.chunk", "{c}"))
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
 }
 
 fn trace_id(r: &reqwest::Response) -> String {
@@ -112,7 +83,7 @@ async fn fallback_levels_cache_template_omitted_and_hot_reload() {
     let r = ask(&gw, "answers", "What is Trestle?", false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-trestle-fallback-level"), "primary");
-    assert_eq!(text_of(r).await, "What is Trestle?");
+    assert_eq!(answer_text(r).await, "What is Trestle?");
 
     // omitted: a structured feature_unavailable error with the configured status.
     let r = ask(&gw, "hidden", "x", false).await;
@@ -142,7 +113,7 @@ async fn fallback_levels_cache_template_omitted_and_hot_reload() {
         assert_eq!(header(&r, "x-trestle-cache-stale"), "true");
         assert!(header(&r, "age").parse::<u64>().is_ok());
         let id = trace_id(&r);
-        assert_eq!(text_of(r).await, "What is Trestle?", "stream {stream}");
+        assert_eq!(answer_text(r).await, "What is Trestle?", "stream {stream}");
         let t = trace(&gw, &id).await;
         assert_eq!(t["requests"][0]["fallback_level"], "cache");
         assert_eq!(t["requests"][0]["served_by"], "up/m1");
@@ -155,7 +126,7 @@ async fn fallback_levels_cache_template_omitted_and_hot_reload() {
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
         assert_eq!(
-            text_of(r).await,
+            answer_text(r).await,
             "Sorry ada, answers are paused. You asked: Something new"
         );
     }
@@ -185,7 +156,7 @@ async fn fallback_levels_cache_template_omitted_and_hot_reload() {
     loop {
         let r = ask(&gw, "answers", "Something new", false).await;
         if header(&r, "x-trestle-fallback-level") == "primary" {
-            assert_eq!(text_of(r).await, "Something new");
+            assert_eq!(answer_text(r).await, "Something new");
             break;
         }
         assert!(Instant::now() < deadline, "SIGHUP reload never took effect");
@@ -285,7 +256,7 @@ async fn a_hedged_request_takes_the_faster_target_and_cancels_the_slow_one() {
         let r = ask(&gw, "chat", "hedge me", stream).await;
         assert_eq!(header(&r, "x-trestle-fallback-level"), "model");
         let id = trace_id(&r);
-        assert_eq!(text_of(r).await, "hedge me");
+        assert_eq!(answer_text(r).await, "hedge me");
         assert!(
             started.elapsed() < Duration::from_millis(1_000),
             "{:?}",
@@ -368,7 +339,7 @@ max_tokens = 5
     loop {
         let r = ask(&gw, "r", "one two three four five six seven", false).await;
         let level = header(&r, "x-trestle-capability-level").to_string();
-        let text = text_of(r).await;
+        let text = answer_text(r).await;
         if level == "4" {
             assert_eq!(text, "one two three four five", "level 4 caps max_tokens");
         }

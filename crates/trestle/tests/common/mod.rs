@@ -192,3 +192,50 @@ pub async fn trace(gw: &Proc, id: &str) -> serde_json::Value {
     }
     panic!("trace {id} never appeared");
 }
+
+/// POSTs a chat body with extra headers.
+pub async fn post_with(
+    gw: &Proc,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.expect("request")
+}
+
+/// The assistant text of a JSON or SSE answer; panics on anything not OpenAI-shaped.
+pub async fn answer_text(r: reqwest::Response) -> String {
+    let is_sse = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = r.text().await.expect("body");
+    if !is_sse {
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+        return v["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content")
+            .to_string();
+    }
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).expect("chunk"))
+        .inspect(|c| assert_eq!(c["object"], "chat.completion.chunk", "{c}"))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
