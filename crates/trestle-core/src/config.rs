@@ -647,6 +647,23 @@ impl Config {
                     );
                 }
             }
+            let day = 86_400_000u64;
+            for (field, value) in [
+                ("timeout_ms", route.timeout_ms),
+                ("ttft_timeout_ms", route.ttft_timeout_ms),
+                ("attempt_timeout_ms", route.attempt_timeout_ms),
+                ("backoff_ms", Some(route.backoff_ms)),
+                ("backoff_max_ms", Some(route.backoff_max_ms)),
+                ("hedge_after_ms", route.hedge_after_ms),
+            ] {
+                if value.is_some_and(|v| v > day) {
+                    issue(
+                        line,
+                        format!("routes.{name}.{field}"),
+                        format!("at most {day} ms (a day)"),
+                    );
+                }
+            }
             if route.timeout_ms == Some(0) {
                 issue(
                     line,

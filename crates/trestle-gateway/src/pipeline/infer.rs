@@ -175,7 +175,10 @@ pub async fn run(
             let Some(pause) = backoff(&error, try_index, cfg.backoff_ms, cfg.backoff_max_ms) else {
                 continue 'targets;
             };
-            if Instant::now() + pause >= chain.deadline {
+            if Instant::now()
+                .checked_add(pause)
+                .is_none_or(|t| t >= chain.deadline)
+            {
                 continue 'targets;
             }
             tokio::time::sleep(pause).await;

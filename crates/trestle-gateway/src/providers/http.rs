@@ -145,14 +145,15 @@ pub async fn status_error(response: reqwest::Response) -> ProviderError {
     }
 }
 
-/// `Retry-After` in seconds (fractions allowed); HTTP-date forms are ignored.
+/// `Retry-After` in seconds (fractions allowed), at most a day; HTTP-date forms are ignored.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    const DAY: Duration = Duration::from_secs(86_400);
     value
         .trim()
         .parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .map(|s| Duration::try_from_secs_f64(s).map_or(DAY, |d| d.min(DAY)))
 }
 
 /// The message inside `{"error":{"message":…}}` (OpenAI, Anthropic, Gemini), else the body.
@@ -216,5 +217,7 @@ mod tests {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        // An absurd value is capped, never a panic.
+        assert_eq!(parse_retry_after("1e30"), Some(Duration::from_secs(86_400)));
     }
 }

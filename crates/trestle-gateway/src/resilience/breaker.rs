@@ -146,7 +146,8 @@ impl Breaker {
                 .cfg
                 .slow_ms
                 .is_some_and(|s| latency > Duration::from_millis(s));
-        let open_for = Duration::from_millis(inner.cfg.open_ms);
+        // At most a day, so `now + open_for` cannot overflow.
+        let open_for = Duration::from_millis(inner.cfg.open_ms.min(86_400_000));
         let probes = inner.cfg.half_open_probes;
         match &mut inner.state {
             State::HalfOpen { in_flight, passed } if probe => {

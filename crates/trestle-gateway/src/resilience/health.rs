@@ -176,11 +176,11 @@ impl TargetHealth {
     /// Takes the target out of rotation after a 429, for `Retry-After` or `cooldown_ms`.
     pub fn cool_down(&self, retry_after: Option<Duration>, now: Instant) {
         let pause = retry_after.unwrap_or(self.limits().cooldown);
-        if let Ok(mut c) = self.cooldown_until.lock() {
-            let until = now + pause;
-            if c.is_none_or(|old| old < until) {
-                *c = Some(until);
-            }
+        if let Ok(mut c) = self.cooldown_until.lock()
+            && let Some(until) = now.checked_add(pause)
+            && c.is_none_or(|old| old < until)
+        {
+            *c = Some(until);
         }
     }
 
