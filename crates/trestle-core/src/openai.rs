@@ -131,6 +131,21 @@ pub enum Content {
 }
 
 impl Content {
+    /// The length in bytes of [`Content::text`], without building it.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Content::Text(s) => s.len(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.len() + 1),
+                    _ => None,
+                })
+                .sum::<usize>()
+                .saturating_sub(1),
+        }
+    }
+
     pub fn text(&self) -> String {
         match self {
             Content::Text(s) => s.clone(),
@@ -558,6 +573,18 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_len_matches_text() {
+        let parts: Content = serde_json::from_value(serde_json::json!([
+            {"type": "text", "text": "hello"},
+            {"type": "image_url", "image_url": {"url": "http://x"}},
+            {"type": "text", "text": "world!"}]))
+        .unwrap();
+        assert_eq!(parts.text_len(), parts.text().len());
+        let plain = Content::Text("héllo".into());
+        assert_eq!(plain.text_len(), plain.text().len());
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {

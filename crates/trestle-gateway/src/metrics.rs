@@ -218,6 +218,8 @@ pub struct RouteMetrics {
     requests_ok_primary: Counter,
     ttft: Histogram,
     overhead: Histogram,
+    /// Response-cache lookups: exact, semantic, miss.
+    cache: [Counter; 3],
     targets: HashMap<String, TargetMetrics>,
 }
 
@@ -252,6 +254,9 @@ impl RouteMetrics {
                 "fallback_level" => "primary"),
             ttft: histogram!("trestle_ttft_seconds", "route" => r.clone()),
             overhead: histogram!("trestle_gateway_overhead_seconds", "route" => r.clone()),
+            cache: ["exact", "semantic", "miss"].map(|result| {
+                counter!("trestle_cache_lookups_total", "route" => r.clone(), "result" => result)
+            }),
             route: r,
             targets,
         }
@@ -269,6 +274,16 @@ impl RouteMetrics {
         if let Some(o) = m.overhead {
             self.overhead.record(o.as_secs_f64());
         }
+    }
+
+    /// A response-cache lookup's result: `exact`, `semantic` or `miss`.
+    pub fn cache_lookup(&self, result: &str) {
+        let i = match result {
+            "exact" => 0,
+            "semantic" => 1,
+            _ => 2,
+        };
+        self.cache[i].increment(1);
     }
 
     pub fn attempt(&self, target: &str, status: &str, latency: Duration, cold: bool) {
@@ -291,11 +306,6 @@ impl RouteMetrics {
             h.cost.record(cost);
         }
     }
-}
-
-pub fn cache_lookup(route: &str, result: &'static str) {
-    counter!("trestle_cache_lookups_total", "route" => route.to_string(), "result" => result)
-        .increment(1);
 }
 
 pub fn cache_saved(usd: f64) {

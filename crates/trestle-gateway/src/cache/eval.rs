@@ -51,7 +51,8 @@ pub struct Report {
     /// The embedding alone.
     pub sweep_raw: Vec<AtThreshold>,
     /// Target false-hit rate → the lowest threshold that meets it (and its figures).
-    pub recommended: BTreeMap<String, AtThreshold>,
+    /// (Target false-hit rate, the lowest threshold that meets it), in rising target order.
+    pub recommended: Vec<(f64, AtThreshold)>,
     /// At the default threshold: the share of each kind served from the cache.
     pub served_by_kind: BTreeMap<String, f64>,
     pub default_threshold: f32,
@@ -101,10 +102,10 @@ pub fn evaluate(
     };
     let sweep = sweep_of(&served);
     let sweep_raw = sweep_of(similarity);
-    let mut recommended = BTreeMap::new();
+    let mut recommended = Vec::new();
     for target in [0.0, 0.01, 0.02, 0.05, 0.10] {
         if let Some(best) = sweep.iter().find(|s| s.false_hit_rate <= target) {
-            recommended.insert(format!("{:.0}%", target * 100.0), best.clone());
+            recommended.push((target, best.clone()));
         }
     }
     let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -168,7 +169,8 @@ mod tests {
         assert_eq!(at_80.hit_rate, 1.0);
         assert_eq!(at_80.false_hit_rate, 0.5);
         // No false hits: the lowest threshold above the negation's 0.85.
-        assert_eq!(r.recommended["0%"].threshold, 0.86);
+        assert_eq!(r.recommended[0].0, 0.0);
+        assert_eq!(r.recommended[0].1.threshold, 0.86);
         assert_eq!(r.served_by_kind["negation"], 0.0);
         assert_eq!(r.served_by_kind["paraphrase"], 0.5);
         assert!(

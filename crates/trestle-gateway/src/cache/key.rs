@@ -29,12 +29,17 @@ fn hash_text(text: &str, norm: &Normalize, h: &mut DefaultHasher) {
         text.hash(h);
         return;
     }
-    let words: Box<dyn Iterator<Item = &str>> = if norm.whitespace {
-        Box::new(text.split_whitespace())
-    } else {
-        Box::new(text.split(' '))
+    let separator = |c: char| {
+        if norm.whitespace {
+            c.is_whitespace()
+        } else {
+            c == ' '
+        }
     };
-    for word in words {
+    for word in text
+        .split(separator)
+        .filter(|w| !norm.whitespace || !w.is_empty())
+    {
         let bare = word.trim_matches(|c: char| c.is_ascii_punctuation());
         if norm
             .filler_words

@@ -74,7 +74,7 @@ pub async fn lookup(
     let ttl = Duration::from_secs(cfg.ttl_s);
     let exact_key = key::exact_key(route, req, &cfg.normalize);
     if reads && let Some((entry, age)) = caches.exact.get(exact_key, ttl) {
-        metrics::cache_lookup(&route.name, "exact");
+        route.metrics.cache_lookup("exact");
         return Outcome::Hit(Hit {
             layer: "exact",
             entry,
@@ -120,7 +120,7 @@ pub async fn lookup(
                     && n.similarity >= sem.threshold
                     && let Some((entry, age)) = caches.exact.get(n.key, ttl)
                 {
-                    metrics::cache_lookup(&route.name, "semantic");
+                    route.metrics.cache_lookup("semantic");
                     return Outcome::Hit(Hit {
                         layer: "semantic",
                         entry,
@@ -139,7 +139,7 @@ pub async fn lookup(
         }
     }
     if cfg.mode.reads() {
-        metrics::cache_lookup(&route.name, "miss");
+        route.metrics.cache_lookup("miss");
     }
     Outcome::Miss(stores.then(|| Remember {
         registry: runtime.registry.clone(),

@@ -193,3 +193,33 @@ pub fn frame(json: &[u8]) -> Bytes {
     b.put_slice(b"\n\n");
     b.freeze()
 }
+
+/// Sends a completion the gateway holds (cached or made here) as JSON, or as a stream when
+/// the client asked for one.
+pub fn replay(
+    completion: trestle_core::openai::ChatCompletion,
+    guard: TraceGuard,
+    stream: bool,
+    headers: HeaderMap,
+    relay: impl FnOnce(TraceGuard) -> Relay,
+) -> Response {
+    if stream {
+        let mut chunks = crate::resilience::fallback::chunks(&completion)
+            .into_iter()
+            .map(Chunk::from);
+        let Some(first) = chunks.next() else {
+            let e = GatewayError::Internal("an empty cached answer".into());
+            guard.fail(&e);
+            return error(e, headers);
+        };
+        let rest = stream::iter(chunks.map(Ok)).boxed();
+        sse(relay(guard), first, rest, headers)
+    } else {
+        guard.complete(&completion, None);
+        let answer = Completion {
+            body: completion,
+            raw: None,
+        };
+        json(answer, headers)
+    }
+}

@@ -6,8 +6,6 @@
 
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures_util::StreamExt;
-use futures_util::stream;
 use serde_json::Value;
 use trestle_core::openai::{ChatCompletion, ChatRequest};
 
@@ -15,7 +13,6 @@ use super::deliver::{self, Relay};
 use super::ingress::Identity;
 use super::record::TraceGuard;
 use crate::error::GatewayError;
-use crate::providers::{Chunk, Completion};
 use crate::resilience::fallback::{self, TemplateVars};
 use crate::runtime::{Route, Runtime};
 
@@ -140,35 +137,7 @@ pub fn deliver(
                 served_by,
                 &format!("served at fallback level {}: {error}", fb.level),
             );
-            replay(completion, guard, stream, headers, relay)
+            deliver::replay(completion, guard, stream, headers, relay)
         }
-    }
-}
-
-/// Sends a completion the gateway holds (cached or made here) as JSON, or as a stream when
-/// the client asked for one.
-pub fn replay(
-    completion: ChatCompletion,
-    guard: TraceGuard,
-    stream: bool,
-    headers: HeaderMap,
-    relay: impl FnOnce(TraceGuard) -> Relay,
-) -> Response {
-    if stream {
-        let mut chunks = fallback::chunks(&completion).into_iter().map(Chunk::from);
-        let Some(first) = chunks.next() else {
-            let e = GatewayError::Internal("an empty cached answer".into());
-            guard.fail(&e);
-            return deliver::error(e, headers);
-        };
-        let rest = stream::iter(chunks.map(Ok)).boxed();
-        deliver::sse(relay(guard), first, rest, headers)
-    } else {
-        guard.complete(&completion, None);
-        let answer = Completion {
-            body: completion,
-            raw: None,
-        };
-        deliver::json(answer, headers)
     }
 }

@@ -5,6 +5,7 @@
 //! honoured), then the next target serves; a route may hedge its first attempt. A stream is
 //! committed once its first chunk arrives; before that, any failure falls through invisibly.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use futures_util::future::Either;
 use rand::Rng;
 use tokio::time::Instant;
 use trestle_core::config::Balance;
-use trestle_core::openai::ChatRequest;
+use trestle_core::openai::{ChatRequest, Content};
 
 use super::ingress::new_span_id;
 use crate::error::GatewayError;
@@ -210,7 +211,10 @@ pub async fn run(
 /// This request's target order: `priority` keeps the listed order; `weighted` draws the
 /// first target by weight; `least_latency` sorts by latency estimate × (requests in flight
 /// + 1), targets without history first.
-fn order(targets: &[Arc<Target>], balance: Balance) -> Vec<Arc<Target>> {
+fn order(targets: &[Arc<Target>], balance: Balance) -> Cow<'_, [Arc<Target>]> {
+    if balance == Balance::Priority || targets.len() < 2 {
+        return Cow::Borrowed(targets);
+    }
     let mut order = targets.to_vec();
     match balance {
         Balance::Priority => {}
@@ -240,7 +244,7 @@ fn order(targets: &[Arc<Target>], balance: Balance) -> Vec<Arc<Target>> {
             order.sort_by(|a, b| score(a).total_cmp(&score(b)));
         }
     }
-    order
+    Cow::Owned(order)
 }
 
 /// Prompt characters / 4 plus the output cap (256 when the request sets none): what a
@@ -249,7 +253,7 @@ fn estimate_tokens(req: &ChatRequest) -> u64 {
     let chars: usize = req
         .messages
         .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.text().len()))
+        .map(|m| m.content.as_ref().map_or(0, Content::text_len))
         .sum();
     (chars / 4) as u64 + u64::from(req.output_cap().unwrap_or(256))
 }
@@ -573,40 +577,32 @@ fn attempt_record(
     cold: bool,
 ) -> Attempt {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (status, http_status, error, retryable) = match result {
-        Ok(_) => ("ok", None, None, false),
-        Err(e) => (
-            "error",
-            match e {
-                ProviderError::Status { status, .. } => Some(*status),
-                _ => None,
-            },
-            Some(e.to_string()),
-            e.is_retryable(),
-        ),
-    };
-    let usage = match result {
-        Ok(Served::Complete(c)) => c.body.usage.unwrap_or_default(),
-        _ => Default::default(),
-    };
-    Attempt {
-        span_id: new_span_id(),
-        target: target.name.clone(),
-        provider: target.provider_name.clone(),
-        model: target.model.clone(),
-        offset_ms: ms(at.duration_since(started)),
-        latency_ms: ms(latency),
-        ttft_ms: matches!(result, Ok(Served::Stream { .. })).then(|| ms(latency)),
-        status: status.to_string(),
-        http_status,
-        error,
-        retryable,
-        cold_start: cold,
-        tokens_in: usage.prompt_tokens,
-        tokens_out: usage.completion_tokens,
-        tokens_cached: usage.cached_tokens(),
-        cost_usd: target.price.map(|p| p.cost(&usage)).unwrap_or(0.0),
+    let mut record = bare_record(
+        target,
+        started,
+        at,
+        if result.is_ok() { "ok" } else { "error" },
+    );
+    record.latency_ms = ms(latency);
+    record.cold_start = cold;
+    match result {
+        Ok(Served::Stream { .. }) => record.ttft_ms = Some(ms(latency)),
+        Ok(Served::Complete(c)) => {
+            let usage = c.body.usage.unwrap_or_default();
+            record.tokens_in = usage.prompt_tokens;
+            record.tokens_out = usage.completion_tokens;
+            record.tokens_cached = usage.cached_tokens();
+            record.cost_usd = target.price.map(|p| p.cost(&usage)).unwrap_or(0.0);
+        }
+        Err(e) => {
+            if let ProviderError::Status { status, .. } = e {
+                record.http_status = Some(*status);
+            }
+            record.error = Some(e.to_string());
+            record.retryable = e.is_retryable();
+        }
     }
+    record
 }
 
 #[cfg(test)]

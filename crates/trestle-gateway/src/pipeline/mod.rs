@@ -107,7 +107,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             guard.cache_hit(hit.layer, &hit.entry, hit.similarity);
             let headers = served("primary", hit.layer, Some(hit.age.as_secs()), false);
             return match hit.entry.answer.completion() {
-                Some(c) => fallback::replay(c, guard, stream, headers, relay),
+                Some(c) => deliver::replay(c, guard, stream, headers, relay),
                 None => {
                     let e = GatewayError::Internal("a cached answer no longer parses".into());
                     guard.fail(&e);

@@ -146,6 +146,7 @@ fn print_report(r: &Report, name: &str, single_p50_ms: f64, batch_ms: f64) {
     }
     println!("\nrecommended threshold per target false-hit rate (as served):");
     for (target, s) in &r.recommended {
+        let target = format!("{:.0}%", target * 100.0);
         println!(
             "  false hits <= {target:>3}: threshold {:.2} (hit rate {:.1}%, false-hit rate {:.1}%)",
             s.threshold,
