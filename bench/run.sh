@@ -121,21 +121,17 @@ build_rust() {
 }
 
 # Each installer leaves a marker with the installed version; a second run reuses it.
-install_tensorzero() {
-  local dir="$PEERS/tensorzero" marker="$PEERS/tensorzero/.installed-$TENSORZERO_VERSION"
+# install_pip_peer NAME VERSION REQUIREMENT: a venv in bench/.peers/NAME with REQUIREMENT.
+install_pip_peer() {
+  local dir="$PEERS/$1" marker="$PEERS/$1/.installed-$2"
   [ -f "$marker" ] && return 0
   rm -rf "$dir" && python3 -m venv "$dir" \
-    && "$dir/bin/pip" install -q "tensorzero==$TENSORZERO_VERSION" \
+    && "$dir/bin/pip" install -q "$3" \
     && touch "$marker"
 }
 
-install_litellm() {
-  local dir="$PEERS/litellm" marker="$PEERS/litellm/.installed-$LITELLM_VERSION"
-  [ -f "$marker" ] && return 0
-  rm -rf "$dir" && python3 -m venv "$dir" \
-    && "$dir/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION" \
-    && touch "$marker"
-}
+install_tensorzero() { install_pip_peer tensorzero "$TENSORZERO_VERSION" "tensorzero==$TENSORZERO_VERSION"; }
+install_litellm() { install_pip_peer litellm "$LITELLM_VERSION" "litellm[proxy]==$LITELLM_VERSION"; }
 
 install_portkey() {
   local dir="$PEERS/portkey" marker="$PEERS/portkey/.installed-$PORTKEY_VERSION"

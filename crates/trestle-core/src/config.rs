@@ -886,6 +886,34 @@ targets = ["nowhere/m"]
     }
 
     #[test]
+    fn cache_settings_are_checked() {
+        let text = r#"
+[providers.p]
+kind = "placeholder"
+[embedders.remote]
+kind = "provider"
+target = "nowhere/e5"
+[routes.r]
+targets = ["p/m"]
+cache = { mode = "on", semantic = { embedder = "missing", threshold = 1.5 } }
+[routes.s]
+targets = ["p/m"]
+cache = { mode = "sometimes" }
+"#;
+        let err = Config::parse(text, &env).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
+        let text = text.replace("cache = { mode = \"sometimes\" }", "");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        for key in [
+            "embedders.remote.target",
+            "routes.r.cache.semantic.embedder",
+            "routes.r.cache.semantic.threshold",
+        ] {
+            assert!(err.contains(key), "{key} missing from:\n{err}");
+        }
+    }
+
+    #[test]
     fn an_unset_secret_is_a_warning() {
         let loaded = Config::parse(ISSUE_EXAMPLE, &|_| None).unwrap();
         assert_eq!(loaded.warnings.len(), 1);
