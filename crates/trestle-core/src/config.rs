@@ -48,6 +48,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long open streams may run before they are ended.
     pub shutdown_grace_ms: u64,
+    /// How long a client may take to send its request headers before the connection is
+    /// closed (slow-loris protection).
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send its request body; past it the request gets 408.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +61,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".to_string(),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -130,10 +137,30 @@ pub struct HttpProviderConfig {
     /// breakpoint. OpenAI and Gemini cache prefixes without markers.
     #[serde(default)]
     pub prompt_cache: bool,
+    /// Largest upstream answer read: a non-streamed body, or all of one stream. Past it the
+    /// attempt fails (`malformed`), so a runaway upstream cannot exhaust memory.
+    pub max_response_bytes: Option<usize>,
+    /// Largest single server-sent event (or line without a newline) in a stream.
+    pub max_event_bytes: Option<usize>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
     2_000
+}
+
+impl HttpProviderConfig {
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+    pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+            .unwrap_or(Self::DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+            .unwrap_or(Self::DEFAULT_MAX_EVENT_BYTES)
+    }
 }
 
 /// A secret string: its `Debug` never shows the value.
@@ -273,8 +300,20 @@ pub struct ModelConfig {
     pub tokens_per_minute: Option<u64>,
     /// Requests per rolling minute.
     pub requests_per_minute: Option<u64>,
-    /// How long a 429 without `Retry-After` takes the target out of rotation.
+    /// The old all-or-nothing 429 handling: when set, every 429 takes the target out of
+    /// rotation for its `Retry-After`, or this long without one. Unset (the default), 429s
+    /// feed the adaptive throttle instead and only a long `Retry-After` pauses the target.
     pub cooldown_ms: Option<u64>,
+    /// Adaptive throttling after 429s (Google SRE book, "Handling Overload"): a request is
+    /// refused locally, and overflows to the next target, with probability
+    /// max(0, (requests − K·accepts) / (requests + 1)) over the last `throttle_window_ms`.
+    /// K = 2 by default; higher is more permissive; 0 turns throttling off.
+    pub throttle_k: Option<f64>,
+    /// The window the throttle counts requests and accepts over (default 30 s).
+    pub throttle_window_ms: Option<u64>,
+    /// A 429 whose `Retry-After` is longer than this pauses the target for everyone for that
+    /// long (default 5 s); shorter ones only feed the throttle.
+    pub retry_after_pause_ms: Option<u64>,
     #[serde(default)]
     pub breaker: BreakerConfig,
 }
@@ -354,6 +393,12 @@ pub struct RouteConfig {
     pub hedge: bool,
     /// Hedge after this long (default: the target's latency p95 estimate).
     pub hedge_after_ms: Option<u64>,
+    /// Without `hedge`: a non-streamed first attempt still unanswered after four times the
+    /// target's latency p95 (and at least a quarter of the route's deadline) gets a second
+    /// attempt on the next target, and the first good answer wins. A hung upstream then costs
+    /// a quarter of the budget instead of all of it; a slow but good answer still arrives.
+    #[serde(default = "default_true")]
+    pub hedge_stragglers: bool,
     /// The levels below `model`: cache, template, omitted.
     #[serde(default)]
     pub fallback: FallbackConfig,
@@ -366,6 +411,9 @@ pub struct RouteConfig {
 
 fn default_retries() -> u32 {
     1
+}
+fn default_true() -> bool {
+    true
 }
 fn default_backoff_ms() -> u64 {
     50
@@ -390,6 +438,7 @@ impl RouteConfig {
             balance: Balance::default(),
             hedge: false,
             hedge_after_ms: None,
+            hedge_stragglers: true,
             fallback: FallbackConfig::default(),
             capability: None,
             cache: RouteCacheConfig::default(),
@@ -606,6 +655,22 @@ impl Config {
             }
             for (field, message) in model.breaker.check() {
                 issue(line, format!("models.\"{key}\".{field}"), message);
+            }
+            if let Some(k) = model.throttle_k
+                && (!k.is_finite() || (k != 0.0 && k < 1.0))
+            {
+                issue(
+                    line,
+                    format!("models.\"{key}\".throttle_k"),
+                    format!("must be 0 (off) or at least 1, not {k}"),
+                );
+            }
+            if model.throttle_window_ms == Some(0) {
+                issue(
+                    line,
+                    format!("models.\"{key}\".throttle_window_ms"),
+                    "must be above 0".into(),
+                );
             }
             for (field, value) in [
                 ("weight", model.weight.map(u64::from)),

@@ -20,6 +20,10 @@ pub enum GatewayError {
         "request body is {size} bytes, over the limit of {limit} bytes (server.max_body_bytes)"
     )]
     PayloadTooLarge { size: usize, limit: usize },
+    #[error(
+        "the request body did not arrive within {timeout_ms} ms (server.body_read_timeout_ms); send it at once"
+    )]
+    RequestTimeout { timeout_ms: u64 },
     /// An upstream refused the request itself (its 400/422), relayed with its message.
     #[error("{message}")]
     UpstreamRejected { status: u16, message: String },
@@ -53,6 +57,7 @@ impl GatewayError {
             }
             GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamRejected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -72,6 +77,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { .. }
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::RequestTimeout { .. }
             | GatewayError::UpstreamRejected { .. }
             | GatewayError::Unsupported(_) => "invalid_request_error",
             GatewayError::NotFound { .. } => "not_found_error",
@@ -85,6 +91,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { code, .. } | GatewayError::NotFound { code, .. } => code,
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::UpstreamRejected { .. } => "upstream_rejected",
             GatewayError::UpstreamFailed {
                 timed_out: true, ..

@@ -3,6 +3,8 @@
 
 pub mod cache;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod mock;
 pub mod pipeline;

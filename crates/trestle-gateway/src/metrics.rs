@@ -199,6 +199,19 @@ pub fn skipped(route: &str, target: &str, reason: &'static str) {
     .increment(1);
 }
 
+/// The share of a route's requests answered by a model over the last 5 minutes (set when
+/// `/metrics` is read).
+pub fn model_served_share(route: &str, share: f64) {
+    gauge!("trestle_model_served_share", "route" => route.to_string()).set(share);
+}
+
+/// A request waited for a target to come back (every target was unavailable).
+pub fn waited(route: &str, pause: std::time::Duration) {
+    counter!("trestle_unavailable_waits_total", "route" => route.to_string()).increment(1);
+    histogram!("trestle_unavailable_wait_seconds", "route" => route.to_string())
+        .record(pause.as_secs_f64());
+}
+
 pub fn hedged(route: &str, target: &str) {
     counter!("trestle_hedges_total", "route" => route.to_string(), "target" => target.to_string())
         .increment(1);

@@ -2,6 +2,11 @@
 //! injected at a configurable rate — for tests, chaos runs and benchmarks over real sockets.
 //!
 //! A request can force a fault by putting `[fault:NAME]` in its last user message.
+//!
+//! The faults are the shapes real providers show: 500s, 429s with and without `Retry-After`,
+//! 503 with `Retry-After`, hangs, a first token later than any sane `ttft_timeout_ms`, a
+//! stream that stalls or turns malformed mid-way, a dropped connection mid-answer, and a
+//! connection reset before any answer.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -34,34 +39,54 @@ pub enum Fault {
     ServerError,
     /// 429 with `Retry-After`.
     RateLimited,
+    /// 429 without `Retry-After` (many OpenAI-compatible servers send none).
+    RateLimitedBare,
+    /// 503 with `Retry-After` (an overloaded or restarting upstream).
+    Unavailable,
     /// Never answers (a stream sends its headers, then nothing).
     Hang,
     /// Tokens at `slow_tokens_per_sec`.
     Slow,
+    /// The first token after `slow_ttft_ms`, then the normal pace.
+    SlowFirstToken,
+    /// Half the answer, then nothing: the connection stays open.
+    Stall,
     /// A body (or a stream chunk) that is not valid JSON.
     Malformed,
     /// The connection drops mid-answer.
     Disconnect,
+    /// The connection is reset (TCP RST) before any answer.
+    Reset,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 11] = [
         Fault::ServerError,
         Fault::RateLimited,
+        Fault::RateLimitedBare,
+        Fault::Unavailable,
         Fault::Hang,
         Fault::Slow,
+        Fault::SlowFirstToken,
+        Fault::Stall,
         Fault::Malformed,
         Fault::Disconnect,
+        Fault::Reset,
     ];
 
     pub fn name(&self) -> &'static str {
         match self {
             Fault::ServerError => "500",
             Fault::RateLimited => "429",
+            Fault::RateLimitedBare => "429-bare",
+            Fault::Unavailable => "503",
             Fault::Hang => "hang",
             Fault::Slow => "slow",
+            Fault::SlowFirstToken => "slow-ttft",
+            Fault::Stall => "stall",
             Fault::Malformed => "malformed",
             Fault::Disconnect => "disconnect",
+            Fault::Reset => "reset",
         }
     }
 }
@@ -73,7 +98,8 @@ impl std::str::FromStr for Fault {
             .into_iter()
             .find(|f| f.name() == s.trim())
             .ok_or_else(|| {
-                format!("unknown fault `{s}`: use 500, 429, hang, slow, malformed or disconnect")
+                let names: Vec<&str> = Fault::ALL.iter().map(Fault::name).collect();
+                format!("unknown fault `{s}`: use {}", names.join(", "))
             })
     }
 }
@@ -86,8 +112,11 @@ pub struct MockOptions {
     pub fault_rate: f64,
     /// Faults to draw from, uniformly.
     pub faults: Vec<Fault>,
+    /// `Retry-After` sent with `429` and `503`.
     pub retry_after_secs: f64,
     pub slow_tokens_per_sec: f64,
+    /// Time to first token of the `slow-ttft` fault.
+    pub slow_ttft_ms: f64,
     /// When set, requests must send `Authorization: Bearer KEY`.
     pub api_key: Option<String>,
 }
@@ -100,6 +129,7 @@ impl Default for MockOptions {
             faults: Fault::ALL.to_vec(),
             retry_after_secs: 1.0,
             slow_tokens_per_sec: 5.0,
+            slow_ttft_ms: 3_000.0,
             api_key: None,
         }
     }
@@ -195,7 +225,12 @@ impl Mock {
     }
 }
 
-async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(mock): State<Arc<Mock>>,
+    kill: Option<axum::Extension<crate::server::ConnKill>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     mock.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = unauthorized(&mock, &headers) {
         return r;
@@ -218,20 +253,41 @@ async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
                 "The server had an error while processing your request.",
             );
         }
-        Some(Fault::RateLimited) => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_exceeded",
-                "Rate limit reached; please try again later.",
-            );
-            if let Ok(v) = HeaderValue::from_str(&mock.options.retry_after_secs.to_string()) {
+        Some(f @ (Fault::RateLimited | Fault::RateLimitedBare | Fault::Unavailable)) => {
+            let (status, code, message) = if f == Fault::Unavailable {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "The engine is currently overloaded, please try again later.",
+                )
+            } else {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    "Rate limit reached; please try again later.",
+                )
+            };
+            let mut r = error(status, code, message);
+            if f != Fault::RateLimitedBare
+                && let Ok(v) = HeaderValue::from_str(&mock.options.retry_after_secs.to_string())
+            {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             return r;
         }
+        Some(Fault::Reset) => {
+            // The connection is closed with a reset; no answer goes out.
+            if let Some(axum::Extension(kill)) = kill {
+                kill.0.cancel();
+            }
+            std::future::pending::<()>().await;
+        }
         Some(Fault::Hang) if !req.is_stream() => std::future::pending::<()>().await,
         Some(Fault::Slow) => {
             plan.gap = Duration::from_secs_f64(1.0 / mock.options.slow_tokens_per_sec.max(0.01));
+        }
+        Some(Fault::SlowFirstToken) => {
+            plan.ttft = Duration::from_secs_f64(mock.options.slow_ttft_ms.max(0.0) / 1000.0);
         }
         _ => {}
     }
@@ -255,6 +311,12 @@ async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
             ]);
             return json_response(Body::from_stream(broken));
         }
+        if fault == Some(Fault::Stall) {
+            let half = body.slice(..body.len() / 2);
+            let stalled =
+                stream::once(async move { Ok::<_, Infallible>(half) }).chain(stream::pending());
+            return json_response(Body::from_stream(stalled));
+        }
         return json_response(Body::from(body));
     }
 
@@ -267,6 +329,15 @@ async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
     let cut = (frames.len() / 2).max(2);
     let body = match fault {
         Some(Fault::Hang) => Body::from_stream(stream::pending::<Result<Bytes, Infallible>>()),
+        Some(Fault::Stall) => {
+            let mut frames = frames;
+            frames.truncate(cut);
+            Body::from_stream(
+                paced(frames, plan.ttft, plan.gap)
+                    .map(Ok::<_, Infallible>)
+                    .chain(stream::pending()),
+            )
+        }
         Some(Fault::Malformed) => {
             let mut frames = frames;
             frames.truncate(cut);

@@ -53,6 +53,8 @@ pub struct Route {
     pub level_targets: HashMap<u8, Vec<Arc<Target>>>,
     /// The capability level, shared across reloads.
     pub health: Arc<RouteHealth>,
+    /// What served the route's requests lately, shared across reloads.
+    pub served: Arc<crate::resilience::served::Served>,
     pub template: Option<Template>,
     /// Metric handles for the common case, registered once.
     pub metrics: RouteMetrics,
@@ -127,6 +129,7 @@ impl Runtime {
                     targets,
                     level_targets,
                     health: rt.registry.route(name),
+                    served: rt.registry.served(name),
                     template,
                     metrics,
                 }),
@@ -197,6 +200,7 @@ impl Runtime {
                 targets: vec![target],
                 level_targets: HashMap::new(),
                 health: self.registry.route(model),
+                served: self.registry.served(model),
                 template: None,
                 metrics: RouteMetrics::new(model, std::iter::once(model)),
             });

@@ -147,8 +147,8 @@ async fn tool_put(
         return GatewayError::invalid("ttl_s must be a whole number of seconds", Some("ttl_s"))
             .into_response();
     };
-    let limit = state.runtime().config.server.max_body_bytes;
-    let value = match pipeline::ingress::read_body(&headers, body, limit).await {
+    let runtime = state.runtime();
+    let value = match pipeline::ingress::read_body(&headers, body, &runtime.config.server).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -248,6 +248,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/traces", get(list_traces))
         .route("/v1/traces/{id}", get(get_trace))
+        .route("/v1/stats", get(stats))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -333,6 +334,34 @@ async fn read<T: Send + 'static>(
     .map_err(|e| GatewayError::Internal(format!("trace store: {e}")))
 }
 
+#[derive(serde::Deserialize)]
+struct StatsQuery {
+    window_s: Option<u64>,
+}
+
+/// What served each route's requests over the last `window_s` seconds (default 300, at most
+/// 900): by a model, or by which fallback level.
+async fn stats(
+    State(state): State<SharedState>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let window_s = match query {
+        Ok(Query(StatsQuery { window_s: None })) => 300,
+        Ok(Query(StatsQuery {
+            window_s: Some(w @ 10..=900),
+        })) => w,
+        _ => {
+            return GatewayError::invalid(
+                "bad query: window_s is a number of seconds from 10 to 900",
+                Some("window_s"),
+            )
+            .into_response();
+        }
+    };
+    let routes = state.registry.served_shares(Duration::from_secs(window_s));
+    axum::Json(json!({"object": "stats", "window_s": window_s, "routes": routes})).into_response()
+}
+
 async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
@@ -347,6 +376,9 @@ async fn ready(State(state): State<SharedState>) -> Response {
             "written": stats.written.load(Ordering::Relaxed),
             "dropped": stats.dropped.load(Ordering::Relaxed),
             "failed": stats.failed.load(Ordering::Relaxed),
+            // Present while the store refuses writes (a full disk): serving goes on, traces
+            // wait in the queue and are retried.
+            "store_error": stats.store_error(),
         }
     });
     let status = if state.draining.load(Ordering::Relaxed) {
@@ -359,11 +391,16 @@ async fn ready(State(state): State<SharedState>) -> Response {
 
 async fn metrics(State(state): State<SharedState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            for (route, shares) in state.registry.served_shares(Duration::from_secs(300)) {
+                crate::metrics::model_served_share(&route, shares.model_served_share);
+            }
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
         None => GatewayError::NotFound {
             message: "metrics are not enabled in this process".into(),
             code: "metrics_disabled",
@@ -375,7 +412,7 @@ async fn metrics(State(state): State<SharedState>) -> Response {
 async fn not_found(uri: axum::http::Uri) -> Response {
     GatewayError::NotFound {
         message: format!(
-            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /health, /ready, /metrics, /admin/reload",
+            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /v1/stats, /health, /ready, /metrics, /admin/reload",
             uri.path()
         ),
         code: "unknown_endpoint",
@@ -415,10 +452,13 @@ pub async fn serve(
         tracing::warn!("grace period over: ending open streams");
         signal_state.hard_stop.cancel();
     });
-    let shutdown = draining.clone();
-    axum::serve(no_delay(listener), app.into_make_service())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let options = ConnOptions {
+        header_read_timeout: Duration::from_millis(
+            state.runtime().config.server.header_read_timeout_ms,
+        ),
+        killable: false,
+    };
+    serve_router(listener, app, options, draining).await;
     state.recorder.close(Duration::from_secs(30)).await;
     let s = state.recorder.stats();
     tracing::info!(
@@ -430,18 +470,86 @@ pub async fn serve(
     Ok(())
 }
 
-/// Sets TCP_NODELAY on every accepted connection: an SSE frame goes out when it is written,
-/// not when Nagle's algorithm and the client's delayed ACK allow (a 40 ms stall per stream on
-/// a kept-alive connection otherwise).
-pub fn no_delay(
+/// How accepted connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOptions {
+    /// A client that has not sent its request headers by then is disconnected (slow loris).
+    pub header_read_timeout: Duration,
+    /// Give each request a [`ConnKill`] for its connection, and close connections with a
+    /// reset instead of a FIN (the mock's `reset` fault).
+    pub killable: bool,
+}
+
+/// Cancelling it resets the request's connection at once (see [`ConnOptions::killable`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConnKill(pub CancellationToken);
+
+/// Serves `app` on `listener` until `stop` is cancelled, then lets open connections finish.
+///
+/// Each connection gets TCP_NODELAY (an SSE frame goes out when it is written, not when
+/// Nagle's algorithm and the client's delayed ACK allow: a 40 ms stall per stream on a
+/// kept-alive connection otherwise) and HTTP/1.1 or HTTP/2 as the client speaks, with a
+/// header read timeout, which `axum::serve` does not offer.
+pub async fn serve_router(
     listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    app: Router,
+    options: ConnOptions,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    })
+        let kill = ConnKill::default();
+        let service = if options.killable {
+            if let Err(e) = tcp.set_zero_linger() {
+                tracing::debug!(error = %e, "cannot set SO_LINGER");
+            }
+            TowerToHyperService::new(app.clone().layer(axum::Extension(kill.clone())))
+        } else {
+            TowerToHyperService::new(app.clone())
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                // Dropping the connection with SO_LINGER 0 resets it.
+                () = kill.0.cancelled() => {}
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -267,4 +267,63 @@ targets = ["p/m2"]
             s(SemanticScope::Route, None, None)
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn key(text: &str, norm: &Normalize) -> u64 {
+            let mut h = DefaultHasher::new();
+            hash_text(text, norm, &mut h);
+            h.finish()
+        }
+
+        /// Words of ASCII letters, digits and a few accented letters (whose case maps round
+        /// trip), and the punctuation normalization strips.
+        fn words() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec("[a-zA-Z0-9éàüç]{1,8}[?!.,]?", 1..12)
+        }
+
+        proptest! {
+            #[test]
+            fn spacing_and_case_never_change_the_key(
+                words in words(),
+                gaps in prop::collection::vec("[ \t\n]{1,3}", 12),
+                upper in prop::collection::vec(any::<bool>(), 12),
+            ) {
+                let norm = Normalize::default();
+                let plain = words.join(" ");
+                let varied: String = words
+                    .iter()
+                    .zip(gaps.iter().cycle())
+                    .zip(upper.iter().cycle())
+                    .map(|((w, g), up)| {
+                        let w = if *up { w.to_uppercase() } else { w.to_lowercase() };
+                        format!("{g}{w}")
+                    })
+                    .collect();
+                prop_assert_eq!(key(&plain, &norm), key(&varied, &norm));
+            }
+
+            #[test]
+            fn any_text_hashes_without_panicking_and_is_stable(text in any::<String>()) {
+                for norm in [Normalize::default(), Normalize {
+                    case: false, whitespace: false, punctuation: false, filler_words: vec![],
+                }] {
+                    prop_assert_eq!(key(&text, &norm), key(&text, &norm));
+                }
+            }
+
+            #[test]
+            fn different_words_make_different_keys(a in words(), b in words()) {
+                let norm = Normalize { filler_words: vec![], ..Normalize::default() };
+                let bare = |w: &[String]| w.iter()
+                    .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()).to_lowercase())
+                    .collect::<Vec<_>>();
+                prop_assume!(bare(&a) != bare(&b));
+                prop_assert_ne!(key(&a.join(" "), &norm), key(&b.join(" "), &norm));
+            }
+        }
+    }
 }

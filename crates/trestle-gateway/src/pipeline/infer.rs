@@ -74,6 +74,12 @@ const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(200);
 const MIN_HEDGE_AFTER: Duration = Duration::from_millis(5);
 
 /// Runs the chain for one request. `started` is when the request arrived.
+///
+/// Each target has `retries + 1` tries. A retryable failure is retried on the same target
+/// after a backoff; a 429 moves on to the next target at once (its unused tries stay for
+/// later), and the chain comes back round while any target has tries left. When every
+/// target with tries left is momentarily unavailable (breaker open, paused, throttled, full),
+/// the request waits for the soonest to come back, as long as the route's deadline allows.
 pub async fn run(
     route: &Route,
     plan: &Plan<'_>,
@@ -98,96 +104,140 @@ pub async fn run(
         failures: Vec::new(),
         sent: 0,
         timed_out: false,
+        refusal: None,
     };
     let order = order(plan.targets, cfg.balance);
+    let mut tries = vec![plan.retries.saturating_add(1); order.len()];
     let mut waited = Duration::ZERO;
-    let mut hedge = plan.hedge && order.len() > 1;
-    let mut next = 0;
+    // The first attempt may get a second one beside it: always after `hedge_after_ms` when the
+    // route hedges, or, for a non-streamed request, once it is a straggler.
+    let mut hedge = (plan.hedge || (cfg.hedge_stragglers && !stream)) && order.len() > 1;
+    let mut at = 0;
+    // Targets passed over in a row without a call, and the soonest any of them is back.
+    let mut skipped_in_row = 0;
+    let mut soonest: Option<Duration> = None;
 
-    'targets: while next < order.len() {
-        let (level, target) = (next, order[next].clone());
-        next += 1;
-        for try_index in 0..=plan.retries {
-            let now = Instant::now();
-            if now >= chain.deadline {
-                chain.timed_out = true;
-                chain.failures.push(format!(
-                    "{}: route deadline of {} ms reached",
-                    target.name,
-                    cfg.total_timeout_ms()
-                ));
-                break 'targets;
-            }
-            let admission = match target.health.admit(chain.tokens, now) {
-                Ok(a) => a,
-                Err(skip) => {
-                    chain.skipped(&target, &skip, now);
-                    continue 'targets;
-                }
-            };
-            let outcome = if std::mem::take(&mut hedge) {
-                chain
-                    .hedged(&target, level, admission, &order, &mut next)
-                    .await
-            } else {
-                let tried = attempt(chain.call, &target, level, admission).await;
-                chain.book(tried)
-            };
-            waited += now.elapsed();
-            let error = match outcome {
-                Ok(won) => {
-                    return Inference {
-                        result: Ok(won.served),
-                        attempts: chain.attempts,
-                        level: won.level,
-                        target: Some(won.target),
-                        waited,
-                        admission: Some(won.admission),
-                    };
-                }
-                Err(e) => e,
-            };
-            if error.is_client_error() {
-                let status = match error {
-                    ProviderError::Status { status, .. } => status,
-                    _ => 400,
-                };
-                return Inference {
-                    result: Err(GatewayError::UpstreamRejected {
-                        status,
-                        message: format!("{} rejected the request: {error}", target.name),
-                    }),
-                    attempts: chain.attempts,
-                    level,
-                    target: Some(target.clone()),
-                    waited,
-                    admission: None,
-                };
-            }
-            chain.timed_out = matches!(error, ProviderError::Timeout(_));
-            let rate_limited = matches!(error, ProviderError::Status { status: 429, .. });
-            // A 429 cooled the target down: another target serves at once if there is one.
-            if !error.is_retryable()
-                || try_index == plan.retries
-                || (rate_limited && next < order.len())
-            {
-                continue 'targets;
-            }
-            let Some(pause) = backoff(&error, try_index, cfg.backoff_ms, cfg.backoff_max_ms) else {
-                continue 'targets;
-            };
-            if Instant::now()
-                .checked_add(pause)
-                .is_none_or(|t| t >= chain.deadline)
-            {
-                continue 'targets;
-            }
-            tokio::time::sleep(pause).await;
-            waited += pause;
+    while let Some(level) = next_with_tries(&tries, at) {
+        at = level;
+        let target = order[level].clone();
+        let now = Instant::now();
+        if now >= chain.deadline {
+            chain.timed_out = true;
+            chain.failures.push(format!(
+                "{}: route deadline of {} ms reached",
+                target.name,
+                cfg.total_timeout_ms()
+            ));
+            break;
         }
+        let admission = match target.health.admit(chain.tokens, now) {
+            Ok(a) => a,
+            Err(skip) => {
+                chain.skipped(&target, &skip, now);
+                let back = skip.retry_in();
+                soonest = Some(soonest.map_or(back, |s| s.min(back)));
+                skipped_in_row += 1;
+                at += 1;
+                if skipped_in_row < tries.iter().filter(|&&t| t > 0).count() {
+                    continue;
+                }
+                // Every target with tries left is unavailable right now: wait for the
+                // soonest to come back if the deadline allows, else give up.
+                let pause = soonest.take().unwrap_or_default();
+                skipped_in_row = 0;
+                if now.checked_add(pause).is_none_or(|t| t >= chain.deadline) {
+                    break;
+                }
+                chain.waited(pause, now);
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                at = 0;
+                continue;
+            }
+        };
+        skipped_in_row = 0;
+        soonest = None;
+        tries[level] -= 1;
+        let hedge_after = std::mem::take(&mut hedge)
+            .then(|| hedge_delay(cfg, plan.hedge, &target))
+            .flatten()
+            .filter(|after| now + *after < chain.deadline);
+        let outcome = if let Some(after) = hedge_after {
+            chain
+                .hedged(&target, level, admission, &order, &mut tries, after)
+                .await
+        } else {
+            let tried = attempt(chain.call, &target, level, admission).await;
+            chain.book(tried)
+        };
+        waited += now.elapsed();
+        let error = match outcome {
+            Ok(won) => {
+                return Inference {
+                    result: Ok(won.served),
+                    attempts: chain.attempts,
+                    level: won.level,
+                    target: Some(won.target),
+                    waited,
+                    admission: Some(won.admission),
+                };
+            }
+            Err(e) => e,
+        };
+        if error.is_client_error() {
+            let status = match error {
+                ProviderError::Status { status, .. } => status,
+                _ => 400,
+            };
+            return Inference {
+                result: Err(GatewayError::UpstreamRejected {
+                    status,
+                    message: format!("{} rejected the request: {error}", target.name),
+                }),
+                attempts: chain.attempts,
+                level,
+                target: Some(target.clone()),
+                waited,
+                admission: None,
+            };
+        }
+        chain.timed_out = matches!(error, ProviderError::Timeout(_));
+        let rate_limited = matches!(error, ProviderError::Status { status: 429, .. });
+        let others = tries.iter().enumerate().any(|(i, &t)| i != level && t > 0);
+        if !error.is_retryable() {
+            tries[level] = 0;
+        }
+        // A 429 sends the request on to another target at once; so does a spent target.
+        if tries[level] == 0 || (rate_limited && others) {
+            at += 1;
+            continue;
+        }
+        let done = plan.retries.saturating_add(1) - tries[level] - 1;
+        let Some(pause) = backoff(&error, done, cfg.backoff_ms, cfg.backoff_max_ms) else {
+            tries[level] = 0;
+            at += 1;
+            continue;
+        };
+        if Instant::now()
+            .checked_add(pause)
+            .is_none_or(|t| t >= chain.deadline)
+        {
+            tries[level] = 0;
+            at += 1;
+            continue;
+        }
+        tokio::time::sleep(pause).await;
+        waited += pause;
     }
     let tried = chain.failures.join("; ");
-    let result = if chain.sent == 0 && !chain.timed_out {
+    let result = if let (0, Some((target, message, param))) = (chain.sent, chain.refusal.take()) {
+        // No target could take the request as written: the client's error, not an outage.
+        Err(GatewayError::InvalidRequest {
+            message: format!("{target} cannot take this request: {message}"),
+            param,
+            code: "unsupported_by_target",
+        })
+    } else if chain.sent == 0 && !chain.timed_out {
         Err(GatewayError::Unavailable(format!(
             "no target of route `{}` is available: {tried}",
             route.name
@@ -207,6 +257,36 @@ pub async fn run(
         admission: None,
     }
 }
+
+/// The first target from `at` on (wrapping round) that has tries left.
+fn next_with_tries(tries: &[u32], at: usize) -> Option<usize> {
+    let n = tries.len();
+    (0..n).map(|k| (at + k) % n).find(|&i| tries[i] > 0)
+}
+
+/// How long the first attempt runs alone before a second joins it: for a hedging route,
+/// `hedge_after_ms` or the target's latency p95; for a straggler, four times the p95 and at
+/// least a quarter of the route's deadline (none while the target has no latency history).
+fn hedge_delay(
+    cfg: &trestle_core::config::RouteConfig,
+    hedging: bool,
+    first: &Target,
+) -> Option<Duration> {
+    let p95 = first
+        .health
+        .latency()
+        .p95_ms()
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    if hedging {
+        let after = cfg.hedge_after_ms.map(Duration::from_millis).or(p95);
+        return Some(after.unwrap_or(DEFAULT_HEDGE_AFTER).max(MIN_HEDGE_AFTER));
+    }
+    let quarter = Duration::from_millis(cfg.total_timeout_ms() / 4);
+    p95.map(|p| (p * STRAGGLER_FACTOR).max(quarter))
+}
+
+/// A non-streamed attempt slower than this many times its target's p95 is a straggler.
+const STRAGGLER_FACTOR: u32 = 4;
 
 /// This request's target order: `priority` keeps the listed order; `weighted` draws the
 /// first target by weight; `least_latency` sorts by latency estimate × (requests in flight
@@ -280,6 +360,8 @@ struct Chain<'r> {
     /// Attempts that went out.
     sent: usize,
     timed_out: bool,
+    /// The first target that could not take the request as written: (target, why, param).
+    refusal: Option<(String, String, Option<String>)>,
 }
 
 /// One attempt, finished.
@@ -354,6 +436,24 @@ impl Chain<'_> {
             cold,
         } = tried;
         let now = Instant::now();
+        if let Err(ProviderError::Refused { message, param }) = &result {
+            // Nothing went out: no breaker, throttle or capability bookkeeping.
+            let mut record = bare_record(&target, self.started, at, "refused");
+            record.error = Some(message.clone());
+            self.attempts.push(record);
+            self.failures.push(format!(
+                "{}: cannot take the request: {message}",
+                target.name
+            ));
+            if self.refusal.is_none() {
+                self.refusal = Some((target.name.clone(), message.clone(), param.clone()));
+            }
+            metrics::skipped(&self.route.name, &target.name, "refused");
+            return Err(ProviderError::Refused {
+                message: message.clone(),
+                param: param.clone(),
+            });
+        }
         self.sent += 1;
         let status = match &result {
             Ok(_) => std::borrow::Cow::Borrowed("ok"),
@@ -373,11 +473,14 @@ impl Chain<'_> {
         let (bad, rate_limited) = match &result {
             Ok(_) => (false, false),
             Err(e @ ProviderError::Status { status: 429, .. }) => {
-                target.health.cool_down(e.retry_after(), now);
+                target.health.rate_limited(e.retry_after(), now);
                 (false, true)
             }
             Err(e) => (e.is_retryable(), false),
         };
+        if !rate_limited {
+            target.health.accepted(now);
+        }
         admission.report(bad, latency, now);
         if result.is_ok() {
             target.health.observe_latency(latency);
@@ -428,30 +531,30 @@ impl Chain<'_> {
         self.attempts.push(record);
     }
 
-    /// Sends `first`; if it has not answered after the hedge delay, sends the next available
-    /// target too and takes whichever answers well first, cancelling the other.
+    /// Notes a wait for the soonest target to come back, on the trace.
+    fn waited(&mut self, pause: Duration, now: Instant) {
+        metrics::waited(&self.route.name, pause);
+        let mut record = bare_record_at(self.started, now, "waited");
+        record.latency_ms = pause.as_secs_f64() * 1000.0;
+        record.error = Some(format!(
+            "every target was unavailable; waited {} ms for the soonest to come back",
+            pause.as_millis()
+        ));
+        self.attempts.push(record);
+    }
+
+    /// Sends `first`; if it has not answered after `delay`, sends the next available target
+    /// (after `level`, with tries left) too and takes whichever answers well first,
+    /// cancelling the other.
     async fn hedged(
         &mut self,
         first: &Arc<Target>,
         level: usize,
         admission: Admission,
         order: &[Arc<Target>],
-        next: &mut usize,
+        tries: &mut [u32],
+        delay: Duration,
     ) -> Result<Won, ProviderError> {
-        let delay = self
-            .route
-            .config
-            .hedge_after_ms
-            .map(Duration::from_millis)
-            .or_else(|| {
-                first
-                    .health
-                    .latency()
-                    .p95_ms()
-                    .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            })
-            .unwrap_or(DEFAULT_HEDGE_AFTER)
-            .max(MIN_HEDGE_AFTER);
         let first_at = Instant::now();
         let mut a = Box::pin(attempt(self.call, first, level, admission));
         tokio::select! {
@@ -460,11 +563,14 @@ impl Chain<'_> {
         }
         let now = Instant::now();
         let mut second = None;
-        while *next < order.len() && now < self.deadline {
-            let (lvl, t) = (*next, order[*next].clone());
-            *next += 1;
+        for lvl in (level + 1..order.len()).filter(|&i| tries[i] > 0) {
+            if now >= self.deadline {
+                break;
+            }
+            let t = order[lvl].clone();
             match t.health.admit(self.tokens, now) {
                 Ok(adm) => {
+                    tries[lvl] -= 1;
                     second = Some((t, lvl, adm));
                     break;
                 }
@@ -545,14 +651,24 @@ fn backoff(error: &ProviderError, try_index: u32, base_ms: u64, max_ms: u64) -> 
     Some(Duration::from_millis(jittered))
 }
 
-/// A trace row for a target that was not called (`skipped`) or whose call was abandoned
-/// (`cancelled`).
+/// A trace row for a target that was not called (`skipped`, `refused`) or whose call was
+/// abandoned (`cancelled`).
 fn bare_record(target: &Target, started: Instant, at: Instant, status: &str) -> Attempt {
     Attempt {
-        span_id: new_span_id(),
         target: target.name.clone(),
         provider: target.provider_name.clone(),
         model: target.model.clone(),
+        ..bare_record_at(started, at, status)
+    }
+}
+
+/// A trace row with no target yet.
+fn bare_record_at(started: Instant, at: Instant, status: &str) -> Attempt {
+    Attempt {
+        span_id: new_span_id(),
+        target: String::new(),
+        provider: String::new(),
+        model: String::new(),
         offset_ms: at.duration_since(started).as_secs_f64() * 1000.0,
         latency_ms: 0.0,
         ttft_ms: None,

@@ -1,6 +1,8 @@
 //! Ingress: read the body within its limit, parse and validate it, and find the request's
 //! identity — trace context, conversation and user.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::HeaderMap;
 use bytes::Bytes;
@@ -26,8 +28,9 @@ pub struct Identity {
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    server: &trestle_core::config::ServerConfig,
 ) -> Result<Bytes, GatewayError> {
+    let limit = server.max_body_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -35,12 +38,29 @@ pub async fn read_body(
     if let Some(size) = declared.filter(|s| *s > limit) {
         return Err(GatewayError::PayloadTooLarge { size, limit });
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| GatewayError::PayloadTooLarge {
-            size: declared.unwrap_or(limit + 1),
-            limit,
-        })
+    // A client that trickles its body (slow loris) is cut off after body_read_timeout_ms.
+    let timeout = Duration::from_millis(server.body_read_timeout_ms);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(GatewayError::RequestTimeout {
+            timeout_ms: server.body_read_timeout_ms,
+        }),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(GatewayError::PayloadTooLarge {
+                    size: declared.unwrap_or(limit + 1),
+                    limit,
+                })
+            } else {
+                Err(GatewayError::invalid(
+                    format!("the request body could not be read: {e}"),
+                    None,
+                ))
+            }
+        }
+    }
 }
 
 /// Parses JSON into `T`, naming the exact field that is wrong.

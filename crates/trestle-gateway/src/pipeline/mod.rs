@@ -37,8 +37,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     // The config this request is served with, even if a reload lands meanwhile.
     let runtime = state.runtime();
     // Ingress: body within its limit, parsed and checked; identity and trace context.
-    let limit = runtime.config.server.max_body_bytes;
-    let raw = match ingress::read_body(&headers, body, limit).await {
+    let raw = match ingress::read_body(&headers, body, &runtime.config.server).await {
         Ok(raw) => raw,
         Err(e) => return deliver::error(e, HeaderMap::new()),
     };
@@ -145,8 +144,9 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     guard.inference(&mut inference);
     let level = inference.fallback_level();
     match inference.result {
-        // The request itself is wrong: no fallback would be right either.
-        Err(e @ GatewayError::UpstreamRejected { .. }) => {
+        // The request itself is wrong (an upstream refused it, or no target can take it as
+        // written): no fallback would be right either.
+        Err(e @ (GatewayError::UpstreamRejected { .. } | GatewayError::InvalidRequest { .. })) => {
             guard.fail(&e);
             deliver::error(e, served(level, "miss", None, false))
         }
@@ -231,8 +231,7 @@ fn apply_caps(mut req: ChatRequest, route_cap: Option<u32>, level_cap: Option<u3
 /// Serves `POST /v1/embeddings` from the route's first target that has embeddings.
 pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> Response {
     let runtime = state.runtime();
-    let limit = runtime.config.server.max_body_bytes;
-    let raw = match ingress::read_body(&headers, body, limit).await {
+    let raw = match ingress::read_body(&headers, body, &runtime.config.server).await {
         Ok(raw) => raw,
         Err(e) => return deliver::error(e, HeaderMap::new()),
     };

@@ -311,7 +311,15 @@ impl TraceGuard {
             overhead: (!t.attempts.is_empty()).then(|| ready_at.saturating_sub(self.waited)),
         };
         match &self.route {
-            Some(r) => r.metrics.request(&m),
+            Some(r) => {
+                r.metrics.request(&m);
+                let served = if t.status >= 400 && t.fallback_level != "omitted" {
+                    "error"
+                } else {
+                    &t.fallback_level
+                };
+                r.served.count(served, Instant::now());
+            }
             None => metrics::request(&m),
         }
         if t.outcome != "ok" {

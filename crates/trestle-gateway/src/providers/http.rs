@@ -1,5 +1,7 @@
 //! HTTP plumbing shared by the HTTP adapters: one pooled client per provider, error mapping
-//! (status, `Retry-After`, the upstream's own error message) and SSE event parsing.
+//! (status, `Retry-After`, the upstream's own error message) and SSE event parsing, with
+//! every read bounded: an upstream that sends an endless body, or a line that never ends,
+//! fails the attempt instead of filling memory (`max_response_bytes`, `max_event_bytes`).
 
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub enum Auth {
 pub struct HttpClient {
     client: reqwest::Client,
     base_url: String,
+    max_response_bytes: usize,
+    max_event_bytes: usize,
 }
 
 /// One server-sent event.
@@ -84,7 +88,55 @@ impl HttpClient {
             .unwrap_or_else(|| default_base.to_string())
             .trim_end_matches('/')
             .to_string();
-        Ok(HttpClient { client, base_url })
+        Ok(HttpClient {
+            client,
+            base_url,
+            max_response_bytes: config.max_response_bytes(),
+            max_event_bytes: config.max_event_bytes(),
+        })
+    }
+
+    /// Reads a whole response body, up to `max_response_bytes`.
+    pub async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, ProviderError> {
+        let limit = self.max_response_bytes;
+        let too_large = |size: String| {
+            ProviderError::Malformed(format!(
+                "the upstream answer is {size} bytes, over max_response_bytes ({limit})"
+            ))
+        };
+        if let Some(len) = response.content_length()
+            && len > limit as u64
+        {
+            return Err(too_large(len.to_string()));
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ProviderError::Stream(e.to_string()))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(format!("more than {limit}")));
+            }
+            if body.is_empty() && response.content_length() == Some(chunk.len() as u64) {
+                // The whole body in one piece: no copy.
+                return Ok(chunk);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// Parses a `text/event-stream` response into events, within `max_response_bytes` in all
+    /// and `max_event_bytes` per event.
+    pub fn sse_events(
+        &self,
+        response: reqwest::Response,
+    ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
+        let bytes = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ProviderError::Stream(e.to_string())));
+        sse_parse(bytes, self.max_response_bytes, self.max_event_bytes)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -177,34 +229,181 @@ pub fn error_message(body: &[u8]) -> String {
     })
 }
 
-/// Reads a whole response body.
-pub async fn read_body(response: reqwest::Response) -> Result<Bytes, ProviderError> {
-    response
-        .bytes()
-        .await
-        .map_err(|e| ProviderError::Stream(e.to_string()))
-}
-
-/// Parses a `text/event-stream` response into events.
-pub fn sse_events(
-    response: reqwest::Response,
-) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
-    response
-        .bytes_stream()
+/// Parses server-sent events from a byte stream, failing once the stream passes
+/// `max_total` bytes or one event passes `max_event` bytes; the stream ends after an error.
+pub fn sse_parse<S>(
+    bytes: S,
+    max_total: usize,
+    max_event: usize,
+) -> BoxStream<'static, Result<SseEvent, ProviderError>>
+where
+    S: futures_util::Stream<Item = Result<Bytes, ProviderError>> + Send + 'static,
+{
+    let mut limit = Limiter {
+        max_total,
+        max_event,
+        total: 0,
+        event: 0,
+        after_newline: false,
+    };
+    bytes
+        .map(move |chunk| chunk.and_then(|c| limit.check(c)))
         .eventsource()
         .map(|item| match item {
             Ok(event) => Ok(SseEvent {
                 event: event.event,
                 data: event.data,
             }),
+            Err(eventsource_stream::EventStreamError::Transport(e)) => Err(e),
             Err(e) => Err(ProviderError::Stream(e.to_string())),
         })
+        .scan(false, |failed, item| {
+            // Stop after the first error: what follows a broken frame means nothing.
+            let out = (!*failed).then(|| {
+                *failed = item.is_err();
+                item
+            });
+            std::future::ready(out)
+        })
         .boxed()
+}
+
+/// Counts a stream's bytes: in all, and since the last blank line (the current event).
+struct Limiter {
+    max_total: usize,
+    max_event: usize,
+    total: usize,
+    event: usize,
+    after_newline: bool,
+}
+
+impl Limiter {
+    fn check(&mut self, chunk: Bytes) -> Result<Bytes, ProviderError> {
+        self.total += chunk.len();
+        if self.total > self.max_total {
+            return Err(ProviderError::Malformed(format!(
+                "the upstream stream passed max_response_bytes ({} bytes)",
+                self.max_total
+            )));
+        }
+        for &b in chunk.iter() {
+            match b {
+                b'\n' if self.after_newline => self.event = 0,
+                b'\n' => self.after_newline = true,
+                b'\r' => {}
+                _ => {
+                    self.after_newline = false;
+                    self.event += 1;
+                }
+            }
+        }
+        if self.event > self.max_event {
+            return Err(ProviderError::Malformed(format!(
+                "an upstream event passed max_event_bytes ({} bytes) without ending",
+                self.max_event
+            )));
+        }
+        Ok(chunk)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn events(
+        pieces: Vec<&'static [u8]>,
+        total: usize,
+        event: usize,
+    ) -> Vec<Result<String, String>> {
+        let bytes =
+            futures_util::stream::iter(pieces.into_iter().map(|p| Ok(Bytes::from_static(p))));
+        let parsed = sse_parse(bytes, total, event);
+        futures_util::FutureExt::now_or_never(
+            parsed
+                .map(|e| e.map(|e| e.data).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>(),
+        )
+        .expect("a stream of ready items")
+    }
+
+    proptest::proptest! {
+        /// However the network splits a stream, the same events come out.
+        #[test]
+        fn any_split_of_the_bytes_gives_the_same_events(
+            datas in proptest::collection::vec("[ -~]{1,40}", 1..8),
+            named in proptest::collection::vec(proptest::bool::ANY, 8),
+            cuts in proptest::collection::vec(1usize..17, 1..40),
+            crlf in proptest::bool::ANY,
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut text = String::new();
+            for (i, data) in datas.iter().enumerate() {
+                if named[i % named.len()] {
+                    text.push_str(&format!("event: e{i}{nl}"));
+                }
+                text.push_str(&format!("data: {data}{nl}{nl}"));
+            }
+            let whole = parse_all(vec![Bytes::from(text.clone())]);
+            let bytes = text.as_bytes();
+            let mut split = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                if at >= bytes.len() {
+                    break;
+                }
+                let end = (at + cut).min(bytes.len());
+                split.push(Bytes::copy_from_slice(&bytes[at..end]));
+                at = end;
+            }
+            let pieces = parse_all(split);
+            proptest::prop_assert_eq!(&whole, &pieces);
+            let datas_out: Vec<String> = whole.iter().map(|(_, d)| d.clone()).collect();
+            proptest::prop_assert_eq!(datas_out, datas);
+        }
+    }
+
+    fn parse_all(pieces: Vec<Bytes>) -> Vec<(String, String)> {
+        let stream = futures_util::stream::iter(pieces.into_iter().map(Ok));
+        futures_util::FutureExt::now_or_never(
+            sse_parse(stream, 1 << 20, 1 << 16)
+                .map(|e| e.map(|e| (e.event, e.data)).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>(),
+        )
+        .expect("a stream of ready items")
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn sse_is_bounded_per_event_and_in_all() {
+        let ok = events(vec![b"data: a\n\n", b"data: b\r\n\r\n"], 1_000, 100);
+        assert_eq!(ok, vec![Ok("a".to_string()), Ok("b".to_string())]);
+        // A line that never ends fails once it passes the event limit, and the stream ends.
+        let long: &'static [u8] = Box::leak(vec![b'x'; 300].into_boxed_slice());
+        let out = events(
+            vec![b"data: a\n\n", b"data: ", long, long, b"\n\n"],
+            10_000,
+            256,
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            out[1].as_ref().unwrap_err().contains("max_event_bytes"),
+            "{out:?}"
+        );
+        // Many small events: fine per event, cut by the total.
+        let many = vec![b"data: 0123456789\n\n" as &[u8]; 100];
+        let out = events(many, 500, 100);
+        assert!(out.iter().filter(|e| e.is_ok()).count() < 30);
+        assert!(
+            out.last()
+                .unwrap()
+                .as_ref()
+                .unwrap_err()
+                .contains("max_response_bytes")
+        );
+    }
 
     #[test]
     fn error_messages_come_from_the_body() {

@@ -4,7 +4,7 @@
 
 pub mod anthropic;
 pub mod gemini;
-mod http;
+pub(crate) mod http;
 pub mod openai;
 pub mod placeholder;
 
@@ -63,8 +63,15 @@ pub enum ProviderError {
     Malformed(String),
     #[error("upstream stream broke: {0}")]
     Stream(String),
-    #[error("{0}")]
-    Unsupported(String),
+    /// The gateway cannot put the request into this provider's terms: the client's error
+    /// (400 naming `param`), never retried, never served from a fallback, and not held against
+    /// the target's health, since nothing was sent.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        /// The request field at fault, in OpenAI's notation (`messages[2].content[0]`).
+        param: Option<String>,
+    },
 }
 
 impl ProviderError {
@@ -79,7 +86,34 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 425 | 429) || *status >= 500
             }
-            ProviderError::Unsupported(_) => false,
+            ProviderError::Refused { .. } => false,
+        }
+    }
+
+    /// A refusal to translate the request (see [`ProviderError::Refused`]).
+    pub fn refused(message: impl Into<String>) -> Self {
+        ProviderError::Refused {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// Places a refusal inside `field`: `refused(..).within("content[1]").within("messages[3]")`
+    /// names `messages[3].content[1]`. Other errors pass through.
+    pub fn within(self, field: &str) -> Self {
+        match self {
+            ProviderError::Refused { message, param } => {
+                let param = match param {
+                    None => field.to_string(),
+                    Some(inner) if inner.starts_with('[') => format!("{field}{inner}"),
+                    Some(inner) => format!("{field}.{inner}"),
+                };
+                ProviderError::Refused {
+                    message,
+                    param: Some(param),
+                }
+            }
+            other => other,
         }
     }
 
@@ -110,7 +144,7 @@ impl ProviderError {
             ProviderError::Status { status, .. } => status.to_string(),
             ProviderError::Malformed(_) => "malformed".into(),
             ProviderError::Stream(_) => "stream".into(),
-            ProviderError::Unsupported(_) => "unsupported".into(),
+            ProviderError::Refused { .. } => "refused".into(),
         }
     }
 }
@@ -146,7 +180,7 @@ pub trait Provider: Send + Sync {
         let _ = (model, req);
         let kind = self.kind();
         Box::pin(async move {
-            Err(ProviderError::Unsupported(format!(
+            Err(ProviderError::refused(format!(
                 "the {kind} provider has no embeddings endpoint"
             )))
         })

@@ -1,5 +1,6 @@
 //! A target's live health: its breaker, capacity (requests in flight, tokens and requests per
-//! minute), 429 cool-down and latency estimate. An attempt first asks for an [`Admission`];
+//! minute), 429 handling (the adaptive [`Throttle`], and a pause for a long `Retry-After`)
+//! and latency estimate. An attempt first asks for an [`Admission`];
 //! a refusal is a [`Skip`] and the request overflows to the next target without waiting.
 //!
 //! Rate limits are a sliding minute of 12 buckets rather than a GCRA limiter (governor): a
@@ -14,21 +15,40 @@ use std::time::Duration;
 use tokio::time::Instant;
 use trestle_core::config::ModelConfig;
 
+use rand::Rng;
+
 use super::breaker::{Breaker, BreakerState, Refusal};
+use super::throttle::Throttle;
 use super::window::Window;
 
 const MINUTE: Duration = Duration::from_secs(60);
-const DEFAULT_COOLDOWN_MS: u64 = 1_000;
+const DEFAULT_THROTTLE_K: f64 = 2.0;
+const DEFAULT_THROTTLE_WINDOW_MS: u64 = 30_000;
+const DEFAULT_RETRY_AFTER_PAUSE_MS: u64 = 5_000;
 
 /// Why a target was passed over for this attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Skip {
-    CircuitOpen { retry_in: Duration },
+    CircuitOpen {
+        retry_in: Duration,
+    },
     ProbeInFlight,
-    CoolingDown { remaining: Duration },
-    AtConcurrency { limit: u32 },
-    OverTokens { limit: u64 },
-    OverRequests { limit: u64 },
+    CoolingDown {
+        remaining: Duration,
+    },
+    /// Refused locally by the adaptive throttle, with this probability.
+    Throttled {
+        p: f64,
+    },
+    AtConcurrency {
+        limit: u32,
+    },
+    OverTokens {
+        limit: u64,
+    },
+    OverRequests {
+        limit: u64,
+    },
 }
 
 impl Skip {
@@ -37,9 +57,26 @@ impl Skip {
         match self {
             Skip::CircuitOpen { .. } | Skip::ProbeInFlight => "circuit_open",
             Skip::CoolingDown { .. } => "cooling_down",
+            Skip::Throttled { .. } => "throttled",
             Skip::AtConcurrency { .. } => "at_capacity",
             Skip::OverTokens { .. } | Skip::OverRequests { .. } => "over_rate_limit",
         }
+    }
+
+    /// When the target may take a request again: exact for an open breaker or a pause, a
+    /// short poll where the answer depends on other requests (a probe, a concurrency slot,
+    /// the throttle's next draw, the rate window).
+    pub fn retry_in(&self) -> Duration {
+        let ms = Duration::from_millis;
+        match self {
+            Skip::CircuitOpen { retry_in } => *retry_in,
+            Skip::CoolingDown { remaining } => *remaining,
+            Skip::ProbeInFlight => ms(25),
+            Skip::Throttled { .. } => ms(20),
+            Skip::AtConcurrency { .. } => ms(10),
+            Skip::OverTokens { .. } | Skip::OverRequests { .. } => ms(100),
+        }
+        .max(ms(1))
     }
 }
 
@@ -57,6 +94,11 @@ impl std::fmt::Display for Skip {
                 "cooling down after 429 ({} ms left)",
                 remaining.as_millis()
             ),
+            Skip::Throttled { p } => write!(
+                f,
+                "throttled after 429s (shedding {:.0}% locally)",
+                p * 100.0
+            ),
             Skip::AtConcurrency { limit } => write!(f, "at max_concurrency ({limit} in flight)"),
             Skip::OverTokens { limit } => write!(f, "over tokens_per_minute ({limit})"),
             Skip::OverRequests { limit } => write!(f, "over requests_per_minute ({limit})"),
@@ -69,7 +111,12 @@ struct Limits {
     max_concurrency: Option<u32>,
     tokens_per_minute: Option<u64>,
     requests_per_minute: Option<u64>,
-    cooldown: Duration,
+    /// Set: every 429 pauses the target (the old behaviour, `cooldown_ms`).
+    cooldown: Option<Duration>,
+    /// A `Retry-After` longer than this pauses the target.
+    pause_over: Duration,
+    throttle_k: f64,
+    throttle_window: Duration,
     weight: u32,
 }
 
@@ -79,7 +126,17 @@ impl Limits {
             max_concurrency: cfg.max_concurrency,
             tokens_per_minute: cfg.tokens_per_minute,
             requests_per_minute: cfg.requests_per_minute,
-            cooldown: Duration::from_millis(cfg.cooldown_ms.unwrap_or(DEFAULT_COOLDOWN_MS)),
+            cooldown: cfg.cooldown_ms.map(Duration::from_millis),
+            pause_over: Duration::from_millis(
+                cfg.retry_after_pause_ms
+                    .unwrap_or(DEFAULT_RETRY_AFTER_PAUSE_MS),
+            ),
+            throttle_k: cfg.throttle_k.unwrap_or(DEFAULT_THROTTLE_K),
+            throttle_window: Duration::from_millis(
+                cfg.throttle_window_ms
+                    .unwrap_or(DEFAULT_THROTTLE_WINDOW_MS)
+                    .max(1),
+            ),
             weight: cfg.weight.unwrap_or(1),
         }
     }
@@ -128,6 +185,7 @@ pub struct TargetHealth {
     /// [tokens, requests] in the last minute.
     rate: Mutex<Window>,
     cooldown_until: Mutex<Option<Instant>>,
+    throttle: Mutex<Throttle>,
     latency: Mutex<Ewma>,
 }
 
@@ -136,6 +194,11 @@ impl TargetHealth {
         TargetHealth {
             name: name.to_string(),
             breaker: Breaker::new(name, cfg.breaker.clone(), now),
+            throttle: Mutex::new(Throttle::new(
+                Limits::from(cfg).throttle_k,
+                Limits::from(cfg).throttle_window,
+                now,
+            )),
             limits: Mutex::new(Limits::from(cfg)),
             in_flight: AtomicU32::new(0),
             rate: Mutex::new(Window::new(MINUTE, 12, now)),
@@ -146,8 +209,14 @@ impl TargetHealth {
 
     pub fn reconfigure(&self, cfg: &ModelConfig, now: Instant) {
         self.breaker.reconfigure(&cfg.breaker, now);
+        let new = Limits::from(cfg);
         if let Ok(mut l) = self.limits.lock() {
-            *l = Limits::from(cfg);
+            if (l.throttle_k, l.throttle_window) != (new.throttle_k, new.throttle_window)
+                && let Ok(mut t) = self.throttle.lock()
+            {
+                *t = Throttle::new(new.throttle_k, new.throttle_window, now);
+            }
+            *l = new;
         }
     }
 
@@ -173,9 +242,32 @@ impl TargetHealth {
         }
     }
 
-    /// Takes the target out of rotation after a 429, for `Retry-After` or `cooldown_ms`.
-    pub fn cool_down(&self, retry_after: Option<Duration>, now: Instant) {
-        let pause = retry_after.unwrap_or(self.limits().cooldown);
+    /// Books a 429: it feeds the throttle, and pauses the target for everyone only when its
+    /// `Retry-After` is long (over `retry_after_pause_ms`) or when `cooldown_ms` asks for the
+    /// old behaviour. Returns whether the target was paused.
+    pub fn rate_limited(&self, retry_after: Option<Duration>, now: Instant) -> bool {
+        if let Ok(mut t) = self.throttle.lock() {
+            t.record(false, now);
+        }
+        let limits = self.limits();
+        let pause = match (limits.cooldown, retry_after) {
+            (Some(cooldown), after) => after.unwrap_or(cooldown),
+            (None, Some(after)) if after > limits.pause_over => after,
+            (None, _) => return false,
+        };
+        self.pause(pause, now);
+        true
+    }
+
+    /// Books an attempt the upstream accepted (any answer but a 429).
+    pub fn accepted(&self, now: Instant) {
+        if let Ok(mut t) = self.throttle.lock() {
+            t.record(true, now);
+        }
+    }
+
+    /// Takes the target out of rotation for `pause`.
+    pub fn pause(&self, pause: Duration, now: Instant) {
         if let Ok(mut c) = self.cooldown_until.lock()
             && let Some(until) = now.checked_add(pause)
             && c.is_none_or(|old| old < until)
@@ -198,6 +290,11 @@ impl TargetHealth {
             return Err(Skip::CoolingDown {
                 remaining: until - now,
             });
+        }
+        if let Ok(mut t) = self.throttle.lock()
+            && let Some(p) = t.refuse(rand::rng().random::<f64>(), now)
+        {
+            return Err(Skip::Throttled { p });
         }
         let limits = self.limits();
         let mut admission = Admission {
@@ -373,19 +470,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_429_cools_the_target_down_for_retry_after_or_the_default() {
-        let h = health(ModelConfig::default());
-        h.cool_down(Some(Duration::from_millis(300)), Instant::now());
+    async fn with_cooldown_ms_a_429_pauses_the_target_for_retry_after_or_the_setting() {
+        let h = health(ModelConfig {
+            cooldown_ms: Some(1_000),
+            ..Default::default()
+        });
+        assert!(h.rate_limited(Some(Duration::from_millis(300)), Instant::now()));
         assert!(matches!(
             h.admit(1, Instant::now()),
             Err(Skip::CoolingDown { .. })
         ));
         tokio::time::advance(Duration::from_millis(300)).await;
         assert!(h.admit(1, Instant::now()).is_ok());
-        h.cool_down(None, Instant::now());
+        h.rate_limited(None, Instant::now());
         tokio::time::advance(Duration::from_millis(999)).await;
         assert!(h.admit(1, Instant::now()).is_err());
         tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(h.admit(1, Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn by_default_only_a_long_retry_after_pauses_and_short_ones_throttle() {
+        let h = health(ModelConfig::default());
+        // A short Retry-After (or none) leaves the target in rotation.
+        assert!(!h.rate_limited(Some(Duration::from_secs(1)), Instant::now()));
+        assert!(!h.rate_limited(None, Instant::now()));
+        assert!(h.admit(1, Instant::now()).is_ok());
+        // A long one is a real pause.
+        assert!(h.rate_limited(Some(Duration::from_secs(8)), Instant::now()));
+        assert!(matches!(
+            h.admit(1, Instant::now()),
+            Err(Skip::CoolingDown { .. })
+        ));
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(h.admit(1, Instant::now()).is_ok());
+        // Nothing but 429s for a while: most requests are shed locally, not all.
+        let h = health(ModelConfig::default());
+        for _ in 0..50 {
+            h.rate_limited(Some(Duration::from_secs(1)), Instant::now());
+        }
+        let refused = (0..200)
+            .filter(|_| matches!(h.admit(1, Instant::now()), Err(Skip::Throttled { .. })))
+            .count();
+        assert!(refused >= 150, "{refused}");
+        // Accepts bring it back.
+        for _ in 0..300 {
+            h.accepted(Instant::now());
+        }
         assert!(h.admit(1, Instant::now()).is_ok());
     }
 

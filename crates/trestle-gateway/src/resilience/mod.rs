@@ -1,6 +1,6 @@
 //! Resilience (DESIGN.md §2): separate pieces, each tested alone, that the inference stage
 //! composes — a sliding [`window`], per-target [`breaker`] and [`health`] (capacity,
-//! cool-down, latency), per-route [`capability`] levels, and the fallback levels below
+//! 429 throttle and pause, latency), the adaptive [`throttle`], per-route [`capability`] levels, and the fallback levels below
 //! `model`: the exact cache (`cache`, in [`crate::cache`]) and [`fallback`] (`template`,
 //! `omitted`).
 //!
@@ -11,6 +11,8 @@ pub mod breaker;
 pub mod capability;
 pub mod fallback;
 pub mod health;
+pub mod served;
+pub mod throttle;
 pub mod window;
 
 use std::collections::HashMap;
@@ -30,6 +32,8 @@ pub struct Registry {
     /// measured against.
     targets: Mutex<HashMap<String, (u64, Arc<TargetHealth>)>>,
     routes: Mutex<HashMap<String, Arc<RouteHealth>>>,
+    /// What served each route's requests lately (`GET /v1/stats`).
+    served: Mutex<HashMap<String, Arc<served::Served>>>,
     /// The response and tool caches (the `cache` fallback level reads the exact one).
     pub caches: Caches,
 }
@@ -39,6 +43,7 @@ impl Registry {
         Registry {
             targets: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
             caches: Caches::new(cache),
         }
     }
@@ -71,5 +76,31 @@ impl Registry {
         map.entry(name.to_string())
             .or_insert_with(|| Arc::new(RouteHealth::new(name, Instant::now())))
             .clone()
+    }
+
+    /// The served-share counters of a route, made on first use.
+    pub fn served(&self, route: &str) -> Arc<served::Served> {
+        let Ok(mut map) = self.served.lock() else {
+            return Arc::new(served::Served::new(Instant::now()));
+        };
+        map.entry(route.to_string())
+            .or_insert_with(|| Arc::new(served::Served::new(Instant::now())))
+            .clone()
+    }
+
+    /// Every route's shares over `window`, by route name.
+    pub fn served_shares(
+        &self,
+        window: std::time::Duration,
+    ) -> std::collections::BTreeMap<String, served::Shares> {
+        let now = Instant::now();
+        self.served
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(name, s)| (name.clone(), s.shares(window, now)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

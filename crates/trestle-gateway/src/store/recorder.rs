@@ -1,5 +1,11 @@
 //! The recorder: a bounded queue in front of a writer thread that commits traces in batches.
 //! Enqueueing never blocks; a full queue drops the trace, counts it and logs it.
+//!
+//! When the store refuses a batch (a full disk, an I/O error) the writer keeps the batch and
+//! tries again with backoff for up to `RETRY_FOR`, meanwhile the queue absorbs new traces;
+//! the failure is reported in `/ready` and `trestle_trace_store_up`, and writing resumes by
+//! itself when the store takes batches again. Only what outlives the retries or overflows
+//! the queue is lost, and it is counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +28,60 @@ pub struct RecorderStats {
     pub written: AtomicU64,
     /// Dropped because the queue was full or the recorder had closed.
     pub dropped: AtomicU64,
-    /// Lost because the store refused a batch.
+    /// Lost because the store refused a batch for longer than the writer retries.
     pub failed: AtomicU64,
+    /// The store's last refusal, while it lasts (cleared by the next good write).
+    pub store_error: std::sync::Mutex<Option<StoreError>>,
 }
+
+/// A store refusing batches, as `/ready` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreError {
+    pub error: String,
+    /// Unix milliseconds of the first refusal in this run of them.
+    pub since_ms: u64,
+}
+
+impl RecorderStats {
+    /// The current refusal, if the store is refusing batches.
+    pub fn store_error(&self) -> Option<StoreError> {
+        self.store_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn refused(&self, error: &anyhow::Error) {
+        if let Ok(mut e) = self.store_error.lock() {
+            let since_ms = e.as_ref().map_or_else(now_ms, |old| old.since_ms);
+            if e.is_none() {
+                tracing::error!(error = %error, "trace store refuses writes; retrying");
+            }
+            *e = Some(StoreError {
+                error: format!("{error:#}"),
+                since_ms,
+            });
+        }
+        metrics::gauge!("trestle_trace_store_up").set(0.0);
+    }
+
+    fn accepted(&self) {
+        if let Ok(mut e) = self.store_error.lock()
+            && e.take().is_some()
+        {
+            tracing::info!("trace store accepts writes again");
+        }
+        metrics::gauge!("trestle_trace_store_up").set(1.0);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long a refused batch is retried before it is counted as failed.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Hands traces to the writer thread.
 /// How often a lingering writer looks at the queue again.
@@ -88,7 +145,7 @@ impl Recorder {
                             }
                         }
                     }
-                    flush(store.as_mut(), &mut pending, &writer_stats);
+                    flush(store.as_mut(), &mut pending, &writer_stats, !closing);
                 }
             })?;
         Ok(Recorder {
@@ -155,20 +212,35 @@ impl Recorder {
     }
 }
 
-fn flush(store: &mut dyn TraceStore, pending: &mut Vec<Trace>, stats: &RecorderStats) {
+/// Writes `pending`, retrying a refused batch with backoff for up to `RETRY_FOR` (once only
+/// when `retry` is false, as at shutdown).
+fn flush(store: &mut dyn TraceStore, pending: &mut Vec<Trace>, stats: &RecorderStats, retry: bool) {
     if pending.is_empty() {
         return;
     }
     let n = pending.len() as u64;
-    match store.write_batch(pending) {
-        Ok(()) => {
-            stats.written.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("trestle_traces_written_total").increment(n);
-        }
-        Err(e) => {
-            stats.failed.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("trestle_traces_failed_total").increment(n);
-            tracing::error!(traces = n, error = %e, "trace store refused a batch; traces lost");
+    let started = Instant::now();
+    let mut pause = RETRY_FIRST;
+    loop {
+        match store.write_batch(pending) {
+            Ok(()) => {
+                stats.written.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("trestle_traces_written_total").increment(n);
+                stats.accepted();
+                break;
+            }
+            Err(e) => {
+                stats.refused(&e);
+                if retry && started.elapsed() + pause <= RETRY_FOR {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RETRY_MAX);
+                    continue;
+                }
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("trestle_traces_failed_total").increment(n);
+                tracing::error!(traces = n, error = %e, "trace store refused a batch; traces lost");
+                break;
+            }
         }
     }
     pending.clear();

@@ -33,16 +33,22 @@ pub struct MockArgs {
     /// Share of requests that get a fault (0..1).
     #[arg(long, default_value_t = 0.0)]
     fault_rate: f64,
-    /// Faults to draw from, comma-separated: 500,429,hang,slow,malformed,disconnect.
+    /// Faults to draw from, comma-separated: 500, 429 (with Retry-After), 429-bare (without),
+    /// 503 (with Retry-After), hang, slow, slow-ttft (first token after --slow-ttft-ms),
+    /// stall (half the answer, then silence), malformed, disconnect (mid-answer), reset
+    /// (TCP reset before any answer).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "500,429,hang,slow,malformed,disconnect"
     )]
     faults: Vec<Fault>,
-    /// Retry-After seconds sent with 429.
-    #[arg(long, default_value_t = 1.0)]
+    /// Retry-After seconds sent with 429 and 503.
+    #[arg(long, visible_alias = "retry-after-s", default_value_t = 1.0)]
     retry_after: f64,
+    /// Time to first token of the `slow-ttft` fault, ms.
+    #[arg(long, default_value_t = 3000.0)]
+    slow_ttft_ms: f64,
     /// Tokens per second of the `slow` fault.
     #[arg(long, default_value_t = 5.0)]
     slow_tokens_per_sec: f64,
@@ -79,18 +85,22 @@ pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
         faults: args.faults,
         retry_after_secs: args.retry_after,
         slow_tokens_per_sec: args.slow_tokens_per_sec,
+        slow_ttft_ms: args.slow_ttft_ms,
         api_key: args.api_key,
     };
     let listener = server::bind(&args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, fault_rate = options.fault_rate, "trestle mock is serving");
     let app = trestle_gateway::mock::router(options)?;
-    axum_serve(listener, app).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let options = server::ConnOptions {
+        header_read_timeout: std::time::Duration::from_secs(30),
+        killable: true,
+    };
+    server::serve_router(listener, app, options, stop).await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) -> anyhow::Result<()> {
-    axum::serve(server::no_delay(listener), app)
-        .with_graceful_shutdown(server::shutdown_signal())
-        .await?;
-    Ok(())
 }

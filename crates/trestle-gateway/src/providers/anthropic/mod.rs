@@ -18,7 +18,7 @@ use futures_util::stream::BoxStream;
 use trestle_core::config::HttpProviderConfig;
 use trestle_core::openai::{ChatChunk, ChatRequest};
 
-use super::http::{self, Auth, HttpClient, SseEvent};
+use super::http::{Auth, HttpClient, SseEvent};
 use super::{Chunk, ChunkStream, Completion, Provider, ProviderError};
 
 pub use request::{DEFAULT_MAX_TOKENS, build_request, request_body};
@@ -60,7 +60,7 @@ impl Anthropic {
         }
         serde_json::to_vec(&body)
             .map(bytes::Bytes::from)
-            .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
+            .map_err(|e| ProviderError::refused(format!("cannot encode request: {e}")))
     }
 }
 
@@ -80,7 +80,7 @@ impl Provider for Anthropic {
             let response = http
                 .post_json(MESSAGES_PATH, body?, &[("anthropic-version", API_VERSION)])
                 .await?;
-            parse_completion(&http::read_body(response).await?)
+            parse_completion(&http.read_body(response).await?)
         })
     }
 
@@ -95,7 +95,7 @@ impl Provider for Anthropic {
             let response = http
                 .post_json(MESSAGES_PATH, body?, &[("anthropic-version", API_VERSION)])
                 .await?;
-            Ok(chunk_stream(http::sse_events(response)))
+            Ok(chunk_stream(http.sse_events(response)))
         })
     }
 }

@@ -16,7 +16,7 @@
 //! - Unknown OpenAI fields are not forwarded (Anthropic rejects unknown fields), except
 //!   `top_k`; `parallel_tool_calls: false` becomes `disable_parallel_tool_use`.
 //! - Inputs Anthropic cannot take (audio, file ids, the legacy `function` role, non-base64
-//!   `data:` URLs) fail with [`ProviderError::Unsupported`].
+//!   `data:` URLs) fail with [`ProviderError::Refused`], naming the field.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -34,7 +34,7 @@ pub fn request_body(model: &str, req: &ChatRequest, stream: bool) -> Result<Byte
     let body = build_request(model, req, stream)?;
     serde_json::to_vec(&body)
         .map(Bytes::from)
-        .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
+        .map_err(|e| ProviderError::refused(format!("cannot encode request: {e}")))
 }
 
 /// Marks the end of the stable prefix (tools, then system) with `cache_control`, so Anthropic
@@ -62,7 +62,8 @@ pub fn mark_cache_breakpoint(body: &mut Value) {
 pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
     let mut system: Vec<String> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for message in &req.messages {
+    for (i, message) in req.messages.iter().enumerate() {
+        let at = |e: ProviderError| e.within(&format!("messages[{i}]"));
         match message.role {
             Role::System | Role::Developer => {
                 let text = message.text();
@@ -70,13 +71,18 @@ pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Val
                     system.push(text);
                 }
             }
-            Role::User => push_turn(&mut turns, "user", user_blocks(message)?),
-            Role::Assistant => push_turn(&mut turns, "assistant", assistant_blocks(message)?),
-            Role::Tool => push_turn(&mut turns, "user", vec![tool_result(message)?]),
+            Role::User => push_turn(&mut turns, "user", user_blocks(message).map_err(at)?),
+            Role::Assistant => push_turn(
+                &mut turns,
+                "assistant",
+                assistant_blocks(message).map_err(at)?,
+            ),
+            Role::Tool => push_turn(&mut turns, "user", vec![tool_result(message).map_err(at)?]),
             Role::Function => {
-                return Err(unsupported(
+                return Err(at(unsupported(
                     "the legacy `function` role cannot be sent to Anthropic; use tools",
-                ));
+                )
+                .within("role")));
             }
         }
     }
@@ -120,7 +126,9 @@ pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Val
             .extra
             .get("parallel_tool_calls")
             .and_then(Value::as_bool);
-        if let Some(choice) = tool_choice(req.tool_choice.as_ref(), parallel)? {
+        if let Some(choice) =
+            tool_choice(req.tool_choice.as_ref(), parallel).map_err(|e| e.within("tool_choice"))?
+        {
             body.insert("tool_choice".into(), choice);
         }
     }
@@ -133,8 +141,25 @@ pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Val
     Ok(Value::Object(body))
 }
 
+/// A tool-call id in the form Anthropic accepts (`^[a-zA-Z0-9_-]+$`). Ids issued by other
+/// providers (`functions.get_weather:0`) are encoded as `tid_` + the id's bytes in hex: the
+/// mapping is one-to-one, so a `tool_use` and the `tool_result` answering it still pair up.
+/// Anthropic names the calls it makes itself, so nothing comes back to decode.
+pub fn safe_id(id: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !id.is_empty() && id.chars().all(allowed) && !id.starts_with("tid_") {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(4 + 2 * id.len());
+    out.push_str("tid_");
+    for b in id.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn unsupported(message: &str) -> ProviderError {
-    ProviderError::Unsupported(message.to_string())
+    ProviderError::refused(message.to_string())
 }
 
 /// Appends blocks to the last turn when it has the same role, else starts a new turn.
@@ -159,8 +184,8 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Value>, ProviderError
         Some(Content::Text(text)) => Ok(text_block(text).into_iter().collect()),
         Some(Content::Parts(parts)) => {
             let mut blocks = Vec::with_capacity(parts.len());
-            for part in parts {
-                blocks.extend(part_block(part)?);
+            for (j, part) in parts.iter().enumerate() {
+                blocks.extend(part_block(part).map_err(|e| e.within(&format!("content[{j}]")))?);
             }
             Ok(blocks)
         }
@@ -219,14 +244,13 @@ fn user_blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
 
 fn assistant_blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
     let mut blocks = content_blocks(message.content.as_ref())?;
-    for call in message.tool_calls.iter().flatten() {
-        let id = call
-            .id
-            .as_deref()
-            .ok_or_else(|| unsupported("an assistant tool call has no `id`"))?;
+    for (n, call) in message.tool_calls.iter().flatten().enumerate() {
+        let id = call.id.as_deref().ok_or_else(|| {
+            unsupported("an assistant tool call has no `id`").within(&format!("tool_calls[{n}].id"))
+        })?;
         blocks.push(json!({
             "type": "tool_use",
-            "id": id,
+            "id": safe_id(id),
             "name": call.function.name,
             "input": tool_input(&call.function.arguments),
         }));
@@ -248,11 +272,10 @@ fn tool_input(arguments: &str) -> Value {
 }
 
 fn tool_result(message: &Message) -> Result<Value, ProviderError> {
-    let id = message
-        .tool_call_id
-        .as_deref()
-        .ok_or_else(|| unsupported("a `tool` message has no `tool_call_id`"))?;
-    let mut block = json!({"type": "tool_result", "tool_use_id": id});
+    let id = message.tool_call_id.as_deref().ok_or_else(|| {
+        unsupported("a `tool` message has no `tool_call_id`").within("tool_call_id")
+    })?;
+    let mut block = json!({"type": "tool_result", "tool_use_id": safe_id(id)});
     let content = match message.content.as_ref() {
         Some(Content::Text(text)) if !text.is_empty() => Some(json!(text)),
         Some(parts @ Content::Parts(_)) => {
@@ -296,7 +319,7 @@ fn tool_choice(
             "required" => json!({"type": "any"}),
             "none" => return Ok(Some(json!({"type": "none"}))),
             other => {
-                return Err(ProviderError::Unsupported(format!(
+                return Err(ProviderError::refused(format!(
                     "unknown tool_choice `{other}`"
                 )));
             }

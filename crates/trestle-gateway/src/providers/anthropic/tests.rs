@@ -104,7 +104,7 @@ fn inputs_anthropic_cannot_take_are_refused() {
         let req = request(json!({"model": "chat", "messages": [message]}));
         matches!(
             build_request("m", &req, false),
-            Err(ProviderError::Unsupported(_))
+            Err(ProviderError::Refused { param: Some(p), .. }) if p.starts_with("messages[0]")
         )
     };
     assert!(refused(json!({"role": "user", "content": [
@@ -573,4 +573,52 @@ fn cache_writes_reach_usage_for_pricing() {
     assert_eq!(u.prompt_tokens, 1210);
     assert_eq!(u.cached_tokens(), 200);
     assert_eq!(u.cache_write_tokens(), 1000);
+}
+
+#[test]
+fn refusals_name_the_field_at_fault() {
+    let req = request(json!({"model": "chat", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "user", "content": [{"type": "text", "text": "x"},
+            {"type": "input_audio", "input_audio": {"data": "AAA", "format": "wav"}}]},
+        {"role": "function", "name": "f", "content": "1"}]}));
+    let Err(ProviderError::Refused { param, .. }) = build_request("m", &req, false) else {
+        panic!("audio must be refused");
+    };
+    assert_eq!(param.as_deref(), Some("messages[1].content[1]"));
+    let req = request(json!({"model": "chat", "messages": [
+        {"role": "function", "name": "f", "content": "1"}]}));
+    let Err(ProviderError::Refused { param, .. }) = build_request("m", &req, false) else {
+        panic!("the function role must be refused");
+    };
+    assert_eq!(param.as_deref(), Some("messages[0].role"));
+}
+
+#[test]
+fn foreign_tool_call_ids_are_made_safe_and_still_pair() {
+    let req = request(json!({"model": "chat", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "functions.get_weather:0", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{}"}},
+            {"id": "call_ok-1", "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_ok-1", "content": "noon"}]}));
+    let body = build_request("m", &req, false).unwrap();
+    let uses = &body["messages"][1]["content"];
+    let results = &body["messages"][2]["content"];
+    let safe = uses[0]["id"].as_str().unwrap();
+    assert!(
+        safe.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    );
+    assert_eq!(results[0]["tool_use_id"], safe);
+    assert_eq!(uses[1]["id"], "call_ok-1", "valid ids pass unchanged");
+    assert_eq!(results[1]["tool_use_id"], "call_ok-1");
+    assert_ne!(
+        super::request::safe_id("a.b"),
+        super::request::safe_id("a:b"),
+        "the mapping is one-to-one"
+    );
 }

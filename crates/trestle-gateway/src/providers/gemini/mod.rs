@@ -25,7 +25,7 @@ use serde_json::Value;
 use trestle_core::config::HttpProviderConfig;
 use trestle_core::openai::{ChatChunk, ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
 
-use super::http::{self, Auth, HttpClient, SseEvent};
+use super::http::{Auth, HttpClient, SseEvent};
 use super::{ChunkStream, Completion, Provider, ProviderError};
 pub use stream::StreamState;
 
@@ -55,7 +55,7 @@ fn model_path(model: &str, method: &str) -> String {
 fn encode(body: Result<Value, ProviderError>) -> Result<Bytes, ProviderError> {
     serde_json::to_vec(&body?)
         .map(Bytes::from)
-        .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
+        .map_err(|e| ProviderError::refused(format!("cannot encode request: {e}")))
 }
 
 impl Provider for Gemini {
@@ -74,7 +74,7 @@ impl Provider for Gemini {
         let http = self.http.clone();
         Box::pin(async move {
             let response = http.post_json(&path, body?, &[]).await?;
-            response::parse_completion(&http::read_body(response).await?, &model)
+            response::parse_completion(&http.read_body(response).await?, &model)
         })
     }
 
@@ -89,7 +89,7 @@ impl Provider for Gemini {
         let http = self.http.clone();
         Box::pin(async move {
             let response = http.post_json(&path, body?, &[]).await?;
-            Ok(chunks(http::sse_events(response), state))
+            Ok(chunks(http.sse_events(response), state))
         })
     }
 
@@ -104,7 +104,7 @@ impl Provider for Gemini {
         let http = self.http.clone();
         Box::pin(async move {
             let response = http.post_json(&path, body?, &[]).await?;
-            response::parse_embeddings(&http::read_body(response).await?, &model)
+            response::parse_embeddings(&http.read_body(response).await?, &model)
         })
     }
 }

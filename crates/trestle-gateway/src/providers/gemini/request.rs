@@ -1,8 +1,9 @@
 //! OpenAI chat request → Gemini `GenerateContentRequest` (the body of `generateContent` and
 //! `streamGenerateContent`).
 //!
-//! Only fields Gemini knows are written: it answers 400 to unknown ones, so OpenAI fields
-//! without a Gemini counterpart (`n`, `seed`, penalties, `logprobs`, `user`, `metadata`,
+//! Only fields Gemini knows are written: it answers 400 to unknown ones. `seed`,
+//! `presence_penalty`, `frequency_penalty` and `top_k` go into `generationConfig`; OpenAI
+//! fields without a Gemini counterpart (`n`, `logprobs`, `user`, `metadata`,
 //! `reasoning_effort`, …) are dropped.
 
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ pub fn request_body(req: &ChatRequest) -> Result<Value, ProviderError> {
 }
 
 fn unsupported(what: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Unsupported(format!("cannot send to Gemini: {what}"))
+    ProviderError::refused(format!("cannot send to Gemini: {what}"))
 }
 
 /// Consecutive turns of one role, merged (Gemini wants user and model turns to alternate).
@@ -71,6 +72,7 @@ fn contents(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ProviderEr
     // the same id wins, as the tool result answers the latest one).
     let mut names: HashMap<&str, &str> = HashMap::new();
     for (i, message) in messages.iter().enumerate() {
+        let at = |e: ProviderError| e.within(&format!("messages[{i}]"));
         match message.role {
             Role::System | Role::Developer => {
                 let text = message.text();
@@ -78,14 +80,17 @@ fn contents(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ProviderEr
                     system.push(json!({ "text": text }));
                 }
             }
-            Role::User => turns.push("user", content_parts(message.content.as_ref())?),
+            Role::User => turns.push("user", content_parts(message.content.as_ref()).map_err(at)?),
             Role::Assistant => {
-                let mut parts = content_parts(message.content.as_ref())?;
+                let mut parts = content_parts(message.content.as_ref()).map_err(at)?;
                 for (n, call) in message.tool_calls.iter().flatten().enumerate() {
                     if let Some(id) = call.id.as_deref() {
                         names.insert(id, &call.function.name);
                     }
-                    parts.push(function_call_part(call, n == 0)?);
+                    let part = function_call_part(call, n == 0).map_err(|e| {
+                        at(e.within(&format!("tool_calls[{n}].function.arguments")))
+                    })?;
+                    parts.push(part);
                 }
                 turns.push("model", parts);
             }
@@ -96,18 +101,18 @@ fn contents(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ProviderEr
                     .and_then(|id| names.get(id).copied())
                     .or(message.name.as_deref())
                     .ok_or_else(|| {
-                        unsupported(format!(
+                        at(unsupported(format!(
                             "message {i} answers tool call {:?}, which no earlier assistant message made",
                             message.tool_call_id.as_deref().unwrap_or("")
                         ))
+                        .within("tool_call_id"))
                     })?;
                 turns.push("user", vec![function_response_part(name, message)]);
             }
             Role::Function => {
-                let name = message
-                    .name
-                    .as_deref()
-                    .ok_or_else(|| unsupported(format!("function message {i} has no name")))?;
+                let name = message.name.as_deref().ok_or_else(|| {
+                    at(unsupported(format!("function message {i} has no name")).within("name"))
+                })?;
                 turns.push("user", vec![function_response_part(name, message)]);
             }
         }
@@ -122,13 +127,18 @@ fn content_parts(content: Option<&Content>) -> Result<Vec<Value>, ProviderError>
         Some(Content::Text(text)) => Ok(text_part(text).into_iter().collect()),
         Some(Content::Parts(parts)) => {
             let mut out = Vec::with_capacity(parts.len());
-            for part in parts {
+            for (j, part) in parts.iter().enumerate() {
+                let at = |e: ProviderError| e.within(&format!("content[{j}]"));
                 let value = match part {
                     ContentPart::Text { text } => text_part(text),
                     ContentPart::Refusal { refusal } => text_part(refusal),
-                    ContentPart::ImageUrl { image_url } => Some(image_part(&image_url.url)?),
-                    ContentPart::InputAudio { input_audio } => Some(audio_part(input_audio)?),
-                    ContentPart::File { file } => Some(file_part(file)?),
+                    ContentPart::ImageUrl { image_url } => {
+                        Some(image_part(&image_url.url).map_err(at)?)
+                    }
+                    ContentPart::InputAudio { input_audio } => {
+                        Some(audio_part(input_audio).map_err(at)?)
+                    }
+                    ContentPart::File { file } => Some(file_part(file).map_err(at)?),
                 };
                 out.extend(value);
             }
@@ -326,6 +336,17 @@ fn generation_config(req: &ChatRequest) -> Map<String, Value> {
     }
     if let Some(cap) = req.output_cap() {
         config.insert("maxOutputTokens".into(), json!(cap));
+    }
+    // Sampling controls Gemini names differently; only well-typed values are forwarded.
+    for (openai, gemini) in [
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("top_k", "topK"),
+    ] {
+        if let Some(v) = req.extra.get(openai).filter(|v| v.is_number()) {
+            config.insert(gemini.into(), v.clone());
+        }
     }
     if let Some(stop) = &req.stop {
         let stops: Vec<String> = stop

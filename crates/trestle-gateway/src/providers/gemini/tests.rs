@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use trestle_core::openai::{ChatChunk, ChatRequest, EmbeddingsRequest};
 
 use super::*;
+use crate::providers::http;
 
 fn body(req: Value) -> Value {
     let req: ChatRequest = serde_json::from_value(req).unwrap();
@@ -85,7 +86,7 @@ fn images_go_inline_or_by_uri() {
         .unwrap();
     assert!(matches!(
         request::request_body(&req),
-        Err(ProviderError::Unsupported(_))
+        Err(ProviderError::Refused { param: Some(ref p), .. }) if p == "messages[0].content[0]"
     ));
 }
 
@@ -203,14 +204,34 @@ fn a_tool_result_without_its_call_is_refused() {
         {"role":"tool","tool_call_id":"call_missing","content":"42"}]}))
     .unwrap();
     let err = request::request_body(&req).unwrap_err();
-    assert!(matches!(err, ProviderError::Unsupported(ref m) if m.contains("call_missing")));
+    assert!(
+        matches!(err, ProviderError::Refused { ref message, param: Some(ref p) }
+            if message.contains("call_missing") && p == "messages[1].tool_call_id")
+    );
     let req: ChatRequest = serde_json::from_value(json!({"model":"m","messages":[
         {"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"not json"}}]}]}))
     .unwrap();
     assert!(matches!(
         request::request_body(&req),
-        Err(ProviderError::Unsupported(_))
+        Err(ProviderError::Refused { param: Some(ref p), .. })
+            if p == "messages[0].tool_calls[0].function.arguments"
     ));
+}
+
+#[test]
+fn sampling_controls_reach_generation_config() {
+    let req: ChatRequest = serde_json::from_value(json!({"model":"m",
+        "messages":[{"role":"user","content":"x"}],
+        "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.25, "top_k": 40,
+        "n": 2}))
+    .unwrap();
+    let body = request::request_body(&req).unwrap();
+    let config = &body["generationConfig"];
+    assert_eq!(config["seed"], 7);
+    assert_eq!(config["presencePenalty"], 0.5);
+    assert_eq!(config["frequencyPenalty"], -0.25);
+    assert_eq!(config["topK"], 40);
+    assert!(config.get("candidateCount").is_none(), "n is not mapped");
 }
 
 #[test]
@@ -224,8 +245,8 @@ fn generation_config_and_json_modes() {
     );
     assert_eq!(
         b["generationConfig"],
-        json!({"temperature":0.2,"topP":0.9,"maxOutputTokens":50,"stopSequences":["END"],
-            "responseMimeType":"application/json",
+        json!({"temperature":0.2,"topP":0.9,"maxOutputTokens":50,"seed":7,"presencePenalty":0.5,
+            "stopSequences":["END"],"responseMimeType":"application/json",
             "responseJsonSchema":{"type":"object","properties":{"a":{"type":"integer"}},"additionalProperties":false}})
     );
     // Fields Gemini does not know are not sent.

@@ -63,7 +63,7 @@ pub fn request_body(model: &str, req: &ChatRequest, stream: bool) -> Result<Byte
     };
     serde_json::to_vec(&out)
         .map(Bytes::from)
-        .map_err(|e| ProviderError::Unsupported(format!("cannot encode request: {e}")))
+        .map_err(|e| ProviderError::refused(format!("cannot encode request: {e}")))
 }
 
 /// [`ChatRequest`]'s fields, borrowed, in the same order.
@@ -140,7 +140,7 @@ impl Provider for OpenAi {
         let http = self.http.clone();
         Box::pin(async move {
             let response = http.post_json("/chat/completions", body?, &[]).await?;
-            parse_completion(http::read_body(response).await?)
+            parse_completion(http.read_body(response).await?)
         })
     }
 
@@ -153,7 +153,7 @@ impl Provider for OpenAi {
         let http = self.http.clone();
         Box::pin(async move {
             let response = http.post_json("/chat/completions", body?, &[]).await?;
-            let events = http::sse_events(response);
+            let events = http.sse_events(response);
             let chunks = events
                 .map(|event| event.and_then(|e| parse_chunk(&e.data)))
                 // `[DONE]` (Ok(None)) ends the stream.
@@ -173,9 +173,9 @@ impl Provider for OpenAi {
         let body = serde_json::to_vec(&out).map(Bytes::from);
         let http = self.http.clone();
         Box::pin(async move {
-            let body = body.map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+            let body = body.map_err(|e| ProviderError::refused(e.to_string()))?;
             let response = http.post_json("/embeddings", body, &[]).await?;
-            let bytes = http::read_body(response).await?;
+            let bytes = http.read_body(response).await?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| ProviderError::Malformed(format!("embeddings: {e}")))
         })
