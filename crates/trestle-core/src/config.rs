@@ -37,6 +37,9 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub embedders: BTreeMap<String, EmbedderConfig>,
+    /// Named guardrails (docs/guardrails.md), attached to routes by name.
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, crate::guard::GuardrailConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +86,9 @@ pub struct StoreConfig {
     pub flush_interval_ms: u64,
     /// Keep full request and response bodies on traces.
     pub record_bodies: bool,
+    /// Guardrails (`pii` kind) applied to request and response bodies before they are
+    /// written. Unset: every configured `pii` guardrail; `[]` keeps bodies as they were.
+    pub redact: Option<Vec<String>>,
 }
 
 impl Default for StoreConfig {
@@ -94,6 +100,7 @@ impl Default for StoreConfig {
             batch_size: 512,
             flush_interval_ms: 20,
             record_bodies: true,
+            redact: None,
         }
     }
 }
@@ -407,6 +414,9 @@ pub struct RouteConfig {
     /// The exact and semantic response caches.
     #[serde(default)]
     pub cache: RouteCacheConfig,
+    /// Guardrails on the request (`input`) and the answer (`output`), by name, in order.
+    #[serde(default)]
+    pub guardrails: crate::guard::RouteGuardrails,
 }
 
 fn default_retries() -> u32 {
@@ -442,6 +452,7 @@ impl RouteConfig {
             fallback: FallbackConfig::default(),
             capability: None,
             cache: RouteCacheConfig::default(),
+            guardrails: crate::guard::RouteGuardrails::default(),
         }
     }
 
@@ -687,8 +698,53 @@ impl Config {
                 }
             }
         }
+        for (name, g) in &self.guardrails {
+            let line = find_line(text, &format!("[guardrails.{name}]"));
+            for (key, message) in g.check() {
+                issue(line, format!("guardrails.{name}.{key}"), message);
+            }
+            if let Some(target) = &g.target
+                && let Err(message) = self.check_target(target)
+            {
+                issue(line, format!("guardrails.{name}.target"), message);
+            }
+        }
+        if let Some(names) = &self.store.redact {
+            for n in names {
+                let kind = self.guardrails.get(n).map(|g| g.kind);
+                if kind != Some(crate::guard::GuardKind::Pii) {
+                    issue(
+                        find_line(text, "[store]"),
+                        "store.redact".into(),
+                        format!("`{n}` is not a `pii` guardrail in [guardrails]"),
+                    );
+                }
+            }
+        }
         for (name, route) in &self.routes {
             let line = find_line(text, &format!("[routes.{name}]"));
+            for (stage, names) in [
+                ("input", &route.guardrails.input),
+                ("output", &route.guardrails.output),
+            ] {
+                for n in names {
+                    if !self.guardrails.contains_key(n) {
+                        let known: Vec<&str> = self.guardrails.keys().map(String::as_str).collect();
+                        issue(
+                            line,
+                            format!("routes.{name}.guardrails.{stage}"),
+                            format!(
+                                "unknown guardrail `{n}`; configured: {}",
+                                if known.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                    }
+                }
+            }
             if name.contains('/') {
                 issue(
                     line,
@@ -976,6 +1032,59 @@ cache = { mode = "sometimes" }
         ] {
             assert!(err.contains(key), "{key} missing from:\n{err}");
         }
+    }
+
+    #[test]
+    fn guardrail_settings_are_checked_with_their_lines() {
+        let text = r#"
+[providers.p]
+kind = "placeholder"
+[guardrails.pii]
+kind = "pii"
+action = "redact"
+entities = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "PERSON", "LOCATION"]
+[guardrails.names]
+kind = "pii"
+entities = ["NAME"]
+[guardrails.codes]
+kind = "regex"
+patterns = ["ORD-(\\d+"]
+[guardrails.shape]
+kind = "json_schema"
+schema = { type = "no-such-type" }
+[guardrails.long]
+kind = "max_length"
+action = "redact"
+[guardrails.mod]
+kind = "moderation"
+target = "ghost/omni"
+[routes.chat]
+targets = ["p/m"]
+guardrails = { input = ["missing"], output = ["pii"] }
+"#;
+        let err = Config::parse(text, &env).unwrap_err().to_string();
+        for (key, line) in [
+            ("guardrails.names.entities", 8),
+            ("guardrails.codes.patterns", 11),
+            ("guardrails.shape.schema", 14),
+            ("guardrails.long.action", 17),
+            ("guardrails.long.max_chars", 17),
+            ("guardrails.mod.target", 20),
+            ("routes.chat.guardrails.input", 23),
+        ] {
+            assert!(
+                err.contains(&format!("line {line}: {key}")),
+                "{key} at line {line} missing from:\n{err}"
+            );
+        }
+        assert!(!err.contains("guardrails.pii"), "{err}");
+        let unknown = text.replace("kind = \"max_length\"", "kind = \"maximum\"");
+        let err = Config::parse(&unknown, &env).unwrap_err().to_string();
+        assert!(err.contains("maximum") && err.contains("line"), "{err}");
+        // The contract from the issue loads as written.
+        let ok = "[providers.p]\nkind = \"placeholder\"\n[guardrails.pii]\nkind = \"pii\"\naction = \"redact\"\nentities = [\"EMAIL_ADDRESS\", \"PERSON\"]\n[routes.chat]\ntargets = [\"p/m\"]\nguardrails = { input = [], output = [\"pii\"] }\n";
+        let loaded = Config::parse(ok, &env).unwrap();
+        assert_eq!(loaded.config.routes["chat"].guardrails.output, ["pii"]);
     }
 
     #[test]

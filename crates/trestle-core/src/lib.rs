@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod guard;
 pub mod openai;
 pub mod price;
 pub mod resilience;

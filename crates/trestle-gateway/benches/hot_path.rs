@@ -87,6 +87,7 @@ fn trace(i: u64) -> Trace {
             tokens_cached: 0,
             cost_usd: 0.0,
         }],
+        guardrails: Vec::new(),
     }
 }
 

@@ -35,6 +35,13 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("{0}")]
     Unsupported(String),
+    /// A guardrail blocked the request (`input`) or the answer.
+    #[error("{message}")]
+    Blocked {
+        guardrail: String,
+        input: bool,
+        message: String,
+    },
     #[error("the gateway is shutting down; retry against another instance")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -56,6 +63,8 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Blocked { input: true, .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Blocked { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamRejected { status, .. } => {
@@ -81,6 +90,8 @@ impl GatewayError {
             | GatewayError::UpstreamRejected { .. }
             | GatewayError::Unsupported(_) => "invalid_request_error",
             GatewayError::NotFound { .. } => "not_found_error",
+            GatewayError::Blocked { input: true, .. } => "invalid_request_error",
+            GatewayError::Blocked { .. } => "guardrail_error",
             GatewayError::UpstreamFailed { .. } | GatewayError::Unavailable(_) => "upstream_error",
             GatewayError::ShuttingDown => "service_unavailable",
             GatewayError::Internal(_) => "server_error",
@@ -99,6 +110,7 @@ impl GatewayError {
             GatewayError::UpstreamFailed { .. } => "upstream_failed",
             GatewayError::Unavailable(_) => "targets_unavailable",
             GatewayError::Unsupported(_) => "unsupported",
+            GatewayError::Blocked { .. } => "guardrail_blocked",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal(_) => "internal_error",
         }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod guard;
 pub mod metrics;
 pub mod mock;
 pub mod pipeline;

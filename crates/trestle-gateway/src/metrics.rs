@@ -205,6 +205,13 @@ pub fn model_served_share(route: &str, share: f64) {
     gauge!("trestle_model_served_share", "route" => route.to_string()).set(share);
 }
 
+/// One guardrail's outcome on one request.
+pub fn guardrail(name: &str, stage: &'static str, action: &'static str, outcome: &str) {
+    counter!("trestle_guardrail_checks_total", "guardrail" => name.to_string(), "stage" => stage,
+        "action" => action, "outcome" => outcome.to_string())
+    .increment(1);
+}
+
 /// A request waited for a target to come back (every target was unavailable).
 pub fn waited(route: &str, pause: std::time::Duration) {
     counter!("trestle_unavailable_waits_total", "route" => route.to_string()).increment(1);

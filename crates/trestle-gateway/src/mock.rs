@@ -160,6 +160,7 @@ pub fn router(options: MockOptions) -> anyhow::Result<Router> {
     Ok(Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/moderations", post(moderations))
         .route("/v1/models", get(models))
         .route("/mock/requests", get(requests))
         .route(
@@ -389,6 +390,59 @@ async fn embeddings(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Byt
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => GatewayError::Internal(e.to_string()).into_response(),
     }
+}
+
+/// Words the mock's moderation model reacts to, by OpenAI category.
+const MODERATION_WORDS: &[(&str, &[&str])] = &[
+    (
+        "violence",
+        &["kill", "murder", "shoot", "stab", "bomb", "attack"],
+    ),
+    ("harassment", &["idiot", "stupid", "loser", "moron"]),
+    ("self-harm", &["suicide", "self-harm", "hurt myself"]),
+    ("hate", &["subhuman", "vermin"]),
+];
+
+/// `POST /v1/moderations`: OpenAI's answer shape, scored by a word list (deterministic, for
+/// tests): 0.9 for a category one of whose words appears, 0.01 otherwise.
+async fn moderations(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&mock, &headers) {
+        return r;
+    }
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return GatewayError::invalid(format!("not JSON: {e}"), None).into_response(),
+    };
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        _ => {
+            return GatewayError::invalid("`input` must be a string or strings", Some("input"))
+                .into_response();
+        }
+    };
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|text| {
+            let lower = text.to_lowercase();
+            let mut categories = serde_json::Map::new();
+            let mut scores = serde_json::Map::new();
+            for (cat, words) in MODERATION_WORDS {
+                let hit = words.iter().any(|w| lower.contains(w));
+                categories.insert((*cat).into(), json!(hit));
+                scores.insert((*cat).into(), json!(if hit { 0.9 } else { 0.01 }));
+            }
+            let flagged = categories.values().any(|v| v == &json!(true));
+            json!({"flagged": flagged, "categories": categories, "category_scores": scores})
+        })
+        .collect();
+    axum::Json(
+        json!({"id": format!("modr-{}", new_id()), "model": req["model"], "results": results}),
+    )
+    .into_response()
 }
 
 async fn models() -> Response {

@@ -10,6 +10,7 @@ use trestle_core::price::Price;
 
 use crate::cache::embed::Embedder;
 use crate::error::GatewayError;
+use crate::guard::Guardrail;
 use crate::metrics::RouteMetrics;
 use crate::providers::{self, Provider};
 use crate::resilience::Registry;
@@ -58,6 +59,9 @@ pub struct Route {
     pub template: Option<Template>,
     /// Metric handles for the common case, registered once.
     pub metrics: RouteMetrics,
+    /// Guardrails on the request and on the answer, in order.
+    pub input_guards: Vec<Arc<Guardrail>>,
+    pub output_guards: Vec<Arc<Guardrail>>,
 }
 
 pub struct Runtime {
@@ -65,6 +69,8 @@ pub struct Runtime {
     pub registry: Arc<Registry>,
     /// `[embedders]`, built.
     pub embedders: HashMap<String, Embedder>,
+    /// `[guardrails]`, built.
+    pub guardrails: HashMap<String, Arc<Guardrail>>,
     providers: HashMap<String, Arc<dyn Provider>>,
     routes: HashMap<String, Arc<Route>>,
     /// Routes made on demand for direct `provider/model` requests.
@@ -80,6 +86,7 @@ impl Runtime {
             providers,
             registry,
             embedders: HashMap::new(),
+            guardrails: HashMap::new(),
             routes: HashMap::new(),
             direct: RwLock::new(HashMap::new()),
             targets: RwLock::new(HashMap::new()),
@@ -97,6 +104,14 @@ impl Runtime {
             embedders.insert(name.clone(), embedder);
         }
         rt.embedders = embedders;
+        let mut guardrails = HashMap::new();
+        for (name, gc) in &rt.config.guardrails {
+            let g = Guardrail::build(name, gc, |t| {
+                rt.target(t).map_err(|e| anyhow::anyhow!("{e}"))
+            })?;
+            guardrails.insert(name.clone(), Arc::new(g));
+        }
+        rt.guardrails = guardrails;
         let mut routes = HashMap::new();
         for (name, rc) in &rt.config.routes {
             let targets = rt.targets_of(name, rc.targets.iter().map(|t| t.get_ref()))?;
@@ -132,6 +147,8 @@ impl Runtime {
                     served: rt.registry.served(name),
                     template,
                     metrics,
+                    input_guards: rt.guards_of(&rc.guardrails.input),
+                    output_guards: rt.guards_of(&rc.guardrails.output),
                 }),
             );
         }
@@ -184,6 +201,14 @@ impl Runtime {
         Ok(map.entry(name.to_string()).or_insert(target).clone())
     }
 
+    /// The named guardrails, in order (names were checked with the config).
+    fn guards_of(&self, names: &[String]) -> Vec<Arc<Guardrail>> {
+        names
+            .iter()
+            .filter_map(|n| self.guardrails.get(n).cloned())
+            .collect()
+    }
+
     /// What a request's `model` names: a route, or a direct `provider/model`.
     pub fn resolve(&self, model: &str) -> Result<Arc<Route>, GatewayError> {
         if let Some(route) = self.routes.get(model) {
@@ -203,6 +228,8 @@ impl Runtime {
                 served: self.registry.served(model),
                 template: None,
                 metrics: RouteMetrics::new(model, std::iter::once(model)),
+                input_guards: Vec::new(),
+                output_guards: Vec::new(),
             });
             if let Ok(mut map) = self.direct.write() {
                 map.insert(model.to_string(), route.clone());

@@ -34,7 +34,7 @@ pub fn build_state(
 ) -> anyhow::Result<SharedState> {
     let store_cfg = config.store.clone();
     let (recorder, reader) = if store_cfg.enabled {
-        let writer = SqliteStore::open(&store_cfg.path)?;
+        let writer = SqliteStore::open(&store_cfg.path)?.with_redaction(redactor(&config)?);
         let reader = SqliteStore::open(&store_cfg.path)?;
         (
             Recorder::start(
@@ -61,6 +61,43 @@ pub fn build_state(
         draining: Default::default(),
         hard_stop: CancellationToken::new(),
     }))
+}
+
+/// The `[store] redact` guardrails as one function over a text: every `pii` guardrail when
+/// the key is unset, none when it is `[]`.
+fn redactor(config: &Config) -> anyhow::Result<Option<crate::store::Redactor>> {
+    use trestle_core::guard::GuardKind;
+    let names: Vec<&String> = match &config.store.redact {
+        Some(names) => names.iter().collect(),
+        None => config
+            .guardrails
+            .iter()
+            .filter(|(_, g)| g.kind == GuardKind::Pii)
+            .map(|(n, _)| n)
+            .collect(),
+    };
+    let mut detectors = Vec::new();
+    for name in names {
+        if let Some(g) = config.guardrails.get(name) {
+            detectors.push(
+                trestle_guard::pii::Pii::new(&g.entities, g.threshold)
+                    .map_err(|e| anyhow::anyhow!("guardrails.{name}: {e}"))?,
+            );
+        }
+    }
+    if detectors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(move |text: &str| {
+        detectors.iter().fold(text.to_string(), |t, pii| {
+            let found = pii.find(&t);
+            if found.is_empty() {
+                t
+            } else {
+                trestle_guard::redact(&t, &found)
+            }
+        })
+    })))
 }
 
 /// Sets the capability-level gauge of every route that has levels.
@@ -249,6 +286,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/traces", get(list_traces))
         .route("/v1/traces/{id}", get(get_trace))
         .route("/v1/stats", get(stats))
+        .route("/v1/guardrails/{name}/check", post(guardrail_check))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -332,6 +370,92 @@ async fn read<T: Send + 'static>(
     .await
     .map_err(|e| GatewayError::Internal(e.to_string()))?
     .map_err(|e| GatewayError::Internal(format!("trace store: {e}")))
+}
+
+/// `POST /v1/guardrails/{name}/check`: one guardrail on one text, as apps and evals call
+/// it: `{"text", "system"?, "context"?, "schema"?}` → `{"findings", "text", "violated",
+/// "action", "detail"}`, offsets in characters, `text` redacted.
+async fn guardrail_check(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CheckRequest {
+        text: String,
+        #[serde(default)]
+        system: String,
+        #[serde(default)]
+        context: String,
+        schema: Option<serde_json::Value>,
+    }
+    let runtime = state.runtime();
+    let Some(guardrail) = runtime.guardrails.get(&name).cloned() else {
+        let mut names: Vec<&str> = runtime.guardrails.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        return GatewayError::NotFound {
+            message: format!(
+                "no guardrail `{name}`; configured: {}",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            ),
+            code: "guardrail_not_found",
+        }
+        .into_response();
+    };
+    let raw = match pipeline::ingress::read_body(&headers, body, &runtime.config.server).await {
+        Ok(raw) => raw,
+        Err(e) => return e.into_response(),
+    };
+    let req: CheckRequest = match pipeline::ingress::parse_json(&raw) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let schema = match req.schema.as_ref().map(trestle_guard::schema::compile) {
+        None => None,
+        Some(Ok(v)) => Some(Arc::new(v)),
+        Some(Err(e)) => {
+            return GatewayError::invalid(
+                format!("the schema does not compile: {e}"),
+                Some("schema"),
+            )
+            .into_response();
+        }
+    };
+    let ctx = crate::guard::Context {
+        system: req.system,
+        context: req.context,
+        schema,
+    };
+    match guardrail.check(&req.text, &ctx).await {
+        Ok(v) => {
+            let text = trestle_guard::redact(&req.text, &v.findings);
+            axum::Json(json!({
+                "guardrail": name,
+                "kind": guardrail.kind.as_str(),
+                "action": guardrail.action.as_str(),
+                "violated": v.violated,
+                "findings": v.findings,
+                "text": text,
+                "detail": v.detail,
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            let mut r = GatewayError::UpstreamFailed {
+                message: format!("guardrail `{name}` failed: {e}"),
+                timed_out: false,
+            }
+            .into_response();
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]

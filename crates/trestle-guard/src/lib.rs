@@ -13,6 +13,7 @@ pub mod grounding;
 pub mod injection;
 pub mod leak;
 pub mod pii;
+pub mod schema;
 mod text;
 
 pub use text::{CharIndex, redact};

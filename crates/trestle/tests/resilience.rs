@@ -396,3 +396,61 @@ fn the_resilience_example_passes_config_check() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_every_target_unavailable_a_request_waits_for_the_soonest_within_its_budget() {
+    let up = mock(&[]);
+    let config = format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{}/v1"
+[models."up/m1".breaker]
+consecutive_failures = 2
+open_ms = 300
+[routes.chat]
+class = "async"
+targets = ["up/m1"]
+retries = 0
+[routes.chat.fallback]
+template = "busy"
+"#,
+        up.url()
+    );
+    let gw = gateway(&config, &[]);
+    // Two forced failures open the only target's breaker (the template answers them).
+    for _ in 0..2 {
+        let r = ask(&gw, "chat", "[fault:500] x", false).await;
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
+    }
+    // The next request finds no target available, waits out the open breaker (well inside
+    // the 20 s async budget) and is served by the probe instead of the template.
+    let started = Instant::now();
+    let r = ask(&gw, "chat", "after the outage", false).await;
+    let waited = started.elapsed();
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "primary");
+    let id = trace_id(&r);
+    assert_eq!(answer_text(r).await, "after the outage");
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    let t = trace(&gw, &id).await;
+    let statuses: Vec<&str> = t["requests"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["skipped", "waited", "ok"], "{t}");
+
+    // A sync route whose budget cannot cover the wait falls back at once instead.
+    let short = config
+        .replace("class = \"async\"", "class = \"sync\"")
+        .replace("open_ms = 300", "open_ms = 5000");
+    let gw = gateway(&short, &[]);
+    for _ in 0..2 {
+        ask(&gw, "chat", "[fault:500] x", false).await;
+    }
+    let started = Instant::now();
+    let r = ask(&gw, "chat", "during the outage", false).await;
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}

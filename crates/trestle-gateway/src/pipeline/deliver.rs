@@ -133,6 +133,7 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
                     item = tokio::time::timeout_at(relay.deadline, rest.next()) => match item {
                         Err(_) => Next::Fail("stream_error", format!("the route deadline of {} ms was reached mid-stream", relay.deadline_ms)),
                         Ok(None) => Next::End,
+                        Ok(Some(Err(e @ crate::providers::ProviderError::Blocked { .. }))) => Next::Fail("blocked", e.to_string()),
                         Ok(Some(Err(e))) => Next::Fail("stream_error", format!("the upstream failed mid-stream: {e}")),
                         Ok(Some(Ok(chunk))) => Next::Chunk(chunk),
                     },
@@ -163,9 +164,13 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
                 }
                 Next::Fail(outcome, message) => {
                     relay.guard.end_stream(outcome, Some(message.clone()));
-                    let event = json!({"error": {"message": message, "type": "upstream_error",
-                        "code": if outcome == "shutdown" { "shutting_down" } else { "stream_interrupted" },
-                        "param": null}});
+                    let (kind, code) = match outcome {
+                        "shutdown" => ("upstream_error", "shutting_down"),
+                        "blocked" => ("guardrail_error", "guardrail_blocked"),
+                        _ => ("upstream_error", "stream_interrupted"),
+                    };
+                    let event = json!({"error": {"message": message, "type": kind,
+                        "code": code, "param": null}});
                     let mut out = BytesMut::from(&frame(event.to_string().as_bytes())[..]);
                     out.put_slice(b"data: [DONE]\n\n");
                     return Some((Ok(out.freeze()), (relay, None, rest, true)));

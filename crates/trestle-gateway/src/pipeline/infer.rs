@@ -64,6 +64,14 @@ impl Inference {
         }
     }
 
+    /// The chain did not run because the request was refused before it.
+    pub fn failed(error: GatewayError) -> Self {
+        Inference {
+            result: Err(error),
+            ..Inference::not_run(String::new())
+        }
+    }
+
     pub fn fallback_level(&self) -> &'static str {
         if self.level == 0 { "primary" } else { "model" }
     }

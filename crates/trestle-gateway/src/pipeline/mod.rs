@@ -1,10 +1,11 @@
 //! The request path of `POST /v1/chat/completions`, stage by stage (DESIGN.md §1):
-//! ingress → resolve → capability → infer → fallback → deliver, with the trace recorded at
-//! the end of every path.
+//! ingress → resolve → capability → input guardrails → cache → infer → output guardrails →
+//! fallback → deliver, with the trace recorded at the end of every path.
 
 mod cache;
 mod deliver;
 mod fallback;
+mod guard;
 mod infer;
 pub mod ingress;
 mod record;
@@ -80,7 +81,14 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     let (capability, behaviour) = capability(&route, started);
     guard.set_capability(capability);
     let include_usage = req.wants_stream_usage();
-    let req = apply_caps(req, route.config.max_tokens, behaviour.max_tokens);
+    let mut req = apply_caps(req, route.config.max_tokens, behaviour.max_tokens);
+
+    // Input guardrails: redact or refuse before anything is cached, sent or stored.
+    let mut records = Vec::new();
+    let input_blocked = guard::input(&route.input_guards, &mut req, &mut records)
+        .await
+        .err();
+    guard.guardrails(records);
     let served = |fallback_level, cache, age_s, stale| {
         let meta = ServedHeaders {
             fallback_level,
@@ -101,7 +109,11 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     };
 
     // Cache: exact, then semantic; a miss says where the answer will be stored.
-    let remember = match cache::lookup(&runtime, &route, &req, &identity, &headers).await {
+    let lookup = match &input_blocked {
+        Some(_) => cache::Outcome::Miss(None),
+        None => cache::lookup(&runtime, &route, &req, &identity, &headers).await,
+    };
+    let remember = match lookup {
         cache::Outcome::Hit(hit) => {
             guard.cache_hit(hit.layer, &hit.entry, hit.similarity);
             let headers = served("primary", hit.layer, Some(hit.age.as_secs()), false);
@@ -119,20 +131,19 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     let key = remember.as_ref().map(|r| r.key);
 
     // Infer: the target chain with breakers, capacity, retries, hedging and model fallback.
-    let mut inference = match behaviour.serve() {
-        ServeMode::Normal => {
-            let targets = match behaviour.targets {
-                Some(_) => route.level_targets.get(&capability),
-                None => None,
-            };
-            let plan = Plan {
-                targets: targets.unwrap_or(&route.targets),
-                retries: behaviour.retries.unwrap_or(route.config.retries),
-                hedge: behaviour.hedge.unwrap_or(route.config.hedge),
-            };
-            infer::run(&route, &plan, &req, stream, started).await
-        }
-        mode => infer::Inference::not_run(format!(
+    let targets = match behaviour.targets {
+        Some(_) => route.level_targets.get(&capability),
+        None => None,
+    };
+    let plan = Plan {
+        targets: targets.unwrap_or(&route.targets),
+        retries: behaviour.retries.unwrap_or(route.config.retries),
+        hedge: behaviour.hedge.unwrap_or(route.config.hedge),
+    };
+    let mut inference = match (input_blocked, behaviour.serve()) {
+        (Some(blocked), _) => infer::Inference::failed(blocked),
+        (None, ServeMode::Normal) => infer::run(&route, &plan, &req, stream, started).await,
+        (None, mode) => infer::Inference::not_run(format!(
             "capability level {capability} serves {}",
             if mode == ServeMode::Omitted {
                 "no AI answers"
@@ -143,7 +154,14 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     };
     guard.inference(&mut inference);
     let level = inference.fallback_level();
-    match inference.result {
+    // Output guardrails: on the whole answer, or on the stream as it goes.
+    let result = match inference.result {
+        Ok(served) if !route.output_guards.is_empty() => {
+            guard::answer(&route, &plan, &req, served, started, &mut guard).await
+        }
+        other => other,
+    };
+    match result {
         // The request itself is wrong (an upstream refused it, or no target can take it as
         // written): no fallback would be right either.
         Err(e @ (GatewayError::UpstreamRejected { .. } | GatewayError::InvalidRequest { .. })) => {

@@ -54,6 +54,8 @@ pub struct TraceGuard {
     waited: Duration,
     ttft: Option<Duration>,
     stream: Option<StreamSummary>,
+    /// Output guardrail outcomes a guarded stream reports when it ends.
+    stream_guards: Option<crate::guard::stream::Records>,
 }
 
 impl TraceGuard {
@@ -95,6 +97,7 @@ impl TraceGuard {
             request: raw.filter(|_| keep_bodies).map(Body::Raw),
             response: None,
             attempts: Vec::new(),
+            guardrails: Vec::new(),
         };
         TraceGuard {
             state,
@@ -108,7 +111,20 @@ impl TraceGuard {
             waited: Duration::ZERO,
             ttft: None,
             stream: None,
+            stream_guards: None,
         }
+    }
+
+    /// Adds guardrail outcomes to the trace.
+    pub fn guardrails(&mut self, records: Vec<crate::guard::GuardRecord>) {
+        if let Some(t) = self.trace.as_mut() {
+            t.guardrails.extend(records);
+        }
+    }
+
+    /// Where a guarded stream reports its guardrails' outcomes when it ends.
+    pub fn stream_guardrails(&mut self, records: crate::guard::stream::Records) {
+        self.stream_guards = Some(records);
     }
 
     pub fn set_route(&mut self, route: &Arc<Route>, stream: bool) {
@@ -186,7 +202,8 @@ impl TraceGuard {
         self.admission = inference.admission.take();
         self.waited = inference.waited;
         if let Some(t) = self.trace.as_mut() {
-            t.attempts = std::mem::take(&mut inference.attempts);
+            // Appended: a reask's attempts follow the first answer's.
+            t.attempts.append(&mut inference.attempts);
             t.fallback_level = inference.fallback_level().to_string();
             t.served_by = inference.target.as_ref().map(|t| t.name.clone());
         }
@@ -261,6 +278,11 @@ impl TraceGuard {
         };
         let total = self.started.elapsed();
         t.duration_ms = total.as_secs_f64() * 1000.0;
+        if let Some(records) = self.stream_guards.take()
+            && let Ok(mut r) = records.lock()
+        {
+            t.guardrails.append(&mut r);
+        }
         t.ttft_ms = self.ttft.map(|d| d.as_secs_f64() * 1000.0);
         if let Some(s) = self.stream.take() {
             metrics::streams_open(-1.0);

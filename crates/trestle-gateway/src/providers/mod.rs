@@ -63,6 +63,10 @@ pub enum ProviderError {
     Malformed(String),
     #[error("upstream stream broke: {0}")]
     Stream(String),
+    /// An output guardrail stopped the answer (a stream that had started ends with an error
+    /// event saying so).
+    #[error("{message}")]
+    Blocked { guardrail: String, message: String },
     /// The gateway cannot put the request into this provider's terms: the client's error
     /// (400 naming `param`), never retried, never served from a fallback, and not held against
     /// the target's health, since nothing was sent.
@@ -86,7 +90,7 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 425 | 429) || *status >= 500
             }
-            ProviderError::Refused { .. } => false,
+            ProviderError::Refused { .. } | ProviderError::Blocked { .. } => false,
         }
     }
 
@@ -145,6 +149,7 @@ impl ProviderError {
             ProviderError::Malformed(_) => "malformed".into(),
             ProviderError::Stream(_) => "stream".into(),
             ProviderError::Refused { .. } => "refused".into(),
+            ProviderError::Blocked { .. } => "blocked".into(),
         }
     }
 }
@@ -170,6 +175,22 @@ pub trait Provider: Send + Sync {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>>;
+
+    /// A moderation verdict (`POST /v1/moderations`, OpenAI's answer shape), where the
+    /// provider has one.
+    fn moderate(
+        &self,
+        model: &str,
+        input: &str,
+    ) -> BoxFuture<'static, Result<serde_json::Value, ProviderError>> {
+        let _ = (model, input);
+        let kind = self.kind();
+        Box::pin(async move {
+            Err(ProviderError::refused(format!(
+                "the {kind} provider has no moderations endpoint"
+            )))
+        })
+    }
 
     /// Embeddings, where the provider has them.
     fn embed(

@@ -9,6 +9,9 @@ pub use recorder::{Recorder, RecorderStats};
 pub use sqlite::SqliteStore;
 pub use trace::{Attempt, Body, Trace, TraceFilter, TraceSummary};
 
+/// Rewrites a text before it is stored (the `[store] redact` guardrails).
+pub type Redactor = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// A place traces are written to and read from. Calls block; callers run them off the
 /// async runtime (the recorder's thread, or `spawn_blocking`).
 pub trait TraceStore: Send {

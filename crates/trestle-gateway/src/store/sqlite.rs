@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS requests (
     capability_level INTEGER NOT NULL DEFAULT 5,
     cache TEXT NOT NULL DEFAULT 'miss',
     cost_saved_usd REAL NOT NULL DEFAULT 0,
-    cache_similarity REAL
+    cache_similarity REAL,
+    guardrails TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
 CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms)
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 const REQUEST_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
      ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
      served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
-     capability_level, cache, cost_saved_usd, cache_similarity";
+     capability_level, cache, cost_saved_usd, cache_similarity, guardrails";
 
 /// What a layout-1 `requests` row holds (after its capability-level column was added).
 const LAYOUT_1_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
@@ -95,6 +96,9 @@ const SUMMARY_COLUMNS: &str = "trace_id, started_at_ms, duration_ms, ttft_ms, ro
 
 pub struct SqliteStore {
     conn: Connection,
+    /// Applied to every string in request and response bodies before they are written
+    /// (`[store] redact`).
+    redactor: Option<super::Redactor>,
 }
 
 impl SqliteStore {
@@ -115,7 +119,46 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -32_768)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            redactor: None,
+        })
+    }
+
+    /// Redacts bodies with `redactor` before they are written.
+    pub fn with_redaction(mut self, redactor: Option<super::Redactor>) -> Self {
+        self.redactor = redactor;
+        self
+    }
+}
+
+/// A body as stored: as it was, or with every string value redacted.
+fn body_text<'b>(
+    redactor: Option<&super::Redactor>,
+    body: &'b super::Body,
+) -> std::borrow::Cow<'b, str> {
+    {
+        let text = body.to_text();
+        let Some(redact) = redactor else {
+            return text;
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(mut v) => {
+                redact_strings(&mut v, redact.as_ref());
+                v.to_string().into()
+            }
+            Err(_) => redact(&text).into(),
+        }
+    }
+}
+
+/// Redacts every string in a JSON value, in place.
+fn redact_strings(v: &mut Value, redact: &(dyn Fn(&str) -> String + Send + Sync)) {
+    match v {
+        Value::String(s) => *s = redact(s),
+        Value::Array(items) => items.iter_mut().for_each(|i| redact_strings(i, redact)),
+        Value::Object(map) => map.values_mut().for_each(|i| redact_strings(i, redact)),
+        _ => {}
     }
 }
 
@@ -133,6 +176,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             ("cache", "TEXT NOT NULL DEFAULT 'miss'"),
             ("cost_saved_usd", "REAL NOT NULL DEFAULT 0"),
             ("cache_similarity", "REAL"),
+            ("guardrails", "TEXT"),
         ] {
             if !has_column(conn, "requests", column)? {
                 conn.execute_batch(&format!(
@@ -234,11 +278,12 @@ fn body_value(text: Option<String>) -> Value {
 
 impl TraceStore for SqliteStore {
     fn write_batch(&mut self, traces: &[Trace]) -> anyhow::Result<()> {
+        let redactor = self.redactor.as_ref();
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28)"
             ))?;
             let mut insert_attempt = tx.prepare_cached(&format!(
                 "INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS}) VALUES \
@@ -267,12 +312,14 @@ impl TraceStore for SqliteStore {
                     t.usage.cached_tokens() as i64,
                     t.cost_usd,
                     t.attempts.len() as i64,
-                    t.request.as_ref().map(|b| b.to_text()),
-                    t.response.as_ref().map(|b| b.to_text()),
+                    t.request.as_ref().map(|b| body_text(redactor, b)),
+                    t.response.as_ref().map(|b| body_text(redactor, b)),
                     t.capability_level,
                     t.cache,
                     t.cost_saved_usd,
                     t.cache_similarity,
+                    (!t.guardrails.is_empty())
+                        .then(|| serde_json::to_string(&t.guardrails).unwrap_or_default()),
                 ])?;
                 let request_id = tx.last_insert_rowid();
                 for (seq, a) in t.attempts.iter().enumerate() {
@@ -305,7 +352,7 @@ impl TraceStore for SqliteStore {
 
     fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity \
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails \
              FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, id"
         ))?;
         let rows: Vec<(TraceSummary, Map<String, Value>, i64)> = stmt
@@ -324,6 +371,13 @@ impl TraceStore for SqliteStore {
                 extra.insert(
                     "cache_similarity".into(),
                     json!(r.get::<_, Option<f64>>(27)?),
+                );
+                let guardrails: Option<String> = r.get(28)?;
+                extra.insert(
+                    "guardrails".into(),
+                    guardrails
+                        .and_then(|g| serde_json::from_str(&g).ok())
+                        .unwrap_or_else(|| json!([])),
                 );
                 Ok((summary(r)?, extra, r.get::<_, i64>(26)?))
             })?
@@ -435,6 +489,7 @@ pub(crate) mod tests {
                 tokens_cached: 0,
                 cost_usd: 0.0,
             }],
+            guardrails: Vec::new(),
         }
     }
 

@@ -63,6 +63,8 @@ pub struct Trace {
     pub request: Option<Body>,
     pub response: Option<Body>,
     pub attempts: Vec<Attempt>,
+    /// Each guardrail's outcome, input and output.
+    pub guardrails: Vec<crate::guard::GuardRecord>,
 }
 
 /// One call to one target, a child span of the trace.

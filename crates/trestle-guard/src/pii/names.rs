@@ -1032,21 +1032,31 @@ fn persons(text: &str, out: &mut Vec<Hit>) {
             );
         }
     }
-    // A known given name, with a surname after it or alone when unambiguous.
+    // A known given name, with a surname after it or alone when unambiguous. The run may
+    // start with another capitalized word ("Reach Priya Raman").
     for m in CAPITALIZED_RUN.find_iter(text) {
-        let run = trim_run(m.as_str());
-        let mut words = run.split_whitespace();
-        let Some(first) = words.next() else { continue };
-        if !GIVEN_NAMES.contains(&first) {
-            continue;
-        }
-        let with_surname = words.next().is_some();
-        if with_surname {
-            push(out, Entity::Person, m.start(), m.start() + run.len(), 0.8);
-        } else if !AMBIGUOUS.contains(&first) && !sentence_start(text, m.start()) {
-            push(out, Entity::Person, m.start(), m.start() + run.len(), 0.6);
-        } else if !AMBIGUOUS.contains(&first) {
-            push(out, Entity::Person, m.start(), m.start() + run.len(), 0.5);
+        let run = m.as_str();
+        let mut offset = 0;
+        for word in run.split_whitespace() {
+            let at = offset + run[offset..].find(word).unwrap_or(0);
+            offset = at + word.len();
+            if !GIVEN_NAMES.contains(&word) {
+                continue;
+            }
+            let name = trim_run(&run[at..]);
+            let start = m.start() + at;
+            let with_surname = name.split_whitespace().nth(1).is_some();
+            if with_surname {
+                push(out, Entity::Person, start, start + name.len(), 0.8);
+            } else if !AMBIGUOUS.contains(&word) {
+                let score = if sentence_start(text, start) {
+                    0.5
+                } else {
+                    0.6
+                };
+                push(out, Entity::Person, start, start + name.len(), score);
+            }
+            break;
         }
     }
 }

@@ -163,6 +163,23 @@ impl Provider for OpenAi {
         })
     }
 
+    fn moderate(
+        &self,
+        model: &str,
+        input: &str,
+    ) -> BoxFuture<'static, Result<Value, ProviderError>> {
+        let body = serde_json::to_vec(&serde_json::json!({"model": model, "input": input}))
+            .map(Bytes::from);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let body = body.map_err(|e| ProviderError::refused(e.to_string()))?;
+            let response = http.post_json("/moderations", body, &[]).await?;
+            let bytes = http.read_body(response).await?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ProviderError::Malformed(format!("moderations: {e}")))
+        })
+    }
+
     fn embed(
         &self,
         model: &str,
