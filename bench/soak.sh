@@ -61,7 +61,7 @@ retries = 1
 [routes.soak.fallback]
 template = "Busy: {{ last_user_message }}"
 TOML
-(cd "$WORK" && RUST_LOG=warn "$TRESTLE" serve --config trestle.toml --listen 127.0.0.1:18202 \
+(cd "$WORK" && RUST_LOG=warn exec "$TRESTLE" serve --config trestle.toml --listen 127.0.0.1:18202 \
   > "$WORK/trestle.log" 2>&1) & PIDS+=($!)
 sleep 1
 GW_PID="$(pgrep -f 'trestle serve --config trestle.toml --listen 127.0.0.1:18202' | head -1)"

@@ -417,6 +417,12 @@ pub struct RouteConfig {
     /// Guardrails on the request (`input`) and the answer (`output`), by name, in order.
     #[serde(default)]
     pub guardrails: crate::guard::RouteGuardrails,
+    /// Ask OpenAI-compatible upstreams for logprobs and report a confidence
+    /// (`x-trestle-confidence`, the trace).
+    #[serde(default)]
+    pub confidence: bool,
+    /// Cheapest target first, escalating on low confidence or a failed output guardrail.
+    pub cascade: Option<crate::guard::CascadeConfig>,
 }
 
 fn default_retries() -> u32 {
@@ -453,6 +459,8 @@ impl RouteConfig {
             capability: None,
             cache: RouteCacheConfig::default(),
             guardrails: crate::guard::RouteGuardrails::default(),
+            confidence: false,
+            cascade: None,
         }
     }
 
@@ -723,6 +731,22 @@ impl Config {
         }
         for (name, route) in &self.routes {
             let line = find_line(text, &format!("[routes.{name}]"));
+            if let Some(c) = &route.cascade {
+                if !(0.0..=1.0).contains(&c.threshold) {
+                    issue(
+                        line,
+                        format!("routes.{name}.cascade.threshold"),
+                        format!("must be between 0 and 1, not {}", c.threshold),
+                    );
+                }
+                if route.targets.len() < 2 {
+                    issue(
+                        line,
+                        format!("routes.{name}.cascade"),
+                        "a cascade needs at least two targets, cheapest first".into(),
+                    );
+                }
+            }
             for (stage, names) in [
                 ("input", &route.guardrails.input),
                 ("output", &route.guardrails.output),

@@ -293,3 +293,17 @@ impl RouteGuardrails {
         self.input.is_empty() && self.output.is_empty()
     }
 }
+
+/// `[routes.NAME.cascade]`: the route's targets are tried cheapest first, and a step's answer
+/// is kept when its confidence (mean token probability, from logprobs) is at least
+/// `threshold` and every output guardrail passes; otherwise the next target answers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    #[serde(default = "default_cascade_threshold")]
+    pub threshold: f64,
+}
+
+fn default_cascade_threshold() -> f64 {
+    0.8
+}

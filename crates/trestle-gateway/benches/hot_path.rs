@@ -88,6 +88,7 @@ fn trace(i: u64) -> Trace {
             cost_usd: 0.0,
         }],
         guardrails: Vec::new(),
+        confidence: None,
     }
 }
 

@@ -205,6 +205,16 @@ pub fn model_served_share(route: &str, share: f64) {
     gauge!("trestle_model_served_share", "route" => route.to_string()).set(share);
 }
 
+/// A cascade answered at `step` (0 = the cheapest), saving `saved_usd` against the last step.
+pub fn cascade(route: &str, step: usize, saved_usd: f64) {
+    counter!("trestle_cascade_answers_total", "route" => route.to_string(), "step" => step.to_string())
+        .increment(1);
+    if saved_usd > 0.0 {
+        counter!("trestle_cascade_saved_usd_micros_total", "route" => route.to_string())
+            .increment((saved_usd * 1e6).round() as u64);
+    }
+}
+
 /// One guardrail's outcome on one request.
 pub fn guardrail(name: &str, stage: &'static str, action: &'static str, outcome: &str) {
     counter!("trestle_guardrail_checks_total", "guardrail" => name.to_string(), "stage" => stage,

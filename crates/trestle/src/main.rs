@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Guardrail tools.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -67,6 +72,13 @@ enum CacheCommand {
     /// Measure the semantic cache on a labelled paraphrase set: hit rate, false-hit rate and
     /// precision per threshold, and a threshold per target false-hit rate.
     Eval(cmd::cache::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Measure a `pii` guardrail on a labelled set: precision, recall and F2 per entity, and
+    /// the time per 1 KB of text.
+    Eval(cmd::guard::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +106,9 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => cmd::config_check(&file),
+        Command::Guard {
+            command: GuardCommand::Eval(args),
+        } => cmd::guard::eval(args),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -109,7 +124,7 @@ fn main() -> ExitCode {
                     Command::Trace {
                         command: TraceCommand::Show { id, url },
                     } => cmd::trace_show(&url, &id).await,
-                    Command::Config { .. } => Ok(ExitCode::SUCCESS),
+                    Command::Config { .. } | Command::Guard { .. } => Ok(ExitCode::SUCCESS),
                 }
             }),
             Err(e) => Err(e.into()),

@@ -354,3 +354,81 @@ async fn a_guardrail_can_be_called_alone() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confidence_from_logprobs_and_a_cascade_that_escalates_only_when_unsure() {
+    let cheap = mock(&[]);
+    let strong = mock(&[]);
+    let config = format!(
+        r#"
+[providers.cheap]
+kind = "openai"
+base_url = "{cheap}/v1"
+[providers.strong]
+kind = "openai"
+base_url = "{strong}/v1"
+[models."cheap/m1"]
+price = {{ input = 0.1, output = 0.4 }}
+[models."strong/m1"]
+price = {{ input = 2.5, output = 10.0 }}
+[routes.conf]
+targets = ["cheap/m1"]
+confidence = true
+[routes.cascade]
+targets = ["cheap/m1", "strong/m1"]
+cascade = {{ threshold = 0.8 }}
+"#,
+        cheap = cheap.url(),
+        strong = strong.url()
+    );
+    let gw = gateway(&config, &[]);
+    // The mock gives every token probability 0.95, or what `[confidence:X]` says.
+    let (r, id) = ask(&gw, "conf", "hello there", false).await;
+    assert_eq!(r.headers()["x-trestle-confidence"], "0.950");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["choices"][0].get("logprobs").is_none(),
+        "not asked for: {v}"
+    );
+    let t = trace(&gw, &id).await;
+    assert!((t["requests"][0]["confidence"].as_f64().unwrap() - 0.95).abs() < 1e-9);
+    let (r, _) = ask(&gw, "conf", "[confidence:0.3] hm", false).await;
+    assert_eq!(r.headers()["x-trestle-confidence"], "0.300");
+    let mut body = chat_body("conf", "with logprobs", false);
+    body["logprobs"] = json!(true);
+    let v: Value = post_with(&gw, &body, &[]).await.json().await.unwrap();
+    assert!(
+        v["choices"][0]["logprobs"]["content"].is_array(),
+        "asked for: {v}"
+    );
+
+    // Sure: the cheap step answers.
+    for stream in [false, true] {
+        let (r, id) = ask(&gw, "cascade", "an easy one", stream).await;
+        assert_eq!(level(&r), "primary", "stream {stream}");
+        assert_eq!(answer_text(r).await, "an easy one");
+        let t = trace(&gw, &id).await;
+        assert_eq!(t["requests"][0]["served_by"], "cheap/m1");
+    }
+    // Unsure: escalated to the strong step, and the trace says why.
+    let (r, id) = ask(&gw, "cascade", "[confidence:0.4] a hard one", false).await;
+    assert_eq!(level(&r), "model");
+    let t = trace(&gw, &id).await;
+    assert_eq!(t["requests"][0]["served_by"], "strong/m1");
+    let statuses: Vec<&str> = t["requests"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ok", "escalated", "ok"], "{t}");
+    let why = t["requests"][0]["attempts"][1]["error"].as_str().unwrap();
+    assert!(why.contains("confidence 0.400 below"), "{why}");
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
+    assert!(
+        metrics.contains(r#"trestle_cascade_answers_total{route="cascade",step="0"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"trestle_cascade_answers_total{route="cascade",step="1"} 1"#));
+    assert!(metrics.contains("trestle_cascade_saved_usd_micros_total"));
+}

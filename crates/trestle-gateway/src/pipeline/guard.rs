@@ -384,3 +384,26 @@ pub async fn answer(
         conversation = Some(again);
     }
 }
+
+/// Whether an answer would pass the output guardrails as they are: nothing that blocks or
+/// asks again (redactions and flags pass). Used by the cascade to judge a cheap answer.
+pub async fn passes(guards: &[Arc<Guardrail>], req: &ChatRequest, answer: &ChatCompletion) -> bool {
+    if guards.is_empty() {
+        return true;
+    }
+    let ctx = context(req);
+    for guard in guards {
+        if matches!(guard.action, GuardAction::Redact | GuardAction::Flag) {
+            continue;
+        }
+        for choice in &answer.choices {
+            let text = choice.message.content.as_deref().unwrap_or("");
+            match guard.check(text, &ctx).await {
+                Ok(v) if !v.violated => {}
+                Err(_) if guard.on_error == OnError::Allow => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}

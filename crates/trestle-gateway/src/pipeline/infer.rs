@@ -659,6 +659,12 @@ fn backoff(error: &ProviderError, try_index: u32, base_ms: u64, max_ms: u64) -> 
     Some(Duration::from_millis(jittered))
 }
 
+/// A trace row about `target` that is not an attempt of its own (a cascade step that
+/// escalated).
+pub fn note(started: Instant, status: &str, target: &Target) -> Attempt {
+    bare_record(target, started, Instant::now(), status)
+}
+
 /// A trace row for a target that was not called (`skipped`, `refused`) or whose call was
 /// abandoned (`cancelled`).
 fn bare_record(target: &Target, started: Instant, at: Instant, status: &str) -> Attempt {

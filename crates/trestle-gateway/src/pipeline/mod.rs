@@ -3,6 +3,7 @@
 //! fallback → deliver, with the trace recorded at the end of every path.
 
 mod cache;
+mod cascade;
 mod deliver;
 mod fallback;
 mod guard;
@@ -89,6 +90,9 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         .await
         .err();
     guard.guardrails(records);
+    // Confidence needs logprobs; the client sees them only if it asked.
+    let wants_confidence = route.config.confidence || route.config.cascade.is_some();
+    let client_logprobs = !wants_confidence || cascade::ask_logprobs(&mut req);
     let served = |fallback_level, cache, age_s, stale| {
         let meta = ServedHeaders {
             fallback_level,
@@ -99,6 +103,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         };
         trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta))
     };
+    let mut confidence_header: Option<String> = None;
     let deadline_ms = route.config.total_timeout_ms();
     let relay = |guard| Relay {
         guard,
@@ -142,7 +147,21 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     };
     let mut inference = match (input_blocked, behaviour.serve()) {
         (Some(blocked), _) => infer::Inference::failed(blocked),
-        (None, ServeMode::Normal) => infer::run(&route, &plan, &req, stream, started).await,
+        (None, ServeMode::Normal) => match &route.config.cascade {
+            Some(c) if plan.targets.len() > 1 => {
+                cascade::run(
+                    &route,
+                    &plan,
+                    &req,
+                    stream,
+                    started,
+                    c.threshold,
+                    &mut guard,
+                )
+                .await
+            }
+            _ => infer::run(&route, &plan, &req, stream, started).await,
+        },
         (None, mode) => infer::Inference::not_run(format!(
             "capability level {capability} serves {}",
             if mode == ServeMode::Omitted {
@@ -158,6 +177,19 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     let result = match inference.result {
         Ok(served) if !route.output_guards.is_empty() => {
             guard::answer(&route, &plan, &req, served, started, &mut guard).await
+        }
+        other => other,
+    };
+    let result = match result {
+        Ok(Served::Complete(mut c)) if wants_confidence => {
+            let conf = cascade::confidence(&c.body);
+            guard.confidence(conf.map(|(mean, _)| mean));
+            if !client_logprobs {
+                cascade::strip_logprobs(&mut c.body);
+                c.raw = None;
+            }
+            confidence_header = Some(conf.map_or("none".to_string(), |(m, _)| format!("{m:.3}")));
+            Ok(Served::Complete(c))
         }
         other => other,
     };
@@ -195,7 +227,14 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
                 guard.remember(r);
             }
             guard.complete(&completion.body, completion.raw.as_ref());
-            deliver::json(completion, served(level, "miss", None, false))
+            let mut headers = served(level, "miss", None, false);
+            if let Some(v) = confidence_header
+                .as_deref()
+                .and_then(|c| axum::http::HeaderValue::from_str(c).ok())
+            {
+                headers.insert("x-trestle-confidence", v);
+            }
+            deliver::json(completion, headers)
         }
         Ok(Served::Stream { first, rest }) => {
             if let Some(r) = remember {

@@ -98,6 +98,7 @@ impl TraceGuard {
             response: None,
             attempts: Vec::new(),
             guardrails: Vec::new(),
+            confidence: None,
         };
         TraceGuard {
             state,
@@ -119,6 +120,20 @@ impl TraceGuard {
     pub fn guardrails(&mut self, records: Vec<crate::guard::GuardRecord>) {
         if let Some(t) = self.trace.as_mut() {
             t.guardrails.extend(records);
+        }
+    }
+
+    /// The answer's confidence.
+    pub fn confidence(&mut self, confidence: Option<f64>) {
+        if let Some(t) = self.trace.as_mut() {
+            t.confidence = confidence;
+        }
+    }
+
+    /// Adds a row to the trace's attempts (a cascade step that escalated).
+    pub fn note(&mut self, attempt: crate::store::Attempt) {
+        if let Some(t) = self.trace.as_mut() {
+            t.attempts.push(attempt);
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Trace {
     pub attempts: Vec<Attempt>,
     /// Each guardrail's outcome, input and output.
     pub guardrails: Vec<crate::guard::GuardRecord>,
+    /// Mean token probability of the answer, where the route asks for it and the upstream
+    /// gave logprobs.
+    pub confidence: Option<f64>,
 }
 
 /// One call to one target, a child span of the trace.

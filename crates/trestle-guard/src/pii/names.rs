@@ -11,7 +11,17 @@
 //! states, large cities), not tuned to any test set. A named-entity model would find names
 //! these cues miss; see docs/guardrails.md for the measured recall.
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use super::{Entity, Hit, Pattern, pattern};
+
+/// A word list as a set, built on first use.
+type Set = LazyLock<HashSet<&'static str>>;
+static GIVEN: Set = Set::new(|| GIVEN_NAMES.iter().copied().collect());
+static AMBIG: Set = Set::new(|| AMBIGUOUS.iter().copied().collect());
+static NOT: Set = Set::new(|| NOT_NAMES.iter().copied().collect());
+static PLACE: Set = Set::new(|| PLACES.iter().copied().collect());
 
 const TITLES: &str = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Frau|Monsieur|Madame|Mme|Mlle|Sr|Sra|Srta|Don|Doña|Dña)";
 /// A capitalized word: a name part (letters, apostrophes, hyphens).
@@ -1004,7 +1014,7 @@ fn push(out: &mut Vec<Hit>, entity: Entity, start: usize, end: usize, score: f64
 fn trim_run(run: &str) -> &str {
     let mut end = run.len();
     for word in run.split_whitespace().rev() {
-        if NOT_NAMES.contains(&word) || PLACES.contains(&word) {
+        if NOT.contains(word) || PLACE.contains(word) {
             end = run[..end].trim_end().len() - word.len();
             end = run[..end].trim_end().len();
         } else {
@@ -1020,7 +1030,7 @@ fn persons(text: &str, out: &mut Vec<Hit>) {
             let Some(m) = c.get(1) else { continue };
             let name = trim_run(m.as_str());
             let first = name.split_whitespace().next().unwrap_or("");
-            if name.is_empty() || NOT_NAMES.contains(&first) || PLACES.contains(&name) {
+            if name.is_empty() || NOT.contains(first) || PLACE.contains(name) {
                 continue;
             }
             push(
@@ -1040,7 +1050,7 @@ fn persons(text: &str, out: &mut Vec<Hit>) {
         for word in run.split_whitespace() {
             let at = offset + run[offset..].find(word).unwrap_or(0);
             offset = at + word.len();
-            if !GIVEN_NAMES.contains(&word) {
+            if !GIVEN.contains(word) {
                 continue;
             }
             let name = trim_run(&run[at..]);
@@ -1048,7 +1058,7 @@ fn persons(text: &str, out: &mut Vec<Hit>) {
             let with_surname = name.split_whitespace().nth(1).is_some();
             if with_surname {
                 push(out, Entity::Person, start, start + name.len(), 0.8);
-            } else if !AMBIGUOUS.contains(&word) {
+            } else if !AMBIG.contains(word) {
                 let score = if sentence_start(text, start) {
                     0.5
                 } else {
@@ -1074,7 +1084,7 @@ fn locations(text: &str, out: &mut Vec<Hit>) {
     for c in LIVES_IN.captures_iter(text) {
         if let Some(m) = c.get(1) {
             let place = trim_run(m.as_str());
-            if !place.is_empty() && !NOT_NAMES.contains(&place) {
+            if !place.is_empty() && !NOT.contains(place) {
                 push(
                     out,
                     Entity::Location,
@@ -1091,7 +1101,7 @@ fn locations(text: &str, out: &mut Vec<Hit>) {
         let words: Vec<&str> = run.split_whitespace().collect();
         for n in (1..=words.len()).rev() {
             let candidate = words[..n].join(" ");
-            if PLACES.contains(&candidate.as_str()) {
+            if PLACE.contains(candidate.as_str()) {
                 let end = m.start()
                     + run
                         .find(words[n - 1])

@@ -9,11 +9,6 @@ use phonenumber::country::Id as Region;
 
 use super::{Entity, Hit, Pattern, checks, pattern};
 
-static EMAIL: Pattern = Pattern::new(|| {
-    pattern(
-        r"[\p{L}\p{N}][\p{L}\p{N}._%+'-]{0,63}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,62}[\p{L}\p{N}])?\.)+\p{L}{2,24}\b",
-    )
-});
 /// 12 to 19 digits, optionally grouped by single spaces or dashes.
 static CARD: Pattern = Pattern::new(|| pattern(r"\b\d(?:[ -]?\d){11,18}\b"));
 /// Two letters, two digits, then 11–30 letters or digits, compact or in groups of four.
@@ -33,12 +28,40 @@ static PHONE: Pattern = Pattern::new(|| {
 });
 
 pub(super) fn emails(text: &str, out: &mut Vec<Hit>) {
-    for m in EMAIL.find_iter(text) {
+    // From each `@`, the local part to the left and the domain to the right, by character
+    // class: no pattern has to scan the whole text for where a local part might start.
+    let local = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '\'' | '-');
+    let domain = |c: char| c.is_alphanumeric() || matches!(c, '.' | '-');
+    for (at, _) in text.match_indices('@') {
+        let before = &text[..at];
+        let start = before
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| local(*c))
+            .last()
+            .map_or(at, |(i, _)| i);
+        // The local part starts with a letter or digit.
+        let start = start
+            + text[start..at]
+                .find(|c: char| c.is_alphanumeric())
+                .unwrap_or(at - start);
+        let after = &text[at + 1..];
+        let len = after.find(|c: char| !domain(c)).unwrap_or(after.len());
+        let dom = after[..len].trim_end_matches(['.', '-']);
+        let end = at + 1 + dom.len();
+        let tld = dom.rsplit('.').next().unwrap_or("");
+        let valid = start < at
+            && at - start <= 64
+            && dom.contains('.')
+            && !dom.starts_with(['.', '-'])
+            && !dom.contains("..")
+            && tld.chars().count() >= 2
+            && tld.chars().all(char::is_alphabetic);
         // `git@github.com:org/repo` is an SSH address, not a mailbox.
-        let scp = text[m.end()..].starts_with(':')
-            && text[m.end() + 1..].starts_with(|c: char| c.is_alphanumeric() || c == '/');
-        if !scp {
-            out.push(hit(Entity::EmailAddress, m.start(), m.end(), 1.0));
+        let scp = text[end..].starts_with(':')
+            && text[end + 1..].starts_with(|c: char| c.is_alphanumeric() || c == '/');
+        if valid && !scp {
+            out.push(hit(Entity::EmailAddress, start, end, 1.0));
         }
     }
 }
@@ -207,6 +230,17 @@ pub(super) fn ssns(text: &str, out: &mut Vec<Hit>) {
     }
 }
 
+/// `(415) 555-0132`, `415-555-0132`, `1-415-555-0132`: the North American plan's 3-3-4
+/// shape (tried as a US number only; other shapes try every region).
+fn nanp_shape(s: &str) -> bool {
+    let groups: Vec<usize> = s
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .map(str::len)
+        .collect();
+    matches!(groups.as_slice(), [3, 3, 4] | [1, 3, 3, 4]) && !s.starts_with('0')
+}
+
 /// Regions a number without a `+` is tried in, most likely first.
 const REGIONS: [Region; 8] = [
     Region::US,
@@ -223,7 +257,7 @@ pub(super) fn phones(text: &str, out: &mut Vec<Hit>) {
     for m in PHONE.find_iter(text) {
         let s = m.as_str();
         let d = digits(s);
-        if !(7..=15).contains(&d.len()) || looks_like_a_date_or_version(s) {
+        if !(7..=15).contains(&d.len()) || looks_like_a_date_or_version(s) || dotted_like_an_ip(s) {
             continue;
         }
         let (start, s) = trim_phone(m.start(), s);
@@ -237,6 +271,9 @@ pub(super) fn phones(text: &str, out: &mut Vec<Hit>) {
             // the rest is grouped.
             phonenumber::parse(None, normalized.as_deref().unwrap_or(s))
                 .is_ok_and(|n| phonenumber::is_valid(&n))
+        } else if nanp_shape(s) {
+            phonenumber::parse(Some(Region::US), s)
+                .is_ok_and(|n| phonenumber::is_valid(&n) && grouped_as_written(s, &n))
         } else {
             REGIONS.iter().any(|r| {
                 phonenumber::parse(Some(*r), s)
@@ -328,6 +365,17 @@ fn trim_phone(start: usize, s: &str) -> (usize, &str) {
         start += 1;
     }
     (start, s)
+}
+
+/// `203.0.113.42`, `10.0.19045`: dotted groups with a group of one digit, or four dotted
+/// groups of at most three (an address).
+fn dotted_like_an_ip(s: &str) -> bool {
+    if !s.contains('.') || s.contains(' ') {
+        return false;
+    }
+    let groups: Vec<&str> = s.split('.').collect();
+    groups.iter().any(|g| g.len() == 1)
+        || (groups.len() == 4 && groups.iter().all(|g| g.len() <= 3))
 }
 
 /// `2024-03-15`, `15/03/2024`, `10.0.19045`, `1.2.3.4`: digits split by dots or slashes into

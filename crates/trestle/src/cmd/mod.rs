@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod cache;
+pub mod guard;
 pub mod mock;
 mod trace;
 

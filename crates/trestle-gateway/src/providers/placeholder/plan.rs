@@ -65,6 +65,10 @@ pub struct Plan {
     /// Pause between tokens after the first.
     pub gap: Duration,
     pub usage: Usage,
+    /// Each token's log probability, when the request asked for `logprobs`: ln 0.95, or
+    /// ln X when the last user message says `[confidence:X]` (for tests of confidence and
+    /// cascades).
+    pub logprob: Option<f64>,
 }
 
 impl Plan {
@@ -141,7 +145,23 @@ pub fn plan(
         finish_reason,
         ttft: Duration::from_secs_f64(ttft_ms.max(0.0) / 1000.0),
         gap,
+        logprob: (req.extra.get("logprobs") == Some(&Value::Bool(true))).then(|| {
+            stated_confidence(&req.last_user_text())
+                .unwrap_or(0.95)
+                .ln()
+        }),
     }
+}
+
+/// `[confidence:0.4]` in a message: the probability every token of the answer gets.
+fn stated_confidence(text: &str) -> Option<f64> {
+    let start = text.find("[confidence:")? + "[confidence:".len();
+    let end = start + text[start..].find(']')?;
+    text[start..end]
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|p| *p > 0.0 && *p <= 1.0)
 }
 
 /// Draws one value from a configured distribution.

@@ -26,6 +26,20 @@ fn call_id(id: &str) -> String {
     )
 }
 
+/// OpenAI's `logprobs.content` for every token, when the plan has them.
+fn logprobs(plan: &Plan) -> Map<String, serde_json::Value> {
+    let mut extra = Map::new();
+    if let Some(lp) = plan.logprob {
+        let content: Vec<serde_json::Value> = plan
+            .tokens
+            .iter()
+            .map(|t| serde_json::json!({"token": t, "logprob": lp, "bytes": null, "top_logprobs": []}))
+            .collect();
+        extra.insert("logprobs".into(), serde_json::json!({"content": content}));
+    }
+    extra
+}
+
 /// The plan as a non-streamed completion.
 pub fn completion(plan: &Plan, id: &str, model: &str) -> ChatCompletion {
     let (content, tool_calls) = match &plan.tool_call {
@@ -56,7 +70,7 @@ pub fn completion(plan: &Plan, id: &str, model: &str) -> ChatCompletion {
                 extra: Map::new(),
             },
             finish_reason: Some(plan.finish_reason.to_string()),
-            extra: Map::new(),
+            extra: logprobs(plan),
         }],
         usage: Some(plan.usage),
         extra: Map::new(),
