@@ -38,6 +38,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pii_checksummed_entities_only", |b| {
         b.iter(|| numeric.find(std::hint::black_box(TEXT)))
     });
+    for entity in trestle_guard::pii::Entity::NAMES {
+        let one = Pii::new(&[entity.to_string()], None).unwrap_or_else(|e| unreachable!("{e}"));
+        group.bench_function(format!("pii_{entity}"), |b| {
+            b.iter(|| one.find(std::hint::black_box(TEXT)))
+        });
+    }
     group.finish();
 }
 
