@@ -31,12 +31,12 @@ const PARTICLE: &str = r"(?:van|von|der|den|de|del|la|le|da|di|du|bin|binti|al|e
 
 static TITLED: Pattern = Pattern::new(|| {
     pattern(&format!(
-        r"\b{TITLES}\.?\s+({CAP}(?:\s+(?:{PARTICLE}\s+)?{CAP}){{0,2}})"
+        r"(?-u:\b){TITLES}\.?\s+({CAP}(?:\s+(?:{PARTICLE}\s+)?{CAP}){{0,2}})"
     ))
 });
 static CUED: Pattern = Pattern::new(|| {
     pattern(&format!(
-        r"(?i:\bmy name is|\bname is|\bi am|\bi'm|\bthis is|\bdear|\bhi|\bhello|\bthanks|\bthank you|\bregards|\bcheers|\bsincerely|\bask for|\bspeak to|\bspoke to|\bspoke with|\bcontact|\bassigned to|\bsigned|\bcustomer|\bpatient|\bname:|\bfrom:|\bto:|\bcc:|\bich heiße|\bmein name ist|\bje m'appelle|\bje suis|\bme llamo|\bmi nombre es|\bsoy|\bhallo|\bbonjour|\bhola|\bgrüße|\bcordialement|\bsaludos)[,:]?\s+({CAP}(?:\s+(?:{PARTICLE}\s+)?{CAP}){{0,2}})"
+        r"(?i:(?-u:\b)my name is|(?-u:\b)name is|(?-u:\b)i am|(?-u:\b)i'm|(?-u:\b)this is|(?-u:\b)dear|(?-u:\b)hi|(?-u:\b)hello|(?-u:\b)thanks|(?-u:\b)thank you|(?-u:\b)regards|(?-u:\b)cheers|(?-u:\b)sincerely|(?-u:\b)ask for|(?-u:\b)speak to|(?-u:\b)spoke to|(?-u:\b)spoke with|(?-u:\b)contact|(?-u:\b)assigned to|(?-u:\b)signed|(?-u:\b)customer|(?-u:\b)patient|(?-u:\b)name:|(?-u:\b)from:|(?-u:\b)to:|(?-u:\b)cc:|(?-u:\b)ich heiße|(?-u:\b)mein name ist|(?-u:\b)je m'appelle|(?-u:\b)je suis|(?-u:\b)me llamo|(?-u:\b)mi nombre es|(?-u:\b)soy|(?-u:\b)hallo|(?-u:\b)bonjour|(?-u:\b)hola|(?-u:\b)grüße|(?-u:\b)cordialement|(?-u:\b)saludos)[,:]?\s+({CAP}(?:\s+(?:{PARTICLE}\s+)?{CAP}){{0,2}})"
     ))
 });
 static CAPITALIZED_RUN: Pattern =

@@ -10,21 +10,24 @@ use phonenumber::country::Id as Region;
 use super::{Entity, Hit, Pattern, checks, pattern};
 
 /// 12 to 19 digits, optionally grouped by single spaces or dashes.
-static CARD: Pattern = Pattern::new(|| pattern(r"\b\d(?:[ -]?\d){11,18}\b"));
+static CARD: Pattern = Pattern::new(|| pattern(r"(?-u:\b)\d(?:[ -]?\d){11,18}(?-u:\b)"));
 /// Two letters, two digits, then 11–30 letters or digits, compact or in groups of four.
 static IBAN: Pattern = Pattern::new(|| {
-    pattern(r"(?i)\b[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,4})?\b")
+    pattern(r"(?i)(?-u:\b)[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,4})?(?-u:\b)")
 });
 static IPV4: Pattern = Pattern::new(|| {
-    pattern(r"\b(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\b")
+    pattern(r"(?-u:\b)(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?-u:\b)")
 });
 /// Anything IPv6-shaped; `Ipv6Addr` decides.
 static IPV6: Pattern = Pattern::new(|| pattern(r"(?i)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:.]*[0-9a-f]"));
-static SSN: Pattern = Pattern::new(|| pattern(r"\b(\d{3})([- ]?)(\d{2})([- ]?)(\d{4})\b"));
+static SSN: Pattern =
+    Pattern::new(|| pattern(r"(?-u:\b)(\d{3})([- ]?)(\d{2})([- ]?)(\d{4})(?-u:\b)"));
 /// Phone-shaped runs: an optional `+`, then digits with spaces, dots, dashes, slashes and
 /// parentheses, 7 to 20 characters; the phone number library decides.
 static PHONE: Pattern = Pattern::new(|| {
-    pattern(r"(?:\+|\b00|\(|\b)\d[\d ().\-/]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,5})?\b")
+    pattern(
+        r"(?:\+|(?-u:\b)00|\(|(?-u:\b))\d[\d ().\-/]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?-u:\b)",
+    )
 });
 
 pub(super) fn emails(text: &str, out: &mut Vec<Hit>) {
