@@ -26,55 +26,11 @@ fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
 }
 
-/// Words that start sentences or are capitalized for other reasons than being names.
-const COMMON: &[&str] = &[
-    "The",
-    "A",
-    "An",
-    "This",
-    "That",
-    "These",
-    "Those",
-    "It",
-    "I",
-    "You",
-    "We",
-    "They",
-    "He",
-    "She",
-    "Yes",
-    "No",
-    "Please",
-    "Thanks",
-    "Sure",
-    "Hello",
-    "Hi",
-    "Our",
-    "Your",
-    "If",
-    "For",
-    "To",
-    "In",
-    "On",
-    "At",
-    "And",
-    "But",
-    "Or",
-    "So",
-    "As",
-    "Here",
-    "There",
-    "Unfortunately",
-    "However",
-    "Also",
-    "Note",
-    "Sorry",
-    "Great",
-    "Of",
-    "Yes,",
-    "OK",
-    "Ok",
-];
+/// Words capitalized for other reasons than being names (sentence starts, days, months):
+/// the list the `PERSON` recognizer uses.
+fn common(word: &str) -> bool {
+    crate::pii::not_a_name(word)
+}
 
 /// Possibly made-up facts in `answer`, given the `context` it should rest on.
 pub fn scan(context: &str, answer: &str) -> Vec<Finding> {
@@ -104,7 +60,7 @@ pub fn scan(context: &str, answer: &str) -> Vec<Finding> {
         // Leading words capitalized for other reasons ("However Berlin") are not the name.
         let mut start = m.start();
         for word in m.as_str().split_whitespace() {
-            if !COMMON.contains(&word) {
+            if !common(word) {
                 break;
             }
             start =

@@ -415,12 +415,7 @@ cascade = {{ threshold = 0.8 }}
     assert_eq!(level(&r), "model");
     let t = trace(&gw, &id).await;
     assert_eq!(t["requests"][0]["served_by"], "strong/m1");
-    let statuses: Vec<&str> = t["requests"][0]["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["status"].as_str().unwrap())
-        .collect();
+    let statuses = attempt_statuses(&t);
     assert_eq!(statuses, ["ok", "escalated", "ok"], "{t}");
     let why = t["requests"][0]["attempts"][1]["error"].as_str().unwrap();
     assert!(why.contains("confidence 0.400 below"), "{why}");

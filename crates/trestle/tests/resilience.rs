@@ -433,12 +433,7 @@ template = "busy"
     assert_eq!(answer_text(r).await, "after the outage");
     assert!(waited >= Duration::from_millis(150), "{waited:?}");
     let t = trace(&gw, &id).await;
-    let statuses: Vec<&str> = t["requests"][0]["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["status"].as_str().unwrap())
-        .collect();
+    let statuses = attempt_statuses(&t);
     assert_eq!(statuses, ["skipped", "waited", "ok"], "{t}");
 
     // A sync route whose budget cannot cover the wait falls back at once instead.

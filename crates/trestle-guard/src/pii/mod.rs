@@ -245,6 +245,12 @@ fn resolve(text: &str, mut hits: Vec<Hit>) -> Vec<Finding> {
         .collect()
 }
 
+/// Whether a capitalized word is a common word rather than a name (sentence starts, days,
+/// months, everyday nouns).
+pub(crate) fn not_a_name(word: &str) -> bool {
+    names::not_a_name(word)
+}
+
 /// A compiled pattern from this module's fixed set; they are literals checked by the tests.
 pub(crate) fn pattern(re: &str) -> regex::Regex {
     regex::Regex::new(re).unwrap_or_else(|e| unreachable!("built-in pattern {re}: {e}"))

@@ -599,6 +599,17 @@ const NOT_NAMES: &[&str] = &[
     "Okay",
     "Happy",
     "Good",
+    "Sure",
+    "Unfortunately",
+    "However",
+    "To",
+    "In",
+    "On",
+    "At",
+    "For",
+    "As",
+    "Of",
+    "OK",
     "Great",
     "New",
     "Old",
@@ -991,6 +1002,10 @@ const PLACES: &[&str] = &[
     "Tehran",
     "Baghdad",
 ];
+
+pub(super) fn not_a_name(word: &str) -> bool {
+    NOT.contains(word)
+}
 
 pub(super) fn find(text: &str, person: bool, location: bool, out: &mut Vec<Hit>) {
     if person {

@@ -193,6 +193,16 @@ pub async fn trace(gw: &Proc, id: &str) -> serde_json::Value {
     panic!("trace {id} never appeared");
 }
 
+/// The status of each attempt of a trace's first request, in order.
+pub fn attempt_statuses(trace: &serde_json::Value) -> Vec<String> {
+    trace["requests"][0]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status"].as_str().expect("status").to_string())
+        .collect()
+}
+
 /// POSTs a chat body with extra headers.
 pub async fn post_with(
     gw: &Proc,
