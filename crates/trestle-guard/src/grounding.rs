@@ -26,10 +26,32 @@ fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
 }
 
-/// Words capitalized for other reasons than being names (sentence starts, days, months):
-/// the list the `PERSON` recognizer uses.
+/// Words capitalized for other reasons than being names (sentence starts, everyday nouns):
+/// the list the `PERSON` recognizer uses, less days and months.
 fn common(word: &str) -> bool {
-    crate::pii::not_a_name(word)
+    // Days and months are facts in an answer ("ships on 12 May"): they are checked.
+    const WHEN: &[&str] = &[
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    crate::pii::not_a_name(word) && !WHEN.contains(&word)
 }
 
 /// Possibly made-up facts in `answer`, given the `context` it should rest on.
