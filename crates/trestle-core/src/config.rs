@@ -1059,6 +1059,17 @@ cache = { mode = "sometimes" }
     }
 
     #[test]
+    fn the_guardrails_example_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/guardrails.toml");
+        let loaded = Config::load(&path).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.guardrails.len(), 7);
+        assert_eq!(c.routes["support"].guardrails.output.len(), 5);
+        assert!(c.routes["support"].cascade.is_some());
+    }
+
+    #[test]
     fn guardrail_settings_are_checked_with_their_lines() {
         let text = r#"
 [providers.p]
