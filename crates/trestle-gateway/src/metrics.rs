@@ -220,6 +220,12 @@ pub fn model_served_share(route: &str, share: f64) {
     gauge!("trestle_model_served_share", "route" => route.to_string()).set(share);
 }
 
+/// A request refused before it had a trace (its body too large, or too slow to arrive), or
+/// a connection closed for sending its headers too slowly.
+pub fn refused_early(reason: &'static str) {
+    counter!("trestle_requests_refused_total", "reason" => reason).increment(1);
+}
+
 /// A cascade answered at `step` (0 = the cheapest), saving `saved_usd` against the last step.
 pub fn cascade(route: &str, step: usize, saved_usd: f64) {
     counter!("trestle_cascade_answers_total", "route" => route.to_string(), "step" => step.to_string())

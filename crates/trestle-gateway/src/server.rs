@@ -664,7 +664,15 @@ pub async fn serve_router(
             tokio::select! {
                 ended = conn => {
                     if let Err(e) = ended {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                        // hyper names a header read timeout so; anything else is a peer
+                        // going away, which is ordinary.
+                        let text = e.to_string();
+                        if text.contains("timeout") || text.contains("timed out") {
+                            crate::metrics::refused_early("header_timeout");
+                            tracing::info!(error = %text, "connection closed: headers too slow to arrive");
+                        } else {
+                            tracing::debug!(error = %text, "connection ended with an error");
+                        }
                     }
                 }
                 // Dropping the connection with SO_LINGER 0 resets it.

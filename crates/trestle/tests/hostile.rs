@@ -248,6 +248,17 @@ async fn slow_loris_clients_are_cut_off() {
     assert!(text.contains("body_read_timeout_ms"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
+    // Both refusals are counted.
+    let metrics = get_text(&format!("{}/metrics", gw.url())).await;
+    for reason in ["header_timeout", "body_timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "trestle_requests_refused_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+
     // And a normal client is served as usual.
     let r = post_with(&gw, &chat_body("chat", "hello", false), &[]).await;
     assert_eq!(r.status(), 200);

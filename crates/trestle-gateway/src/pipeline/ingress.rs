@@ -36,19 +36,28 @@ pub async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(size) = declared.filter(|s| *s > limit) {
+        crate::metrics::refused_early("body_too_large");
         return Err(GatewayError::PayloadTooLarge { size, limit });
     }
     // A client that trickles its body (slow loris) is cut off after body_read_timeout_ms.
     let timeout = Duration::from_millis(server.body_read_timeout_ms);
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(GatewayError::RequestTimeout {
-            timeout_ms: server.body_read_timeout_ms,
-        }),
+        Err(_) => {
+            crate::metrics::refused_early("body_timeout");
+            tracing::info!(
+                timeout_ms = server.body_read_timeout_ms,
+                "request body too slow to arrive: 408"
+            );
+            Err(GatewayError::RequestTimeout {
+                timeout_ms: server.body_read_timeout_ms,
+            })
+        }
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
             if too_large {
+                crate::metrics::refused_early("body_too_large");
                 Err(GatewayError::PayloadTooLarge {
                     size: declared.unwrap_or(limit + 1),
                     limit,
