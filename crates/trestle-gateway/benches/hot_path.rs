@@ -89,6 +89,7 @@ fn trace(i: u64) -> Trace {
         }],
         guardrails: Vec::new(),
         confidence: None,
+        dropped_params: Vec::new(),
     }
 }
 

@@ -173,6 +173,19 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     };
     guard.inference(&mut inference);
     let level = inference.fallback_level();
+    // What the serving provider could not take is said, never dropped silently.
+    let dropped: Vec<String> = inference
+        .target
+        .as_ref()
+        .map(|t| t.provider.dropped(&req))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| client_logprobs || p != "logprobs")
+        .collect();
+    guard.dropped_params(&dropped);
+    let dropped_header = (!dropped.is_empty())
+        .then(|| axum::http::HeaderValue::from_str(&dropped.join(", ")).ok())
+        .flatten();
     // Output guardrails: on the whole answer, or on the stream as it goes.
     let result = match inference.result {
         Ok(served) if !route.output_guards.is_empty() => {
@@ -228,6 +241,9 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             }
             guard.complete(&completion.body, completion.raw.as_ref());
             let mut headers = served(level, "miss", None, false);
+            if let Some(v) = dropped_header {
+                headers.insert("x-trestle-dropped-params", v);
+            }
             if let Some(v) = confidence_header
                 .as_deref()
                 .and_then(|c| axum::http::HeaderValue::from_str(c).ok())
@@ -240,12 +256,11 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             if let Some(r) = remember {
                 guard.remember(r);
             }
-            deliver::sse(
-                relay(guard),
-                first,
-                rest,
-                served(level, "miss", None, false),
-            )
+            let mut headers = served(level, "miss", None, false);
+            if let Some(v) = dropped_header {
+                headers.insert("x-trestle-dropped-params", v);
+            }
+            deliver::sse(relay(guard), first, rest, headers)
         }
     }
 }

@@ -99,6 +99,7 @@ impl TraceGuard {
             attempts: Vec::new(),
             guardrails: Vec::new(),
             confidence: None,
+            dropped_params: Vec::new(),
         };
         TraceGuard {
             state,
@@ -127,6 +128,13 @@ impl TraceGuard {
     pub fn confidence(&mut self, confidence: Option<f64>) {
         if let Some(t) = self.trace.as_mut() {
             t.confidence = confidence;
+        }
+    }
+
+    /// The request parameters the serving provider left out.
+    pub fn dropped_params(&mut self, dropped: &[String]) {
+        if let Some(t) = self.trace.as_mut() {
+            t.dropped_params = dropped.to_vec();
         }
     }
 

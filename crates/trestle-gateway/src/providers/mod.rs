@@ -176,6 +176,13 @@ pub trait Provider: Send + Sync {
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>>;
 
+    /// The request's parameters this provider cannot take and leaves out (reported in
+    /// `x-trestle-dropped-params` and on the trace, never silently).
+    fn dropped(&self, req: &ChatRequest) -> Vec<String> {
+        let _ = req;
+        Vec::new()
+    }
+
     /// A moderation verdict (`POST /v1/moderations`, OpenAI's answer shape), where the
     /// provider has one.
     fn moderate(
@@ -206,6 +213,25 @@ pub trait Provider: Send + Sync {
             )))
         })
     }
+}
+
+/// The parameters of `req` an adapter drops: its unknown fields (`extra`) not in `used`,
+/// and the typed ones it has no counterpart for (`unmapped`). Sorted.
+pub fn dropped_params(req: &ChatRequest, used: &[&str], unmapped: &[(&str, bool)]) -> Vec<String> {
+    let mut out: Vec<String> = req
+        .extra
+        .keys()
+        .filter(|k| !used.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    out.extend(
+        unmapped
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| k.to_string()),
+    );
+    out.sort();
+    out
 }
 
 /// Builds every configured provider, keyed by name.

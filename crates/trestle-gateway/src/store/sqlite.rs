@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_saved_usd REAL NOT NULL DEFAULT 0,
     cache_similarity REAL,
     guardrails TEXT,
-    confidence REAL
+    confidence REAL,
+    dropped_params TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
 CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms)
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 const REQUEST_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
      ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
      served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
-     capability_level, cache, cost_saved_usd, cache_similarity, guardrails, confidence";
+     capability_level, cache, cost_saved_usd, cache_similarity, guardrails, confidence, dropped_params";
 
 /// What a layout-1 `requests` row holds (after its capability-level column was added).
 const LAYOUT_1_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
@@ -179,6 +180,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             ("cache_similarity", "REAL"),
             ("guardrails", "TEXT"),
             ("confidence", "REAL"),
+            ("dropped_params", "TEXT"),
         ] {
             if !has_column(conn, "requests", column)? {
                 conn.execute_batch(&format!(
@@ -285,7 +287,7 @@ impl TraceStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)"
             ))?;
             let mut insert_attempt = tx.prepare_cached(&format!(
                 "INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS}) VALUES \
@@ -323,6 +325,7 @@ impl TraceStore for SqliteStore {
                     (!t.guardrails.is_empty())
                         .then(|| serde_json::to_string(&t.guardrails).unwrap_or_default()),
                     t.confidence,
+                    (!t.dropped_params.is_empty()).then(|| t.dropped_params.join(",")),
                 ])?;
                 let request_id = tx.last_insert_rowid();
                 for (seq, a) in t.attempts.iter().enumerate() {
@@ -355,7 +358,7 @@ impl TraceStore for SqliteStore {
 
     fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails, confidence \
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails, confidence, dropped_params \
              FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, id"
         ))?;
         let rows: Vec<(TraceSummary, Map<String, Value>, i64)> = stmt
@@ -376,6 +379,15 @@ impl TraceStore for SqliteStore {
                     json!(r.get::<_, Option<f64>>(27)?),
                 );
                 extra.insert("confidence".into(), json!(r.get::<_, Option<f64>>(29)?));
+                let dropped: Option<String> = r.get(30)?;
+                extra.insert(
+                    "dropped_params".into(),
+                    json!(
+                        dropped
+                            .map(|d| d.split(',').map(str::to_string).collect::<Vec<_>>())
+                            .unwrap_or_default()
+                    ),
+                );
                 let guardrails: Option<String> = r.get(28)?;
                 extra.insert(
                     "guardrails".into(),
@@ -495,6 +507,7 @@ pub(crate) mod tests {
             }],
             guardrails: Vec::new(),
             confidence: None,
+            dropped_params: Vec::new(),
         }
     }
 

@@ -68,6 +68,8 @@ pub struct Trace {
     /// Mean token probability of the answer, where the route asks for it and the upstream
     /// gave logprobs.
     pub confidence: Option<f64>,
+    /// Request parameters the serving provider could not take.
+    pub dropped_params: Vec<String>,
 }
 
 /// One call to one target, a child span of the trace.

@@ -65,6 +65,16 @@ impl Anthropic {
 }
 
 impl Provider for Anthropic {
+    fn dropped(&self, req: &ChatRequest) -> Vec<String> {
+        // `top_k` and `parallel_tool_calls` are mapped; `user` becomes `metadata.user_id`;
+        // JSON modes become an instruction.
+        super::dropped_params(
+            req,
+            &["top_k", "parallel_tool_calls"],
+            &[("metadata", req.metadata.is_some())],
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "anthropic"
     }

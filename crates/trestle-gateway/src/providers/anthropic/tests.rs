@@ -622,3 +622,17 @@ fn foreign_tool_call_ids_are_made_safe_and_still_pair() {
         "the mapping is one-to-one"
     );
 }
+
+#[test]
+fn parameters_without_an_anthropic_counterpart_are_reported() {
+    let req = request(
+        json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}],
+        "seed": 1, "presence_penalty": 0.2, "logit_bias": {}, "n": 1, "top_k": 5,
+        "parallel_tool_calls": false, "user": "u", "metadata": {"k": "v"}}),
+    );
+    let provider = Anthropic::new(&Default::default()).unwrap();
+    assert_eq!(
+        provider.dropped(&req),
+        ["logit_bias", "metadata", "n", "presence_penalty", "seed"]
+    );
+}

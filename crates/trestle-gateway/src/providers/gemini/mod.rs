@@ -59,6 +59,17 @@ fn encode(body: Result<Value, ProviderError>) -> Result<Bytes, ProviderError> {
 }
 
 impl Provider for Gemini {
+    fn dropped(&self, req: &ChatRequest) -> Vec<String> {
+        super::dropped_params(
+            req,
+            &["seed", "presence_penalty", "frequency_penalty", "top_k"],
+            &[
+                ("user", req.user.is_some()),
+                ("metadata", req.metadata.is_some()),
+            ],
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "gemini"
     }

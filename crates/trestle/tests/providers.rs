@@ -1,0 +1,106 @@
+//! Provider translation end to end: what a provider cannot take is said, never dropped
+//! silently (`x-trestle-dropped-params`, the trace). A fake Gemini server answers with the
+//! wire format of Google's public reference.
+
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A Gemini `generateContent` answer, for every request; the request bodies are kept.
+async fn fake_gemini() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1beta", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                    kept.lock().unwrap().push(body);
+                    let answer = json!({
+                        "candidates": [{"content": {"parts": [{"text": "Bonjour"}], "role": "model"},
+                                        "finishReason": "STOP", "index": 0}],
+                        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
+                        "modelVersion": "gemini-2.0-flash"
+                    })
+                    .to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = sock.write_all(response.as_bytes()).await;
+                    buf.clear();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parameters_a_provider_cannot_take_are_named_not_dropped_silently() {
+    let (url, seen) = fake_gemini().await;
+    let gw = gateway(
+        &format!(
+            "[providers.gem]\nkind = \"gemini\"\nbase_url = \"{url}\"\napi_key = \"k\"\n\
+             [routes.chat]\ntargets = [\"gem/gemini-2.0-flash\"]\n"
+        ),
+        &[],
+    );
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "Say hi in French"}],
+        "seed": 7, "frequency_penalty": 0.5, "logit_bias": {"50256": -100}, "user": "u-1",
+        "service_tier": "auto"});
+    let r = post_with(&gw, &body, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-trestle-dropped-params"],
+        "logit_bias, service_tier, user"
+    );
+    let id = r.headers()["x-trestle-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(answer_text(r).await, "Bonjour");
+    let t = trace(&gw, &id).await;
+    assert_eq!(
+        t["requests"][0]["dropped_params"],
+        json!(["logit_bias", "service_tier", "user"])
+    );
+    // What is mapped arrives under Gemini's names.
+    let sent = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent["generationConfig"]["seed"], 7);
+    assert_eq!(sent["generationConfig"]["frequencyPenalty"], 0.5);
+    // A request with nothing to drop carries no header.
+    let r = post_with(&gw, &chat_body("chat", "again", false), &[]).await;
+    assert!(r.headers().get("x-trestle-dropped-params").is_none());
+}
