@@ -98,7 +98,7 @@ def ask(port, model, q, extra=None):
 # The cheap model's own confidence on each question (logprobs straight from llama.cpp).
 confs = []
 for q in qs[:16]:
-    _, v = ask(llama, "gemma", q, {"logprobs": True})
+    _, v = ask(llama, "gemma", q, {"logprobs": True, "top_logprobs": 1})
     lps = [t["logprob"] for t in (v["choices"][0].get("logprobs") or {}).get("content") or []]
     confs.append(statistics.mean(math.exp(x) for x in lps) if lps else float("nan"))
 print("cheap-step confidence per question (mean token probability):")

@@ -42,12 +42,16 @@ pub fn strip_logprobs(c: &mut ChatCompletion) {
     }
 }
 
-/// Asks for logprobs; returns whether the client had asked itself.
+/// Asks for logprobs; returns whether the client had asked itself. `top_logprobs: 1` goes
+/// with them: llama.cpp's server returns no logprobs for a chat completion without it.
 pub fn ask_logprobs(req: &mut ChatRequest) -> bool {
     let asked = req.extra.get("logprobs") == Some(&serde_json::Value::Bool(true));
     if !asked {
         req.extra
             .insert("logprobs".into(), serde_json::Value::Bool(true));
+        req.extra
+            .entry("top_logprobs")
+            .or_insert(serde_json::Value::from(1));
     }
     asked
 }

@@ -180,7 +180,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         .map(|t| t.provider.dropped(&req))
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| client_logprobs || p != "logprobs")
+        .filter(|p| client_logprobs || (p != "logprobs" && p != "top_logprobs"))
         .collect();
     guard.dropped_params(&dropped);
     let dropped_header = (!dropped.is_empty())
