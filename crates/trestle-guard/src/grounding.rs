@@ -30,28 +30,7 @@ fn digits(s: &str) -> String {
 /// the list the `PERSON` recognizer uses, less days and months.
 fn common(word: &str) -> bool {
     // Days and months are facts in an answer ("ships on 12 May"): they are checked.
-    const WHEN: &[&str] = &[
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    crate::pii::not_a_name(word) && !WHEN.contains(&word)
+    crate::pii::not_a_name(word) && !crate::pii::day_or_month(word)
 }
 
 /// Possibly made-up facts in `answer`, given the `context` it should rest on.

@@ -251,6 +251,11 @@ pub(crate) fn not_a_name(word: &str) -> bool {
     names::not_a_name(word)
 }
 
+/// Whether a word is a day or a month.
+pub(crate) fn day_or_month(word: &str) -> bool {
+    names::DAYS_AND_MONTHS.contains(&word)
+}
+
 /// A compiled pattern from this module's fixed set; they are literals checked by the tests.
 pub(crate) fn pattern(re: &str) -> regex::Regex {
     regex::Regex::new(re).unwrap_or_else(|e| unreachable!("built-in pattern {re}: {e}"))

@@ -521,25 +521,6 @@ const NOT_NAMES: &[&str] = &[
     "Not",
     "Also",
     "Just",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
     "Order",
     "Invoice",
     "Ticket",
@@ -1003,8 +984,31 @@ const PLACES: &[&str] = &[
     "Baghdad",
 ];
 
+/// Days and months: capitalized, never names here, but facts in an answer.
+pub(crate) const DAYS_AND_MONTHS: &[&str] = &[
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 pub(super) fn not_a_name(word: &str) -> bool {
-    NOT.contains(word)
+    NOT.contains(word) || DAYS_AND_MONTHS.contains(&word)
 }
 
 pub(super) fn find(text: &str, person: bool, location: bool, out: &mut Vec<Hit>) {
@@ -1029,7 +1033,7 @@ fn push(out: &mut Vec<Hit>, entity: Entity, start: usize, end: usize, score: f64
 fn trim_run(run: &str) -> &str {
     let mut end = run.len();
     for word in run.split_whitespace().rev() {
-        if NOT.contains(word) || PLACE.contains(word) {
+        if not_a_name(word) || PLACE.contains(word) {
             end = run[..end].trim_end().len() - word.len();
             end = run[..end].trim_end().len();
         } else {
@@ -1045,7 +1049,7 @@ fn persons(text: &str, out: &mut Vec<Hit>) {
             let Some(m) = c.get(1) else { continue };
             let name = trim_run(m.as_str());
             let first = name.split_whitespace().next().unwrap_or("");
-            if name.is_empty() || NOT.contains(first) || PLACE.contains(name) {
+            if name.is_empty() || not_a_name(first) || PLACE.contains(name) {
                 continue;
             }
             push(
@@ -1099,7 +1103,7 @@ fn locations(text: &str, out: &mut Vec<Hit>) {
     for c in LIVES_IN.captures_iter(text) {
         if let Some(m) = c.get(1) {
             let place = trim_run(m.as_str());
-            if !place.is_empty() && !NOT.contains(place) {
+            if !place.is_empty() && !not_a_name(place) {
                 push(
                     out,
                     Entity::Location,
