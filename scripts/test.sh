@@ -24,3 +24,7 @@ if [ -f target/tmp/chaos-report.json ]; then
 fi
 
 TRESTLE_BIN="$PWD/target/debug/trestle" .venv/bin/python -m pytest -q tests/python
+
+# The project's own example suite as a gate, as a team's CI would run theirs (docs/evals.md).
+target/debug/trestle eval run examples/evals/suite.toml --config examples/evals/gateway.toml \
+    --db target/tmp/evals.db --html target/tmp/evals-report.html

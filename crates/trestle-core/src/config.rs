@@ -191,7 +191,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlaceholderConfig {
-    /// What it writes: `echo` (the last user message), `lorem`, `fixed` (`text`), `file`.
+    /// What it writes: `echo` (the last user message), `lorem`, `fixed` (`text`), `file`
+    /// (a random line), `script` (rules matched on the question).
     pub mode: TextMode,
     /// The reply for `mode = "fixed"`.
     pub text: Option<String>,
@@ -229,6 +230,9 @@ pub enum TextMode {
     Lorem,
     Fixed,
     File,
+    /// Rules from `file` (JSON Lines of `{"match": REGEX, "reply": TEXT}`): the first rule
+    /// whose regex matches the last user message answers; `text`, else an echo, otherwise.
+    Script,
 }
 
 impl std::str::FromStr for TextMode {
@@ -239,8 +243,9 @@ impl std::str::FromStr for TextMode {
             "lorem" => Ok(TextMode::Lorem),
             "fixed" => Ok(TextMode::Fixed),
             "file" => Ok(TextMode::File),
+            "script" => Ok(TextMode::Script),
             other => Err(format!(
-                "unknown text mode `{other}`: use echo, lorem, fixed or file"
+                "unknown text mode `{other}`: use echo, lorem, fixed, file or script"
             )),
         }
     }
@@ -618,11 +623,11 @@ impl Config {
                             "mode = \"fixed\" needs `text`".into(),
                         );
                     }
-                    if p.mode == TextMode::File && p.file.is_none() {
+                    if matches!(p.mode, TextMode::File | TextMode::Script) && p.file.is_none() {
                         issue(
                             line,
                             format!("providers.{name}.file"),
-                            "mode = \"file\" needs `file`".into(),
+                            "mode = \"file\" and mode = \"script\" need `file`".into(),
                         );
                     }
                     for (field, dist) in [

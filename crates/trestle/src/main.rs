@@ -54,6 +54,16 @@ enum Command {
         #[command(subcommand)]
         command: GuardCommand,
     },
+    /// Golden datasets: validate, import (versioned), list, show, diff, mine from traces.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
+    /// Evals: run a suite and gate on it, list and show runs, calibrate a judge.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -82,6 +92,38 @@ enum GuardCommand {
 }
 
 #[derive(Subcommand)]
+enum DatasetCommand {
+    /// Check a JSON Lines file: every problem with its line and field, the category
+    /// balance, duplicates and near-duplicates.
+    Validate(cmd::dataset::ValidateArgs),
+    /// Validate, scrub PII (with the config's `pii` guardrail), and store as an immutable,
+    /// content-addressed version.
+    Import(cmd::dataset::ImportArgs),
+    /// The stored datasets and their versions.
+    List(cmd::dataset::ListArgs),
+    /// One version: its balance of categories (or its cases with --cases).
+    Show(cmd::dataset::ShowArgs),
+    /// Cases added, removed and changed between two versions or files.
+    Diff(cmd::dataset::DiffArgs),
+    /// Candidate cases from production traces: negative feedback and corrections, guardrail
+    /// findings, fallback answers, errors, low confidence, failed online evals.
+    Mine(cmd::dataset::MineArgs),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Run a suite through the gateway, score it, compare with the baseline and gate:
+    /// exit 0 when every gate holds, 1 when one fails, 2 when the run itself failed.
+    Run(cmd::eval::RunArgs),
+    /// Stored runs, newest first.
+    List(cmd::eval::ListArgs),
+    /// One stored run: its table, gates and failing cases.
+    Show(cmd::eval::ShowArgs),
+    /// Compare a judge's scores with human labels: agreement, Cohen's kappa, confusion.
+    Calibrate(cmd::eval::CalibrateArgs),
+}
+
+#[derive(Subcommand)]
 enum TraceCommand {
     /// Print a trace as a waterfall.
     Show {
@@ -96,8 +138,12 @@ enum TraceCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     trestle_gateway::providers::install_tls();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRESTLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRESTLE_LOG").unwrap_or_else(|_| {
+        // Evals and dataset tools start a gateway in process; its lifecycle logs would
+        // drown their own output.
+        let quiet = matches!(cli.command, Command::Eval { .. } | Command::Dataset { .. });
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -109,6 +155,27 @@ fn main() -> ExitCode {
         Command::Guard {
             command: GuardCommand::Eval(args),
         } => cmd::guard::eval(args),
+        Command::Dataset {
+            command: DatasetCommand::List(args),
+        } => cmd::dataset::list(args),
+        Command::Dataset {
+            command: DatasetCommand::Show(args),
+        } => cmd::dataset::show(args),
+        Command::Dataset {
+            command: DatasetCommand::Diff(args),
+        } => cmd::dataset::diff(args),
+        Command::Dataset {
+            command: DatasetCommand::Mine(args),
+        } => cmd::dataset::mine_cmd(args),
+        Command::Eval {
+            command: EvalCommand::List(args),
+        } => cmd::eval::list(args),
+        Command::Eval {
+            command: EvalCommand::Show(args),
+        } => cmd::eval::show(args),
+        Command::Eval {
+            command: EvalCommand::Calibrate(args),
+        } => cmd::eval::calibrate(args),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -124,7 +191,19 @@ fn main() -> ExitCode {
                     Command::Trace {
                         command: TraceCommand::Show { id, url },
                     } => cmd::trace_show(&url, &id).await,
-                    Command::Config { .. } | Command::Guard { .. } => Ok(ExitCode::SUCCESS),
+                    Command::Dataset {
+                        command: DatasetCommand::Validate(args),
+                    } => cmd::dataset::validate(args).await,
+                    Command::Dataset {
+                        command: DatasetCommand::Import(args),
+                    } => cmd::dataset::import(args).await,
+                    Command::Eval {
+                        command: EvalCommand::Run(args),
+                    } => cmd::eval::run(args).await,
+                    Command::Config { .. }
+                    | Command::Guard { .. }
+                    | Command::Dataset { .. }
+                    | Command::Eval { .. } => Ok(ExitCode::SUCCESS),
                 }
             }),
             Err(e) => Err(e.into()),

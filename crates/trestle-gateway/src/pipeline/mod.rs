@@ -239,8 +239,16 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             if let Some(r) = remember {
                 guard.remember(r);
             }
+            let cost = completion
+                .body
+                .usage
+                .and_then(|u| guard.cost_of(&u))
+                .and_then(|c| axum::http::HeaderValue::from_str(&format!("{c:.8}")).ok());
             guard.complete(&completion.body, completion.raw.as_ref());
             let mut headers = served(level, "miss", None, false);
+            if let Some(v) = cost {
+                headers.insert("x-trestle-cost-usd", v);
+            }
             if let Some(v) = dropped_header {
                 headers.insert("x-trestle-dropped-params", v);
             }

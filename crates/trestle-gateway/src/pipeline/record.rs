@@ -249,6 +249,12 @@ impl TraceGuard {
         self.finish();
     }
 
+    /// What an answer with this usage costs at the serving target's price (`None` when the
+    /// target has no price).
+    pub fn cost_of(&self, usage: &trestle_core::openai::Usage) -> Option<f64> {
+        self.target.as_ref()?.price.map(|p| p.cost(usage))
+    }
+
     pub fn complete(mut self, completion: &ChatCompletion, raw: Option<&Bytes>) {
         let keep = self.keep_bodies;
         if self.remember.is_some() {

@@ -1,6 +1,9 @@
 //! The subcommands.
 
 pub mod cache;
+pub mod dataset;
+pub mod eval;
+mod gateway;
 pub mod guard;
 pub mod mock;
 mod trace;

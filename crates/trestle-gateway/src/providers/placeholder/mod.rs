@@ -17,7 +17,7 @@ use trestle_core::openai::{
     ChatRequest, Embedding, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
 };
 
-pub use plan::{Plan, example, plan, sample, split_tokens};
+pub use plan::{Plan, Replies, example, plan, sample, split_tokens};
 pub use render::{chunks, completion, new_id, paced};
 
 use super::{ChunkStream, Completion, Provider, ProviderError};
@@ -30,27 +30,26 @@ pub struct Placeholder {
 
 struct Inner {
     config: PlaceholderConfig,
-    file_lines: Vec<String>,
+    replies: Replies,
     requests: AtomicU64,
 }
 
 impl Placeholder {
     pub fn new(config: PlaceholderConfig) -> anyhow::Result<Self> {
-        let file_lines = match (&config.mode, &config.file) {
-            (TextMode::File, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
+        let replies = match (&config.mode, &config.file) {
+            (TextMode::File | TextMode::Script, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
                     anyhow::anyhow!("cannot read placeholder replies {}: {e}", path.display())
-                })?
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
+                })?;
+                Replies::parse(config.mode, &text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            _ => Replies::default(),
         };
         Ok(Placeholder {
             inner: Arc::new(Inner {
                 config,
-                file_lines,
+                replies,
                 requests: AtomicU64::new(0),
             }),
         })
@@ -59,7 +58,7 @@ impl Placeholder {
     /// Plans the answer to a request (each call advances the timing draws).
     pub fn plan(&self, req: &ChatRequest) -> Plan {
         let nonce = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        plan(&self.inner.config, &self.inner.file_lines, req, nonce)
+        plan(&self.inner.config, &self.inner.replies, req, nonce)
     }
 }
 

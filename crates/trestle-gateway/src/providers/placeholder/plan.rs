@@ -82,13 +82,50 @@ impl Plan {
     }
 }
 
-/// Makes plans; `file_lines` holds the replies of `mode = "file"`.
-pub fn plan(
-    config: &PlaceholderConfig,
-    file_lines: &[String],
-    req: &ChatRequest,
-    nonce: u64,
-) -> Plan {
+/// The replies of `mode = "file"` (lines) and `mode = "script"` (rules).
+#[derive(Debug, Default)]
+pub struct Replies {
+    lines: Vec<String>,
+    rules: Vec<(regex::Regex, String)>,
+}
+
+impl Replies {
+    /// Reads a replies file: for `file` one reply per non-empty line, for `script` one
+    /// `{"match": REGEX, "reply": TEXT}` per line (errors name the line).
+    pub fn parse(mode: TextMode, text: &str) -> Result<Replies, String> {
+        let lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        if mode != TextMode::Script {
+            return Ok(Replies {
+                lines: lines.map(|(_, l)| l.to_string()).collect(),
+                rules: Vec::new(),
+            });
+        }
+        let mut rules = Vec::new();
+        for (i, line) in lines {
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", i + 1))?;
+            let (Some(pattern), Some(reply)) = (v["match"].as_str(), v["reply"].as_str()) else {
+                return Err(format!(
+                    "line {}: a rule is {{\"match\": REGEX, \"reply\": TEXT}}",
+                    i + 1
+                ));
+            };
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| format!("line {}: `match` is not a valid regex: {e}", i + 1))?;
+            rules.push((re, reply.to_string()));
+        }
+        Ok(Replies {
+            lines: Vec::new(),
+            rules,
+        })
+    }
+}
+
+/// Makes plans; `replies` holds the replies of `mode = "file"` and `mode = "script"`.
+pub fn plan(config: &PlaceholderConfig, replies: &Replies, req: &ChatRequest, nonce: u64) -> Plan {
     let content_seed = {
         let mut h = DefaultHasher::new();
         config.seed.hash(&mut h);
@@ -113,13 +150,13 @@ pub fn plan(
     } else {
         let text = match &req.response_format {
             Some(ResponseFormat::JsonObject) => {
-                json!({ "reply": reply_text(config, file_lines, req, &mut text_rng) }).to_string()
+                json!({ "reply": reply_text(config, replies, req, &mut text_rng) }).to_string()
             }
             Some(ResponseFormat::JsonSchema { json_schema }) => {
                 let schema = json_schema.schema.clone().unwrap_or(Value::Null);
                 example(&schema, &mut text_rng, 0).to_string()
             }
-            _ => reply_text(config, file_lines, req, &mut text_rng),
+            _ => reply_text(config, replies, req, &mut text_rng),
         };
         let mut tokens = split_tokens(&apply_stop(text, req));
         if tokens.len() > cap {
@@ -193,7 +230,7 @@ fn prompt_tokens(req: &ChatRequest) -> u64 {
 
 fn reply_text(
     config: &PlaceholderConfig,
-    file_lines: &[String],
+    replies: &Replies,
     req: &ChatRequest,
     rng: &mut SmallRng,
 ) -> String {
@@ -224,10 +261,17 @@ fn reply_text(
         }
         TextMode::Fixed => config.text.clone().unwrap_or_default(),
         TextMode::File => {
-            if file_lines.is_empty() {
+            if replies.lines.is_empty() {
                 String::new()
             } else {
-                file_lines[rng.random_range(0..file_lines.len())].clone()
+                replies.lines[rng.random_range(0..replies.lines.len())].clone()
+            }
+        }
+        TextMode::Script => {
+            let question = req.last_user_text();
+            match replies.rules.iter().find(|(re, _)| re.is_match(&question)) {
+                Some((_, reply)) => reply.clone(),
+                None => config.text.clone().unwrap_or(question),
             }
         }
     }

@@ -186,3 +186,25 @@ fn pseudo_embeddings_are_unit_vectors() {
     assert!((norm - 1.0).abs() < 1e-5);
     assert_eq!(v, render::pseudo_embedding("hello WORLD", 32));
 }
+
+#[test]
+fn a_script_answers_by_the_first_matching_rule() {
+    let script = "{\"match\": \"(?i)refund\", \"reply\": \"Within 30 days.\"}\n\n{\"match\": \"ship\", \"reply\": \"3-5 days.\"}\n";
+    let replies = Replies::parse(TextMode::Script, script).unwrap();
+    let config = PlaceholderConfig {
+        mode: TextMode::Script,
+        ..Default::default()
+    };
+    let ask = |text: &str| {
+        let r = req(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#
+        ));
+        plan(&config, &replies, &r, 0).text()
+    };
+    assert_eq!(ask("Can I get a REFUND on shipping?"), "Within 30 days.");
+    assert_eq!(ask("how long does shipping take"), "3-5 days.");
+    assert_eq!(ask("hello there"), "hello there", "no rule: an echo");
+    let e = Replies::parse(TextMode::Script, "{\"match\": \"(\", \"reply\": \"x\"}").unwrap_err();
+    assert!(e.contains("line 1") && e.contains("regex"), "{e}");
+    assert!(Replies::parse(TextMode::Script, "{\"reply\": \"x\"}").is_err());
+}
