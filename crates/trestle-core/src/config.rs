@@ -40,6 +40,73 @@ pub struct Config {
     /// Named guardrails (docs/guardrails.md), attached to routes by name.
     #[serde(default)]
     pub guardrails: BTreeMap<String, crate::guard::GuardrailConfig>,
+    /// `[evals]`: evals on live traffic (docs/evals.md).
+    #[serde(default)]
+    pub evals: EvalsConfig,
+}
+
+/// `[evals]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalsConfig {
+    /// `[evals.online]`: score a share of live answers off the request path.
+    #[serde(default)]
+    pub online: Option<OnlineEvalConfig>,
+}
+
+/// `[evals.online]`. Assertions and judge criteria are those of eval suites; they are
+/// checked when the gateway builds (they belong to the evals crate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineEvalConfig {
+    /// Share of answered requests that are scored (0.01 to 0.05 is typical).
+    pub sample: f64,
+    /// Only these routes (default: every route).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Scorings at once.
+    #[serde(default = "default_online_concurrency")]
+    pub concurrency: usize,
+    /// At most this many scorings a minute; samples past it are skipped and counted.
+    #[serde(default = "default_online_per_minute")]
+    pub max_per_minute: u32,
+    /// At most this much judge spend a day (UTC), in USD, at the judge target's price.
+    #[serde(default = "default_online_judge_budget")]
+    pub max_judge_usd_per_day: f64,
+    /// Samples waiting to be scored; when full, a sample is skipped and counted.
+    #[serde(default = "default_online_queue")]
+    pub queue: usize,
+    /// Assertions, as in a suite's `[[assert]]` (`{type = "not_contains", value = "..."}`).
+    #[serde(default, rename = "assert")]
+    pub asserts: Vec<serde_json::Value>,
+    /// The judge: `{ route = "judge", criteria = ["accuracy"] }` (criteria: the built-in
+    /// rubric's, all by default).
+    #[serde(default)]
+    pub judge: Option<OnlineJudgeConfig>,
+    /// The `[embedders.NAME]` a `similar` assertion uses.
+    #[serde(default)]
+    pub embedder: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineJudgeConfig {
+    pub route: String,
+    #[serde(default)]
+    pub criteria: Vec<String>,
+}
+
+fn default_online_concurrency() -> usize {
+    2
+}
+fn default_online_per_minute() -> u32 {
+    60
+}
+fn default_online_judge_budget() -> f64 {
+    1.0
+}
+fn default_online_queue() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -886,6 +953,48 @@ impl Config {
                     format!("routes.{name}.ttft_timeout_ms"),
                     format!("must be above 0 and at most the route's timeout ({total} ms)"),
                 );
+            }
+        }
+        if let Some(online) = &self.evals.online {
+            let line = find_line(text, "[evals.online]");
+            let mut problem = |key: &str, message: String| {
+                issue(line, format!("evals.online.{key}"), message);
+            };
+            if !(online.sample > 0.0 && online.sample <= 1.0) {
+                problem(
+                    "sample",
+                    format!(
+                        "{} is not a share between 0 and 1 (0.02 scores 2% of answers)",
+                        online.sample
+                    ),
+                );
+            }
+            for r in &online.routes {
+                if !self.routes.contains_key(r) {
+                    problem("routes", format!("unknown route `{r}`"));
+                }
+            }
+            if let Some(j) = &online.judge
+                && !self.routes.contains_key(&j.route)
+            {
+                problem("judge.route", format!("unknown route `{}`", j.route));
+            }
+            if online.concurrency == 0 || online.queue == 0 {
+                problem(
+                    "concurrency",
+                    "`concurrency` and `queue` must be at least 1".into(),
+                );
+            }
+            if !self.store.enabled || !self.store.record_bodies {
+                problem(
+                    "sample",
+                    "online evals score stored answers: they need [store] enabled with record_bodies".into(),
+                );
+            }
+            if let Some(e) = &online.embedder
+                && !self.embedders.contains_key(e)
+            {
+                problem("embedder", format!("unknown embedder `{e}`"));
             }
         }
         issues

@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod dataset;
 pub mod judge;
 pub mod mine;
+pub mod online;
 pub mod report;
 pub mod run;
 pub mod stats;

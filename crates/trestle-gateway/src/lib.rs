@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod evals;
 #[cfg(test)]
 mod fuzz;
 pub mod guard;

@@ -67,12 +67,14 @@ pub struct Route {
 pub struct Runtime {
     pub config: Config,
     pub registry: Arc<Registry>,
+    /// `[evals.online]`, checked.
+    pub online: Option<Arc<crate::evals::OnlinePlan>>,
     /// `[embedders]`, built.
     pub embedders: HashMap<String, Embedder>,
     /// `[guardrails]`, built.
     pub guardrails: HashMap<String, Arc<Guardrail>>,
     providers: HashMap<String, Arc<dyn Provider>>,
-    routes: HashMap<String, Arc<Route>>,
+    pub(crate) routes: HashMap<String, Arc<Route>>,
     /// Routes made on demand for direct `provider/model` requests.
     direct: RwLock<HashMap<String, Arc<Route>>>,
     targets: RwLock<HashMap<String, Arc<Target>>>,
@@ -86,6 +88,7 @@ impl Runtime {
             providers,
             registry,
             embedders: HashMap::new(),
+            online: None,
             guardrails: HashMap::new(),
             routes: HashMap::new(),
             direct: RwLock::new(HashMap::new()),
@@ -153,6 +156,10 @@ impl Runtime {
             );
         }
         rt.routes = routes;
+        rt.online = match &rt.config.evals.online {
+            Some(cfg) => Some(Arc::new(crate::evals::OnlinePlan::build(cfg)?)),
+            None => None,
+        };
         Ok(rt)
     }
 

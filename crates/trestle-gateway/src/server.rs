@@ -48,6 +48,12 @@ pub fn build_state(
     } else {
         (Recorder::disabled(), None)
     };
+    let online = if store_cfg.enabled {
+        let queue = config.evals.online.as_ref().map_or(1024, |o| o.queue);
+        crate::evals::OnlineEvaluator::start(store_cfg.path.clone(), queue)
+    } else {
+        crate::evals::OnlineEvaluator::disabled()
+    };
     let registry = Arc::new(Registry::new(&config.cache));
     let runtime = Runtime::build(config, registry.clone())?;
     report_levels(&runtime);
@@ -56,6 +62,7 @@ pub fn build_state(
         registry,
         config_path,
         recorder,
+        online,
         reader,
         metrics,
         draining: Default::default(),
@@ -286,6 +293,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/traces", get(list_traces))
         .route("/v1/traces/{id}", get(get_trace))
         .route("/v1/stats", get(stats))
+        .route("/v1/evals/online", get(online_evals))
         .route("/v1/guardrails/{name}/check", post(guardrail_check))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -486,6 +494,62 @@ async fn stats(
     axum::Json(json!({"object": "stats", "window_s": window_s, "routes": routes})).into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct OnlineQuery {
+    days: Option<u32>,
+    route: Option<String>,
+}
+
+/// `GET /v1/evals/online?days=7&route=`: the daily aggregates of `[evals.online]` per route,
+/// prompt version and category, and the scorer's counters (nothing skipped goes uncounted).
+async fn online_evals(
+    State(state): State<SharedState>,
+    query: Result<Query<OnlineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let (days, route) = match query {
+        Ok(Query(OnlineQuery { days, route })) if days.is_none_or(|d| (1..=366).contains(&d)) => {
+            (days.unwrap_or(7), route)
+        }
+        _ => {
+            return GatewayError::invalid(
+                "bad query: days is a number of days from 1 to 366, route a route name",
+                Some("days"),
+            )
+            .into_response();
+        }
+    };
+    let runtime = state.runtime();
+    let config = &runtime.config;
+    let plan = config.evals.online.as_ref();
+    let head = json!({
+        "object": "online_evals",
+        "enabled": plan.is_some() && config.store.enabled,
+        "sample": plan.map(|p| p.sample),
+        "counters": state.online.stats.snapshot(),
+    });
+    if !config.store.enabled {
+        return axum::Json(head).into_response();
+    }
+    let path = config.store.path.clone();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let since = trestle_eval::store::utc(now_s - i64::from(days - 1) * 86_400)[..10].to_string();
+    let read = tokio::task::spawn_blocking(move || {
+        trestle_eval::online::OnlineStore::open(&path)?.daily(&since, route.as_deref())
+    })
+    .await;
+    match read {
+        Ok(Ok(daily)) => {
+            let mut body = head;
+            body["days"] = json!(daily);
+            axum::Json(body).into_response()
+        }
+        Ok(Err(e)) => GatewayError::Internal(e).into_response(),
+        Err(e) => GatewayError::Internal(e.to_string()).into_response(),
+    }
+}
+
 async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
@@ -536,7 +600,7 @@ async fn metrics(State(state): State<SharedState>) -> Response {
 async fn not_found(uri: axum::http::Uri) -> Response {
     GatewayError::NotFound {
         message: format!(
-            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /v1/stats, /health, /ready, /metrics, /admin/reload",
+            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /v1/stats, /v1/evals/online, /health, /ready, /metrics, /admin/reload",
             uri.path()
         ),
         code: "unknown_endpoint",

@@ -21,6 +21,8 @@ pub struct AppState {
     /// The file a reload re-reads (none: the built-in config, which never changes).
     pub config_path: Option<PathBuf>,
     pub recorder: Recorder,
+    /// `[evals.online]`: the queue to the scoring worker.
+    pub online: crate::evals::OnlineEvaluator,
     /// A read connection to the trace store, used from `spawn_blocking`.
     pub reader: Option<Arc<Mutex<SqliteStore>>>,
     pub metrics: Option<PrometheusHandle>,

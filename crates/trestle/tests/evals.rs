@@ -36,6 +36,16 @@ fn eval_run(dir: &Path, args: &[&str]) -> Output {
     trestle(dir, &all)
 }
 
+/// `trestle dataset mine` on the gateway's config in `dir`; it must succeed.
+fn mine(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["dataset", "mine", "--config", "trestle.toml"];
+    all.extend_from_slice(args);
+    let o = trestle(dir, &all);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    out
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -497,19 +507,7 @@ fallback = {{ template = "Sorry, we are having trouble." }}
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     std::fs::write(gw.dir.join("golden.jsonl"), "{\"id\": \"x\", \"input\": \"where is my order 1234\"}\n{\"id\": \"y\", \"input\": \"something else\"}\n").unwrap();
-    let o = trestle(
-        &gw.dir,
-        &[
-            "dataset",
-            "mine",
-            "--config",
-            "trestle.toml",
-            "--out",
-            "mined.jsonl",
-        ],
-    );
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    let out = mine(&gw.dir, &["--out", "mined.jsonl"]);
     assert!(
         out.contains("2 candidate(s)") && out.contains("1 near-duplicates of each other"),
         "{out}"
@@ -544,22 +542,134 @@ fallback = {{ template = "Sorry, we are having trouble." }}
     assert!(o.status.success(), "{}", text(&o));
 
     // Against the golden set, the order question is already covered.
-    let o = trestle(
+    let out = mine(
         &gw.dir,
-        &[
-            "dataset",
-            "mine",
-            "--config",
-            "trestle.toml",
-            "--out",
-            "mined2.jsonl",
-            "--against",
-            "golden.jsonl",
-        ],
+        &["--out", "mined2.jsonl", "--against", "golden.jsonl"],
     );
-    let out = text(&o);
     assert!(
         out.contains("1 candidate(s)") && out.contains("1 of the existing set"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_evals_score_live_traffic_off_the_request_path() {
+    let up = mock(&[]); // echo: the model repeats the question
+    let dir = temp_dir("online-judge");
+    std::fs::write(
+        dir.join("judge.jsonl"),
+        "{\"match\": \"(?s)<answer>\\\\s*refund\", \"reply\": \"{\\\"reasoning\\\": \\\"terse\\\", \\\"scores\\\": {\\\"accuracy\\\": 2, \\\"tone\\\": 3}}\"}\n",
+    )
+    .unwrap();
+    let judge = mock(&[
+        "--mode",
+        "script",
+        "--file",
+        dir.join("judge.jsonl").to_str().unwrap(),
+        "--text",
+        r#"{"reasoning": "fine", "scores": {"accuracy": 5, "tone": 4}}"#,
+    ]);
+    let config = format!(
+        r#"
+[store]
+path = "traces.db"
+flush_interval_ms = 5
+[providers.up]
+kind = "openai"
+base_url = "{}/v1"
+[providers.judge]
+kind = "openai"
+base_url = "{}/v1"
+[models."judge/grader"]
+price = {{ input = 10000.0, output = 10000.0 }}
+[guardrails.pii]
+kind = "pii"
+action = "flag"
+entities = ["EMAIL_ADDRESS"]
+[routes.chat]
+targets = ["up/echo"]
+[routes.judge]
+targets = ["judge/grader"]
+[evals.online]
+sample = 1.0
+max_per_minute = 12
+max_judge_usd_per_day = 1.0
+assert = [{{ type = "guardrail", value = "pii" }}, {{ type = "not_contains", value = "sorry" }}]
+judge = {{ route = "judge", criteria = ["accuracy", "tone"] }}
+"#,
+        up.url(),
+        judge.url()
+    );
+    let gw = gateway(&config, &[]);
+    let client = client();
+    for i in 0..20 {
+        let (text, category) = match i % 4 {
+            0 => ("refund please".to_string(), "returns"),
+            1 => (format!("write to me at user{i}@example.com"), "contact"),
+            _ => (format!("what are your hours on day {i}?"), "hours"),
+        };
+        let r = client
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": "chat", "messages": [{"role": "user", "content": text}], "metadata": {"category": category}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Scoring happens after the answers went out; wait for it.
+    let mut report = Value::Null;
+    for _ in 0..100 {
+        report = get_json(&format!("{}/v1/evals/online?days=1", gw.url())).await;
+        if report["counters"]["scored"] == 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let c = &report["counters"];
+    assert_eq!(report["enabled"], true, "{report}");
+    assert_eq!(c["sampled"], 20, "{report}");
+    assert_eq!(c["scored"], 12, "{report}");
+    assert_eq!(
+        c["skipped_rate_limit"], 8,
+        "every sample is scored or counted: {report}"
+    );
+    // The judge's price makes the first judged answer spend the day's budget: later ones
+    // are scored without it, and counted.
+    assert!(c["judge_over_budget"].as_u64().unwrap() >= 10, "{report}");
+    let days = report["days"].as_array().unwrap();
+    let by_cat = |cat: &str| {
+        days.iter()
+            .find(|d| d["category"] == cat && d["route"] == "chat")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        by_cat("contact")["pass_rate"],
+        0.0,
+        "the pii guardrail flags every contact answer: {report}"
+    );
+    assert_eq!(by_cat("contact")["by_assertion"]["guardrail"], 0.0);
+    assert_eq!(by_cat("hours")["pass_rate"], 1.0, "{report}");
+    let scored: u64 = days.iter().map(|d| d["scored"].as_u64().unwrap()).sum();
+    assert_eq!(scored, 12);
+    assert!(
+        days.iter()
+            .any(|d| d["judge_means"]["accuracy"].as_f64().is_some()),
+        "{report}"
+    );
+
+    // Failed online evals feed failure mining.
+    let out = mine(&gw.dir, &["--out", "mined.jsonl"]);
+    let mined = std::fs::read_to_string(gw.dir.join("mined.jsonl")).unwrap();
+    assert!(
+        mined.contains("failed online eval") && mined.contains("<EMAIL_ADDRESS>"),
+        "{out}\n{mined}"
+    );
+
+    let bad = client
+        .get(format!("{}/v1/evals/online?days=0", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
 }

@@ -377,6 +377,7 @@ impl TraceGuard {
             tracing::info!(trace_id = %t.trace_id, route = %t.route, status = t.status, outcome = %t.outcome,
                 error = t.error.as_deref().unwrap_or(""), "request did not end normally");
         }
+        self.state.online.offer(&self.state.runtime, &t);
         self.state.recorder.record(t);
     }
 }
