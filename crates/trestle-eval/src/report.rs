@@ -30,6 +30,9 @@ pub struct Summary {
     pub run: RunInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge_version: Option<String>,
+    /// What the judge's calls cost (the cases' own cost is in `categories`).
+    #[serde(default)]
+    pub judge_cost_usd: f64,
     pub categories: BTreeMap<String, CategoryStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,

@@ -61,6 +61,16 @@ struct Live {
     base: String,
     embedder: Option<Embedder>,
     timeout: Duration,
+    /// What the judge's calls cost, in millionths of a USD.
+    judge_micro_usd: std::sync::atomic::AtomicU64,
+}
+
+impl Live {
+    fn judge_cost(&self) -> f64 {
+        self.judge_micro_usd
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e6
+    }
 }
 
 impl Services for Live {
@@ -103,7 +113,16 @@ impl Services for Live {
 
     async fn complete(&self, route: &str, messages: Vec<Value>) -> Result<String, String> {
         let body = json!({"model": route, "messages": messages, "temperature": 0});
-        let (status, v, _) = self.post(&body, None).await.map_err(|e| e.to_string())?;
+        let (status, v, headers) = self.post(&body, None).await.map_err(|e| e.to_string())?;
+        if let Some(c) = headers
+            .get("x-trestle-cost-usd")
+            .and_then(|h| h.to_str().ok()?.parse::<f64>().ok())
+        {
+            self.judge_micro_usd.fetch_add(
+                (c * 1e6).round() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if status >= 400 {
             return Err(v["error"]["message"]
                 .as_str()
@@ -293,13 +312,17 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
     if dataset.cases.is_empty() {
         return Err("the dataset has no cases".into());
     }
-    let checks: Vec<Checks> = dataset
-        .cases
-        .iter()
-        .map(|c| Checks::new(c, &suite.asserts))
-        .collect::<Result<_, _>>()?;
+    let asserted = || {
+        dataset
+            .cases
+            .iter()
+            .flat_map(|c| &c.asserts)
+            .chain(&suite.asserts)
+    };
+    let needs_judge = asserted().any(|a| matches!(a, trestle_eval::Assertion::Judge { .. }));
+    let needs_embedder = asserted().any(|a| matches!(a, trestle_eval::Assertion::Similar { .. }));
     let judge = suite.judge(&dir)?;
-    if judge.is_none() && checks.iter().any(Checks::needs_judge) {
+    if judge.is_none() && needs_judge {
         return Err("a case asserts `judge` but the suite has no [judge] (route, criteria)".into());
     }
     if let Some(j) = &judge {
@@ -318,10 +341,7 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
             }
         }
     }
-    let embedder = gateway.embedder(
-        suite.embedder.as_deref(),
-        checks.iter().any(Checks::needs_embedder),
-    )?;
+    let embedder = gateway.embedder(suite.embedder.as_deref(), needs_embedder)?;
 
     // The baseline: named, or the newest `production` run of this suite.
     let baseline = match &args.baseline {
@@ -384,6 +404,7 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
             base: gateway.url.clone(),
             embedder,
             timeout: Duration::from_millis(suite.timeout_ms),
+            judge_micro_usd: Default::default(),
         },
         judge,
         suite: suite.clone(),
@@ -403,12 +424,29 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
     let mut transport_errors = Vec::new();
     let mut pairwise: HashMap<String, Paired> = HashMap::new();
     let (mut passed, mut cost) = (0usize, 0.0f64);
-    let cases = Arc::new(dataset.cases);
-    let mut results = futures_util::stream::iter(checks.into_iter().enumerate())
-        .map(|(i, checks)| {
+    // Cases wait as compact JSON, each parsed and its assertions compiled when its turn
+    // comes: memory does not grow with what a case holds (bench/eval-throughput.sh).
+    let cases: Vec<Box<str>> = dataset
+        .cases
+        .iter()
+        .map(|c| {
+            serde_json::to_string(c)
+                .unwrap_or_default()
+                .into_boxed_str()
+        })
+        .collect();
+    drop(dataset);
+    let suite_asserts = Arc::new(suite.asserts.clone());
+    let mut results = futures_util::stream::iter(cases)
+        .map(|line| {
             let ctx = ctx.clone();
-            let cases = cases.clone();
-            async move { run_case(&ctx, &cases[i], checks).await }
+            let asserts = suite_asserts.clone();
+            async move {
+                let case: trestle_eval::Case =
+                    serde_json::from_str(&line).map_err(|e| e.to_string())?;
+                let checks = Checks::new(&case, &asserts)?;
+                run_case(&ctx, &case, checks).await
+            }
         })
         .buffer_unordered(suite.concurrency);
     while let Some(result) = results.next().await {
@@ -443,8 +481,9 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
         }
         let done = scored.len().max(1);
         bar.set_message(format!(
-            "pass {:.1}% · ${cost:.4}",
-            passed as f64 / done as f64 * 100.0
+            "pass {:.1}% · ${:.4}",
+            passed as f64 / done as f64 * 100.0,
+            cost + ctx.live.judge_cost()
         ));
     }
     drop(results);
@@ -506,6 +545,7 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
     let summary = Summary {
         run: info,
         judge_version: ctx.judge.as_ref().map(Judge::version),
+        judge_cost_usd: ctx.live.judge_cost(),
         categories,
         baseline: baseline_summary,
         paired,
@@ -520,11 +560,12 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
 
     print!("{}", report::table(&summary));
     println!(
-        "\n{} cases in {:.1} s ({:.0}/s), {} failing; run {run_id}",
+        "\n{} cases in {:.1} s ({:.0}/s), {} failing; answers ${cost:.6}, judge ${:.6}; run {run_id}",
         scored.len(),
         elapsed.as_secs_f64(),
         scored.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-        scored.len() - passed
+        scored.len() - passed,
+        summary.judge_cost_usd
     );
     if let Some(path) = &args.json {
         let all = store.results(&run_id, false, usize::MAX >> 1)?;
