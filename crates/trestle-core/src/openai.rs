@@ -89,6 +89,19 @@ pub enum Role {
     Function,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
+        }
+    }
+}
+
 /// One chat message. `content` is a string or a list of parts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Message {

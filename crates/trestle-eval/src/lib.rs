@@ -5,6 +5,7 @@
 //! lives in the `trestle` binary; everything here is testable without one.
 
 pub mod assertion;
+pub mod bayes;
 pub mod calibrate;
 pub mod dataset;
 pub mod judge;

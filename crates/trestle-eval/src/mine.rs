@@ -83,9 +83,9 @@ pub fn mine(db: &Path, opts: &MineOptions) -> Result<Vec<Candidate>, String> {
     let online = table_exists(&conn, "eval_online_scores");
     // Tables that later parts of Trestle add (feedback, online evals) join in when present.
     let fb = if feedback {
-        "SELECT trace_id, MIN(score) AS score, MAX(correction) AS correction FROM feedback GROUP BY trace_id"
+        "SELECT trace_id, GROUP_CONCAT(CASE WHEN negative THEN name END) AS negative, MAX(correction) AS correction FROM feedback GROUP BY trace_id"
     } else {
-        "SELECT NULL AS trace_id, NULL AS score, NULL AS correction"
+        "SELECT NULL AS trace_id, NULL AS negative, NULL AS correction"
     };
     let oe = if online {
         "SELECT trace_id, MIN(pass) AS pass FROM eval_online_scores GROUP BY trace_id"
@@ -94,14 +94,14 @@ pub fn mine(db: &Path, opts: &MineOptions) -> Result<Vec<Candidate>, String> {
     };
     let sql = format!(
         "SELECT r.trace_id, r.route, r.started_at_ms, r.status, r.error, r.fallback_level, r.guardrails,
-                r.confidence, r.request, r.response, fb.score, fb.correction, oe.pass
+                r.confidence, r.request, r.response, fb.negative, fb.correction, oe.pass
          FROM requests r
          LEFT JOIN ({fb}) fb ON fb.trace_id = r.trace_id
          LEFT JOIN ({oe}) oe ON oe.trace_id = r.trace_id
          WHERE r.started_at_ms >= ?1 AND r.request IS NOT NULL AND (?2 IS NULL OR r.route = ?2)
            AND (r.status >= 500 OR r.fallback_level IN ('cache', 'template', 'omitted')
                 OR EXISTS (SELECT 1 FROM json_each(r.guardrails) g WHERE json_extract(g.value, '$.outcome') != 'pass')
-                OR r.confidence < ?3 OR fb.score < 0 OR fb.correction IS NOT NULL OR oe.pass = 0)
+                OR r.confidence < ?3 OR fb.negative IS NOT NULL OR fb.correction IS NOT NULL OR oe.pass = 0)
          ORDER BY r.started_at_ms DESC LIMIT ?4"
     );
     let mut st = conn
@@ -127,7 +127,7 @@ pub fn mine(db: &Path, opts: &MineOptions) -> Result<Vec<Candidate>, String> {
                     confidence: r.get(7)?,
                     request: r.get(8)?,
                     response: r.get(9)?,
-                    feedback_score: r.get(10)?,
+                    negative_feedback: r.get(10)?,
                     correction: r.get(11)?,
                     online_pass: r.get(12)?,
                 })
@@ -155,7 +155,7 @@ struct Row {
     confidence: Option<f64>,
     request: Option<String>,
     response: Option<String>,
-    feedback_score: Option<f64>,
+    negative_feedback: Option<String>,
     correction: Option<String>,
     online_pass: Option<i64>,
 }
@@ -165,8 +165,8 @@ impl Row {
         let request: Value = serde_json::from_str(self.request.as_deref()?).ok()?;
         let messages = request["messages"].as_array()?.clone();
         let mut reasons = Vec::new();
-        if self.feedback_score.is_some_and(|s| s < 0.0) {
-            reasons.push("negative feedback".to_string());
+        if let Some(names) = &self.negative_feedback {
+            reasons.push(format!("negative feedback ({names})"));
         }
         if self.correction.is_some() {
             reasons.push("correction".into());

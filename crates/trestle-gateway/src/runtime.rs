@@ -67,6 +67,10 @@ pub struct Route {
 pub struct Runtime {
     pub config: Config,
     pub registry: Arc<Registry>,
+    /// The prompt files of `[prompts] dir`, compiled.
+    pub prompts: Arc<crate::prompts::Prompts>,
+    /// Running experiments by route name.
+    pub experiments: HashMap<String, Arc<crate::experiments::Experiment>>,
     /// `[evals.online]`, checked.
     pub online: Option<Arc<crate::evals::OnlinePlan>>,
     /// `[embedders]`, built.
@@ -89,6 +93,8 @@ impl Runtime {
             registry,
             embedders: HashMap::new(),
             online: None,
+            prompts: Arc::default(),
+            experiments: HashMap::new(),
             guardrails: HashMap::new(),
             routes: HashMap::new(),
             direct: RwLock::new(HashMap::new()),
@@ -156,11 +162,56 @@ impl Runtime {
             );
         }
         rt.routes = routes;
+        rt.build_prompts_and_experiments()?;
         rt.online = match &rt.config.evals.online {
             Some(cfg) => Some(Arc::new(crate::evals::OnlinePlan::build(cfg)?)),
             None => None,
         };
         Ok(rt)
+    }
+
+    /// Reads the prompt files (when anything uses prompts or the folder exists) and builds
+    /// the running experiments; every prompt a route or variant names must exist.
+    fn build_prompts_and_experiments(&mut self) -> anyhow::Result<()> {
+        use trestle_core::experiment::PromptRef;
+        let dir = self.config.prompts_dir();
+        let mut refs: Vec<(String, PromptRef)> = Vec::new();
+        for (name, rc) in &self.config.routes {
+            if let Some(p) = &rc.prompt {
+                refs.push((
+                    format!("routes.{name}.prompt"),
+                    PromptRef::parse(p).map_err(anyhow::Error::msg)?,
+                ));
+            }
+        }
+        let mut experiments = HashMap::new();
+        for (name, ec) in &self.config.experiments {
+            let e = crate::experiments::Experiment::build(name, ec, |t| {
+                self.target(t)
+                    .map_err(|e| anyhow::anyhow!("experiments.{name}: {e}"))
+            })?;
+            for v in &e.variants {
+                if let Some(p) = &v.prompt {
+                    refs.push((format!("experiments.{name}.variants.{}", v.name), p.clone()));
+                }
+            }
+            if ec.enabled {
+                experiments.insert(ec.route.clone(), Arc::new(e));
+            }
+        }
+        let prompts = if refs.is_empty() && self.config.prompts.dir.is_none() {
+            crate::prompts::Prompts::default()
+        } else {
+            crate::prompts::Prompts::load(&dir).map_err(anyhow::Error::msg)?
+        };
+        for (key, r) in &refs {
+            prompts
+                .check(r)
+                .map_err(|e| anyhow::anyhow!("{key}: {e} (prompts folder {})", dir.display()))?;
+        }
+        self.prompts = Arc::new(prompts);
+        self.experiments = experiments;
+        Ok(())
     }
 
     fn targets_of<'a>(

@@ -54,14 +54,25 @@ pub fn build_state(
     } else {
         crate::evals::OnlineEvaluator::disabled()
     };
+    let db = store_cfg.enabled.then(|| store_cfg.path.clone());
     let registry = Arc::new(Registry::new(&config.cache));
     let runtime = Runtime::build(config, registry.clone())?;
     report_levels(&runtime);
+    let prompt_labels = crate::prompts::PromptLabels::new(db.clone());
+    for note in prompt_labels
+        .sync(&runtime.prompts)
+        .map_err(anyhow::Error::msg)?
+    {
+        tracing::info!("{note}");
+    }
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime),
         registry,
         config_path,
         recorder,
+        feedback: Arc::new(crate::feedback::Feedback::new(db.clone())),
+        prompt_labels,
+        experiments: crate::experiments::ExperimentStates::new(db),
         online,
         reader,
         metrics,
@@ -167,6 +178,12 @@ fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
     }
     let runtime = Runtime::build(config, state.registry.clone())
         .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?;
+    notes.extend(
+        state
+            .prompt_labels
+            .sync(&runtime.prompts)
+            .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?,
+    );
     state.registry.caches.tools.configure(&runtime.config.cache);
     notes.push(format!("routes: {}", runtime.route_names().join(", ")));
     report_levels(&runtime);
@@ -294,6 +311,16 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/traces/{id}", get(get_trace))
         .route("/v1/stats", get(stats))
         .route("/v1/evals/online", get(online_evals))
+        .route(
+            "/v1/feedback",
+            post(crate::feedback::post).get(crate::feedback::list),
+        )
+        .route("/v1/prompts", get(crate::api::prompts))
+        .route("/v1/prompts/{name}", get(crate::api::prompt))
+        .route("/v1/prompts/{name}/labels", post(crate::api::promote))
+        .route("/v1/experiments", get(crate::api::experiments))
+        .route("/v1/experiments/{name}", get(crate::api::experiment))
+        .route("/v1/experiments/{name}/ship", post(crate::api::ship))
         .route("/v1/guardrails/{name}/check", post(guardrail_check))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -600,7 +627,7 @@ async fn metrics(State(state): State<SharedState>) -> Response {
 async fn not_found(uri: axum::http::Uri) -> Response {
     GatewayError::NotFound {
         message: format!(
-            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /v1/stats, /v1/evals/online, /health, /ready, /metrics, /admin/reload",
+            "no endpoint at {}; see /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /v1/stats, /v1/evals/online, /v1/feedback, /v1/prompts, /v1/experiments, /health, /ready, /metrics, /admin/reload",
             uri.path()
         ),
         code: "unknown_endpoint",

@@ -21,6 +21,12 @@ pub struct AppState {
     /// The file a reload re-reads (none: the built-in config, which never changes).
     pub config_path: Option<PathBuf>,
     pub recorder: Recorder,
+    /// Feedback: its store, recent traces, the regeneration detector.
+    pub feedback: Arc<crate::feedback::Feedback>,
+    /// Where prompt labels point (moved by file or API), across reloads.
+    pub prompt_labels: crate::prompts::PromptLabels,
+    /// Experiments' guard counters and stopped variants, across reloads.
+    pub experiments: crate::experiments::ExperimentStates,
     /// `[evals.online]`: the queue to the scoring worker.
     pub online: crate::evals::OnlineEvaluator,
     /// A read connection to the trace store, used from `spawn_blocking`.

@@ -64,6 +64,16 @@ enum Command {
         #[command(subcommand)]
         command: EvalCommand,
     },
+    /// Prompts as code: list, show, diff, render, promote.
+    Prompt {
+        #[command(subcommand)]
+        command: cmd::prompt::PromptCommand,
+    },
+    /// Experiments: the Bayesian readout, shipping a winner.
+    Experiment {
+        #[command(subcommand)]
+        command: cmd::experiment::ExperimentCommand,
+    },
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -167,6 +177,7 @@ fn main() -> ExitCode {
         Command::Dataset {
             command: DatasetCommand::Mine(args),
         } => cmd::dataset::mine_cmd(args),
+        Command::Prompt { command } => cmd::prompt::run(command),
         Command::Eval {
             command: EvalCommand::List(args),
         } => cmd::eval::list(args),
@@ -200,7 +211,9 @@ fn main() -> ExitCode {
                     Command::Eval {
                         command: EvalCommand::Run(args),
                     } => cmd::eval::run(args).await,
+                    Command::Experiment { command } => cmd::experiment::run(command).await,
                     Command::Config { .. }
+                    | Command::Prompt { .. }
                     | Command::Guard { .. }
                     | Command::Dataset { .. }
                     | Command::Eval { .. } => Ok(ExitCode::SUCCESS),

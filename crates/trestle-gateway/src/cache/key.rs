@@ -10,12 +10,12 @@ use trestle_core::openai::{ChatRequest, Role};
 
 use crate::runtime::Route;
 
-/// Hashes the route's identity: name, prompt version, target models.
-fn scope_hasher(route: &Route) -> DefaultHasher {
+/// Hashes the route's identity: name, prompt version and experiment variant (`variant`,
+/// empty when neither applies), target models.
+fn scope_hasher(route: &Route, variant: &str) -> DefaultHasher {
     let mut h = DefaultHasher::new();
     route.name.hash(&mut h);
-    // The prompt version: routes have no versioned prompts yet; the slot is in the key.
-    "".hash(&mut h);
+    variant.hash(&mut h);
     for t in &route.targets {
         t.name.hash(&mut h);
     }
@@ -71,8 +71,8 @@ fn hash_json<T: serde::Serialize>(value: Option<&T>, h: &mut DefaultHasher) {
 }
 
 /// The exact-cache key of a request on a route.
-pub fn exact_key(route: &Route, req: &ChatRequest, norm: &Normalize) -> u64 {
-    let mut h = scope_hasher(route);
+pub fn exact_key(route: &Route, variant: &str, req: &ChatRequest, norm: &Normalize) -> u64 {
+    let mut h = scope_hasher(route, variant);
     for m in &req.messages {
         m.role.hash(&mut h);
         hash_text(&m.text(), norm, &mut h);
@@ -99,12 +99,13 @@ pub fn exact_key(route: &Route, req: &ChatRequest, norm: &Normalize) -> u64 {
 /// exactly (tools, response format, output cap), and the user or tenant when scoped.
 pub fn semantic_scope(
     route: &Route,
+    variant: &str,
     req: &ChatRequest,
     scope: SemanticScope,
     user: Option<&str>,
     tenant: Option<&str>,
 ) -> u64 {
-    let mut h = scope_hasher(route);
+    let mut h = scope_hasher(route, variant);
     hash_json(req.tools.as_ref(), &mut h);
     hash_json(req.response_format.as_ref(), &mut h);
     req.output_cap().hash(&mut h);
@@ -179,7 +180,7 @@ targets = ["p/m2"]
         let rt = runtime();
         let a = rt.resolve("a").unwrap();
         let mut norm = Normalize::default();
-        let k = |r: &ChatRequest, n: &Normalize| exact_key(&a, r, n);
+        let k = |r: &ChatRequest, n: &Normalize| exact_key(&a, "", r, n);
         let base =
             req(json!({"model": "a", "messages": [{"role": "user", "content": "Hello   World"}]}));
         let spaced = req(json!({"model": "a", "stream": true,
@@ -217,7 +218,8 @@ targets = ["p/m2"]
             }
             req(v)
         };
-        let key = |route: &str, r: &ChatRequest| exact_key(&rt.resolve(route).unwrap(), r, &norm);
+        let key =
+            |route: &str, r: &ChatRequest| exact_key(&rt.resolve(route).unwrap(), "", r, &norm);
         let plain = body(json!({}));
         assert_ne!(key("a", &plain), key("b", &plain), "another route");
         assert_ne!(
@@ -245,7 +247,7 @@ targets = ["p/m2"]
         let rt = runtime();
         let a = rt.resolve("a").unwrap();
         let r = req(json!({"model": "a", "messages": [{"role": "user", "content": "hi"}]}));
-        let s = |scope, user, tenant| semantic_scope(&a, &r, scope, user, tenant);
+        let s = |scope, user, tenant| semantic_scope(&a, "", &r, scope, user, tenant);
         assert_eq!(
             s(SemanticScope::Route, Some("u1"), None),
             s(SemanticScope::Route, Some("u2"), None)
@@ -263,7 +265,7 @@ targets = ["p/m2"]
             {"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
             {"role": "user", "content": "hi"}]}));
         assert_ne!(
-            semantic_scope(&a, &turn, SemanticScope::Route, None, None),
+            semantic_scope(&a, "", &turn, SemanticScope::Route, None, None),
             s(SemanticScope::Route, None, None)
         );
     }

@@ -58,6 +58,7 @@ fn cache_control(headers: &HeaderMap, directive: &str) -> bool {
 pub async fn lookup(
     runtime: &Runtime,
     route: &Route,
+    variant: &str,
     req: &ChatRequest,
     identity: &Identity,
     headers: &HeaderMap,
@@ -72,7 +73,7 @@ pub async fn lookup(
     }
     let caches = &runtime.registry.caches;
     let ttl = Duration::from_secs(cfg.ttl_s);
-    let exact_key = key::exact_key(route, req, &cfg.normalize);
+    let exact_key = key::exact_key(route, variant, req, &cfg.normalize);
     if reads && let Some((entry, age)) = caches.exact.get(exact_key, ttl) {
         route.metrics.cache_lookup("exact");
         return Outcome::Hit(Hit {
@@ -101,6 +102,7 @@ pub async fn lookup(
                 metrics::embedding(&sem.embedder, started.elapsed(), true);
                 let scope = key::semantic_scope(
                     route,
+                    variant,
                     req,
                     sem.scope,
                     identity.user_id.as_deref(),

@@ -10,6 +10,7 @@ mod guard;
 mod infer;
 pub mod ingress;
 mod record;
+mod variant;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -82,6 +83,28 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     let (capability, behaviour) = capability(&route, started);
     guard.set_capability(capability);
     let include_usage = req.wants_stream_usage();
+
+    // Variant and prompt: the experiment's variant (sticky per unit) and the prompt version
+    // it or the route names, rendered into the messages; then the route's caps.
+    let mut req = req;
+    if let Some(conversation) = &identity.conversation_id {
+        state
+            .feedback
+            .question(conversation, &req.last_user_text(), &identity.trace_id);
+    }
+    let applied = match variant::apply(&state, &runtime, &route, &identity, &mut req) {
+        Ok(applied) => applied,
+        Err(e) => {
+            guard.fail(&e);
+            return deliver::error(e, bare());
+        }
+    };
+    if let Some(p) = &applied.prompt {
+        guard.set_prompt(p);
+    }
+    if let (Some(e), Some(v)) = (&applied.experiment, &applied.variant) {
+        guard.set_variant(e, v);
+    }
     let mut req = apply_caps(req, route.config.max_tokens, behaviour.max_tokens);
 
     // Input guardrails: redact or refuse before anything is cached, sent or stored.
@@ -101,7 +124,19 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             age_s,
             stale,
         };
-        trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta))
+        let mut headers = trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta));
+        for (name, value) in [
+            ("x-trestle-variant", &applied.variant),
+            ("x-trestle-prompt-version", &applied.prompt),
+        ] {
+            if let Some(v) = value
+                .as_deref()
+                .and_then(|v| axum::http::HeaderValue::from_str(v).ok())
+            {
+                headers.insert(name, v);
+            }
+        }
+        headers
     };
     let mut confidence_header: Option<String> = None;
     let deadline_ms = route.config.total_timeout_ms();
@@ -116,7 +151,17 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     // Cache: exact, then semantic; a miss says where the answer will be stored.
     let lookup = match &input_blocked {
         Some(_) => cache::Outcome::Miss(None),
-        None => cache::lookup(&runtime, &route, &req, &identity, &headers).await,
+        None => {
+            cache::lookup(
+                &runtime,
+                &route,
+                &applied.cache_scope,
+                &req,
+                &identity,
+                &headers,
+            )
+            .await
+        }
     };
     let remember = match lookup {
         cache::Outcome::Hit(hit) => {
@@ -141,7 +186,10 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         None => None,
     };
     let plan = Plan {
-        targets: targets.unwrap_or(&route.targets),
+        targets: targets
+            .map(Vec::as_slice)
+            .or(applied.targets.as_deref())
+            .unwrap_or(&route.targets),
         retries: behaviour.retries.unwrap_or(route.config.retries),
         hedge: behaviour.hedge.unwrap_or(route.config.hedge),
     };

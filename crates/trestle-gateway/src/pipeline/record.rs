@@ -56,6 +56,8 @@ pub struct TraceGuard {
     stream: Option<StreamSummary>,
     /// Output guardrail outcomes a guarded stream reports when it ends.
     stream_guards: Option<crate::guard::stream::Records>,
+    /// The experiment the request is in (its guards watch every outcome).
+    experiment: Option<Arc<crate::experiments::Experiment>>,
 }
 
 impl TraceGuard {
@@ -100,6 +102,9 @@ impl TraceGuard {
             guardrails: Vec::new(),
             confidence: None,
             dropped_params: Vec::new(),
+            prompt_version: None,
+            experiment: None,
+            variant: None,
         };
         TraceGuard {
             state,
@@ -114,6 +119,7 @@ impl TraceGuard {
             ttft: None,
             stream: None,
             stream_guards: None,
+            experiment: None,
         }
     }
 
@@ -157,6 +163,22 @@ impl TraceGuard {
             t.stream = stream;
         }
         self.route = Some(route.clone());
+    }
+
+    /// The prompt version rendered into the request.
+    pub fn set_prompt(&mut self, id: &str) {
+        if let Some(t) = self.trace.as_mut() {
+            t.prompt_version = Some(id.to_string());
+        }
+    }
+
+    /// The experiment and variant the request was assigned.
+    pub fn set_variant(&mut self, experiment: &Arc<crate::experiments::Experiment>, variant: &str) {
+        if let Some(t) = self.trace.as_mut() {
+            t.experiment = Some(experiment.name.clone());
+            t.variant = Some(variant.to_string());
+        }
+        self.experiment = Some(experiment.clone());
     }
 
     pub fn set_capability(&mut self, level: u8) {
@@ -378,6 +400,25 @@ impl TraceGuard {
                 error = t.error.as_deref().unwrap_or(""), "request did not end normally");
         }
         self.state.online.offer(&self.state.runtime, &t);
+        if let (Some(e), Some(v)) = (&self.experiment, &t.variant) {
+            let outcome = crate::experiments::Outcome {
+                error: t.status >= 500,
+                fallback: !matches!(t.fallback_level.as_str(), "primary" | "model"),
+                guardrail: t.guardrails.iter().any(|g| g.outcome != "pass"),
+                latency_ms: t.duration_ms,
+            };
+            self.state.experiments.observe(e, v, outcome);
+        }
+        self.state.feedback.remember(
+            &t.trace_id,
+            crate::feedback::TraceMeta {
+                route: t.route.clone(),
+                conversation_id: t.conversation_id.clone(),
+                experiment: t.experiment.clone(),
+                variant: t.variant.clone(),
+                prompt_version: t.prompt_version.clone(),
+            },
+        );
         self.state.recorder.record(t);
     }
 }

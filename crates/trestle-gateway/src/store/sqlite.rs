@@ -45,7 +45,10 @@ CREATE TABLE IF NOT EXISTS requests (
     cache_similarity REAL,
     guardrails TEXT,
     confidence REAL,
-    dropped_params TEXT
+    dropped_params TEXT,
+    prompt_version TEXT,
+    experiment TEXT,
+    variant TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
 CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms)
@@ -54,6 +57,8 @@ CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, started_at_ms)
     WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_route ON requests(route, started_at_ms);
 CREATE INDEX IF NOT EXISTS requests_time ON requests(started_at_ms);
+CREATE INDEX IF NOT EXISTS requests_experiment ON requests(experiment, variant)
+    WHERE experiment IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
     request_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -80,7 +85,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 const REQUEST_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
      ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
      served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
-     capability_level, cache, cost_saved_usd, cache_similarity, guardrails, confidence, dropped_params";
+     capability_level, cache, cost_saved_usd, cache_similarity, guardrails, confidence, dropped_params, \
+     prompt_version, experiment, variant";
 
 /// What a layout-1 `requests` row holds (after its capability-level column was added).
 const LAYOUT_1_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
@@ -181,6 +187,9 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             ("guardrails", "TEXT"),
             ("confidence", "REAL"),
             ("dropped_params", "TEXT"),
+            ("prompt_version", "TEXT"),
+            ("experiment", "TEXT"),
+            ("variant", "TEXT"),
         ] {
             if !has_column(conn, "requests", column)? {
                 conn.execute_batch(&format!(
@@ -287,7 +296,7 @@ impl TraceStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33)"
             ))?;
             let mut insert_attempt = tx.prepare_cached(&format!(
                 "INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS}) VALUES \
@@ -326,6 +335,9 @@ impl TraceStore for SqliteStore {
                         .then(|| serde_json::to_string(&t.guardrails).unwrap_or_default()),
                     t.confidence,
                     (!t.dropped_params.is_empty()).then(|| t.dropped_params.join(",")),
+                    t.prompt_version,
+                    t.experiment,
+                    t.variant,
                 ])?;
                 let request_id = tx.last_insert_rowid();
                 for (seq, a) in t.attempts.iter().enumerate() {
@@ -358,7 +370,7 @@ impl TraceStore for SqliteStore {
 
     fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails, confidence, dropped_params \
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails, confidence, dropped_params, prompt_version, experiment, variant \
              FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, id"
         ))?;
         let rows: Vec<(TraceSummary, Map<String, Value>, i64)> = stmt
@@ -379,6 +391,12 @@ impl TraceStore for SqliteStore {
                     json!(r.get::<_, Option<f64>>(27)?),
                 );
                 extra.insert("confidence".into(), json!(r.get::<_, Option<f64>>(29)?));
+                extra.insert(
+                    "prompt_version".into(),
+                    json!(r.get::<_, Option<String>>(31)?),
+                );
+                extra.insert("experiment".into(), json!(r.get::<_, Option<String>>(32)?));
+                extra.insert("variant".into(), json!(r.get::<_, Option<String>>(33)?));
                 let dropped: Option<String> = r.get(30)?;
                 extra.insert(
                     "dropped_params".into(),
@@ -508,6 +526,9 @@ pub(crate) mod tests {
             guardrails: Vec::new(),
             confidence: None,
             dropped_params: Vec::new(),
+            prompt_version: None,
+            experiment: None,
+            variant: None,
         }
     }
 

@@ -70,6 +70,11 @@ pub struct Trace {
     pub confidence: Option<f64>,
     /// Request parameters the serving provider could not take.
     pub dropped_params: Vec<String>,
+    /// The prompt version rendered into the request (`name@N`).
+    pub prompt_version: Option<String>,
+    /// The experiment the request was in, and its variant.
+    pub experiment: Option<String>,
+    pub variant: Option<String>,
 }
 
 /// One call to one target, a child span of the trace.

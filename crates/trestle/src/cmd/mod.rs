@@ -3,9 +3,11 @@
 pub mod cache;
 pub mod dataset;
 pub mod eval;
+pub mod experiment;
 mod gateway;
 pub mod guard;
 pub mod mock;
+pub mod prompt;
 mod trace;
 
 use std::path::{Path, PathBuf};

@@ -55,10 +55,17 @@ impl Placeholder {
         })
     }
 
-    /// Plans the answer to a request (each call advances the timing draws).
+    /// Plans the answer to a request for the model it names (each call advances the timing
+    /// draws).
     pub fn plan(&self, req: &ChatRequest) -> Plan {
+        self.plan_for(&req.model, req)
+    }
+
+    /// Plans the answer as `model` (the model names `echo`, `lorem` and `transcript` pick a
+    /// mode).
+    pub fn plan_for(&self, model: &str, req: &ChatRequest) -> Plan {
         let nonce = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        plan(&self.inner.config, &self.inner.replies, req, nonce)
+        plan(&self.inner.config, &self.inner.replies, model, req, nonce)
     }
 }
 
@@ -72,7 +79,7 @@ impl Provider for Placeholder {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<Completion, ProviderError>> {
-        let plan = self.plan(req);
+        let plan = self.plan_for(model, req);
         let model = model.to_string();
         Box::pin(async move {
             let wait = plan.duration();
@@ -91,7 +98,7 @@ impl Provider for Placeholder {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
-        let plan = self.plan(req);
+        let plan = self.plan_for(model, req);
         let all = chunks(&plan, &new_id(), model, true);
         Box::pin(async move {
             let stream = paced(all, plan.ttft, plan.gap).map(|c| Ok(c.into()));

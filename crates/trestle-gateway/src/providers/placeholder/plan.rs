@@ -125,7 +125,13 @@ impl Replies {
 }
 
 /// Makes plans; `replies` holds the replies of `mode = "file"` and `mode = "script"`.
-pub fn plan(config: &PlaceholderConfig, replies: &Replies, req: &ChatRequest, nonce: u64) -> Plan {
+pub fn plan(
+    config: &PlaceholderConfig,
+    replies: &Replies,
+    model: &str,
+    req: &ChatRequest,
+    nonce: u64,
+) -> Plan {
     let content_seed = {
         let mut h = DefaultHasher::new();
         config.seed.hash(&mut h);
@@ -150,13 +156,14 @@ pub fn plan(config: &PlaceholderConfig, replies: &Replies, req: &ChatRequest, no
     } else {
         let text = match &req.response_format {
             Some(ResponseFormat::JsonObject) => {
-                json!({ "reply": reply_text(config, replies, req, &mut text_rng) }).to_string()
+                json!({ "reply": reply_text(config, replies, model, req, &mut text_rng) })
+                    .to_string()
             }
             Some(ResponseFormat::JsonSchema { json_schema }) => {
                 let schema = json_schema.schema.clone().unwrap_or(Value::Null);
                 example(&schema, &mut text_rng, 0).to_string()
             }
-            _ => reply_text(config, replies, req, &mut text_rng),
+            _ => reply_text(config, replies, model, req, &mut text_rng),
         };
         let mut tokens = split_tokens(&apply_stop(text, req));
         if tokens.len() > cap {
@@ -231,10 +238,20 @@ fn prompt_tokens(req: &ChatRequest) -> u64 {
 fn reply_text(
     config: &PlaceholderConfig,
     replies: &Replies,
+    model: &str,
     req: &ChatRequest,
     rng: &mut SmallRng,
 ) -> String {
-    let mode = match req.model.as_str() {
+    // `transcript`: every message as `role: text`, one per line (what a prompt rendered).
+    if model == "transcript" {
+        return req
+            .messages
+            .iter()
+            .map(|m| format!("{}: {}", m.role.as_str(), m.text()))
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    let mode = match model {
         "echo" => TextMode::Echo,
         "lorem" => TextMode::Lorem,
         _ => config.mode,

@@ -199,7 +199,7 @@ fn a_script_answers_by_the_first_matching_rule() {
         let r = req(&format!(
             r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#
         ));
-        plan(&config, &replies, &r, 0).text()
+        plan(&config, &replies, "m", &r, 0).text()
     };
     assert_eq!(ask("Can I get a REFUND on shipping?"), "Within 30 days.");
     assert_eq!(ask("how long does shipping take"), "3-5 days.");
