@@ -1075,14 +1075,16 @@ impl Config {
                     }
                 }
             }
-            const BUILT_IN: [&str; 7] = [
+            const BUILT_IN: [&str; 9] = [
                 "error",
                 "fallback",
                 "guardrail",
                 "latency_ms",
                 "cost_usd",
                 "regenerated",
+                "correction_distance",
                 "online_eval",
+                "quality_engagement",
             ];
             for m in &e.metrics {
                 if !BUILT_IN.contains(&m.as_str()) && !self.feedback.contains_key(m) {

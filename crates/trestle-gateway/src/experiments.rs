@@ -153,6 +153,8 @@ struct Counters {
 }
 
 const LATENCY_WINDOW: usize = 2000;
+/// Requests each side needs before the p99 guard can act.
+const LATENCY_MIN: usize = 100;
 
 /// Live state of every experiment: guard counters and stops. Outlives reloads; stops are
 /// also written to the trace store and read back at start.
@@ -277,13 +279,18 @@ impl ExperimentStates {
                         rate(vc.requests, vc.guardrail),
                     ),
                     "latency_p99" => {
-                        // The share of the variant's requests slower than control's p99,
-                        // against control's own 1%.
+                        // The share of the variant's requests slower than control's p99 (with
+                        // a slack of a quarter and 20 ms, so sub-millisecond jitter is no
+                        // signal), against control's own share; a p99 needs 100 requests.
+                        if cc.latencies.len() < LATENCY_MIN || vc.latencies.len() < LATENCY_MIN {
+                            continue;
+                        }
                         let mut l: Vec<f64> = cc.latencies.iter().copied().collect();
                         l.sort_by(f64::total_cmp);
                         let p99 = l[((l.len() as f64 * 0.99) as usize).min(l.len() - 1)];
-                        let over_c = cc.latencies.iter().filter(|x| **x > p99).count() as u64;
-                        let over_v = vc.latencies.iter().filter(|x| **x > p99).count() as u64;
+                        let slow = p99 * 1.25 + 20.0;
+                        let over_c = cc.latencies.iter().filter(|x| **x > slow).count() as u64;
+                        let over_v = vc.latencies.iter().filter(|x| **x > slow).count() as u64;
                         (
                             rate(cc.latencies.len() as u64, over_c),
                             rate(vc.latencies.len() as u64, over_v),
@@ -523,6 +530,35 @@ pub fn readout(
                         .unwrap_or(Observed::Rate { n: 0, successes: 0 })
                 })
                 .collect(),
+            "regenerated" | "online_eval" | "quality_engagement" => {
+                let mut out = Vec::new();
+                for v in &names {
+                    out.push(built_in_rate(conn, name, v, metric, has_feedback)?);
+                }
+                out
+            }
+            "correction_distance" if has_feedback => {
+                let mut out = Vec::new();
+                for v in &names {
+                    let (n, sum, sumsq): (i64, f64, f64) = conn
+                        .query_row(
+                            "SELECT COUNT(*), COALESCE(SUM(value_num), 0), COALESCE(SUM(value_num * value_num), 0)
+                             FROM feedback WHERE experiment = ?1 AND variant = ?2 AND name = 'correction_distance'",
+                            params![name, v],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .map_err(db)?;
+                    let n = n.max(0) as u64;
+                    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+                    let variance = if n > 1 {
+                        ((sumsq - n as f64 * mean * mean) / (n - 1) as f64).max(0.0)
+                    } else {
+                        0.0
+                    };
+                    out.push(Observed::Mean { n, mean, variance });
+                }
+                out
+            }
             _ if !has_feedback => return Ok(None),
             _ => {
                 let kind = config.feedback.get(metric).map(|f| f.kind);
@@ -627,6 +663,43 @@ pub fn readout(
         "stops": stops,
         "decision": decision,
     }))
+}
+
+/// The built-in rates: regenerations per answer; online-eval pass rate; the quality-gated
+/// engagement rate (answers with positive explicit feedback whose online eval passed, of the
+/// answers online evals scored — engagement alone rewards entertaining wrong answers).
+fn built_in_rate(
+    conn: &Connection,
+    experiment: &str,
+    variant: &str,
+    metric: &str,
+    has_feedback: bool,
+) -> Result<Observed, String> {
+    let has_online = table_has(conn, "eval_online_scores", "pass");
+    let sql = match metric {
+        "regenerated" if has_feedback => {
+            "SELECT (SELECT COUNT(*) FROM requests WHERE experiment = ?1 AND variant = ?2),
+                    (SELECT COUNT(DISTINCT trace_id) FROM feedback WHERE experiment = ?1 AND variant = ?2 AND name = 'regenerated')"
+        }
+        "online_eval" if has_online => {
+            "SELECT COUNT(*), COALESCE(SUM(o.pass), 0) FROM eval_online_scores o JOIN requests r ON r.trace_id = o.trace_id
+             WHERE r.experiment = ?1 AND r.variant = ?2"
+        }
+        "quality_engagement" if has_online && has_feedback => {
+            "SELECT COUNT(*), COALESCE(SUM(o.pass = 1 AND EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = o.trace_id AND f.source = 'api' AND f.negative = 0)), 0)
+             FROM eval_online_scores o JOIN requests r ON r.trace_id = o.trace_id WHERE r.experiment = ?1 AND r.variant = ?2"
+        }
+        _ => return Ok(Observed::Rate { n: 0, successes: 0 }),
+    };
+    let (n, successes): (i64, i64) = conn
+        .query_row(sql, params![experiment, variant], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(db)?;
+    Ok(Observed::Rate {
+        n: n.max(0) as u64,
+        successes: successes.clamp(0, n.max(0)) as u64,
+    })
 }
 
 fn metric_key(m: &str) -> &'static str {

@@ -367,12 +367,13 @@ pub async fn post(
             && let Some(correction) = &req.correction
             && let Some(answer) = fb.answer(&trace_id)
         {
-            let distance = strsim::normalized_levenshtein(&answer, correction);
+            // 0: the answer was kept as it was; 1: rewritten entirely.
+            let distance = 1.0 - strsim::normalized_levenshtein(&answer, correction);
             let _ = fb.insert(&Row {
                 id: format!("{id}:distance"),
                 trace_id: trace_id.clone(),
                 name: "correction_distance".into(),
-                value_num: Some(1.0 - distance),
+                value_num: Some(distance),
                 value_text: None,
                 negative: false,
                 comment: None,

@@ -170,6 +170,12 @@ impl Runtime {
         Ok(rt)
     }
 
+    /// Whether feedback is in use (`[feedback]` kinds or experiments): only then does the
+    /// request path remember recent traces and watch for regenerations.
+    pub fn uses_feedback(&self) -> bool {
+        !self.config.feedback.is_empty() || !self.config.experiments.is_empty()
+    }
+
     /// Reads the prompt files (when anything uses prompts or the folder exists) and builds
     /// the running experiments; every prompt a route or variant names must exist.
     fn build_prompts_and_experiments(&mut self) -> anyhow::Result<()> {

@@ -259,8 +259,12 @@ route = "chat"
 unit = "user"
 variants = { control = "support-answer@1", concise = "support-answer@2" }
 traffic = { control = 50, concise = 50 }
-metrics = ["thumbs"]
-min_duration_h = 0"#,
+metrics = ["thumbs", "regenerated", "online_eval", "quality_engagement", "latency_ms"]
+min_duration_h = 0
+[evals.online]
+sample = 1.0
+max_per_minute = 10000
+assert = [{ type = "contains", value = "concise" }]"#,
         ),
         None,
     );
@@ -391,6 +395,36 @@ min_duration_h = 0"#,
         r["decision"].as_str().unwrap().starts_with("ship concise"),
         "{r}"
     );
+    // Every configured metric is read out: online evals (here: "is the answer concise")
+    // pass only for the concise variant, and quality-gated engagement needs both.
+    let m = &r["metrics"];
+    let arm = |metric: &str, v: &str| {
+        m[metric]["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == v)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(arm("online_eval", "concise")["mean"], 1.0, "{m}");
+    assert_eq!(arm("online_eval", "control")["mean"], 0.0);
+    assert!(
+        arm("online_eval", "control")["n"].as_u64().unwrap() >= 40,
+        "{m}"
+    );
+    // Half the answers got feedback (the first of each user's two), nearly all of it up.
+    let engaged = arm("quality_engagement", "concise")["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((0.4..0.5).contains(&engaged), "{m}");
+    assert_eq!(
+        arm("quality_engagement", "control")["mean"],
+        0.0,
+        "thumbs up on failing answers do not count"
+    );
+    assert_eq!(arm("regenerated", "control")["mean"], 0.0);
+    assert_eq!(m["latency_ms"]["higher_is_better"], false);
 
     // Shipping moves the label, so the route's default becomes the winner.
     let (status, m) = post(

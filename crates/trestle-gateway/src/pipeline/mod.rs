@@ -87,7 +87,9 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     // Variant and prompt: the experiment's variant (sticky per unit) and the prompt version
     // it or the route names, rendered into the messages; then the route's caps.
     let mut req = req;
-    if let Some(conversation) = &identity.conversation_id {
+    if let Some(conversation) = &identity.conversation_id
+        && runtime.uses_feedback()
+    {
         state
             .feedback
             .question(conversation, &req.last_user_text(), &identity.trace_id);

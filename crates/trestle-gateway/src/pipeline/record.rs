@@ -409,16 +409,19 @@ impl TraceGuard {
             };
             self.state.experiments.observe(e, v, outcome);
         }
-        self.state.feedback.remember(
-            &t.trace_id,
-            crate::feedback::TraceMeta {
-                route: t.route.clone(),
-                conversation_id: t.conversation_id.clone(),
-                experiment: t.experiment.clone(),
-                variant: t.variant.clone(),
-                prompt_version: t.prompt_version.clone(),
-            },
-        );
+        // Feedback may arrive before the store has the trace (only where feedback is used).
+        if self.state.runtime.load().uses_feedback() {
+            self.state.feedback.remember(
+                &t.trace_id,
+                crate::feedback::TraceMeta {
+                    route: t.route.clone(),
+                    conversation_id: t.conversation_id.clone(),
+                    experiment: t.experiment.clone(),
+                    variant: t.variant.clone(),
+                    prompt_version: t.prompt_version.clone(),
+                },
+            );
+        }
         self.state.recorder.record(t);
     }
 }
