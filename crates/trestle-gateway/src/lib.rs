@@ -12,6 +12,7 @@ mod fuzz;
 pub mod guard;
 pub mod metrics;
 pub mod mock;
+pub mod otlp;
 pub mod pipeline;
 pub mod prompts;
 pub mod providers;

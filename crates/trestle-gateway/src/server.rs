@@ -71,6 +71,7 @@ pub fn build_state(
         config_path,
         recorder,
         feedback: Arc::new(crate::feedback::Feedback::new(db.clone())),
+        spans: crate::otlp::SpanStore::new(db.clone()),
         prompt_labels,
         experiments: crate::experiments::ExperimentStates::new(db),
         online,
@@ -307,7 +308,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
-        .route("/v1/traces", get(list_traces))
+        .route("/v1/traces", get(list_traces).post(crate::otlp::ingest))
         .route("/v1/traces/{id}", get(get_trace))
         .route("/v1/stats", get(stats))
         .route("/v1/evals/online", get(online_evals))
@@ -372,7 +373,21 @@ async fn list_traces(
 
 async fn get_trace(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
     let key = id.clone();
-    match read(&state, move |store| store.get(&key)).await {
+    let found = read(&state, move |store| {
+        let trace = store.get(&key)?;
+        let app = store.app_spans(&key)?;
+        Ok(match (trace, app.is_empty()) {
+            (Some(mut t), _) => {
+                t["app_spans"] = json!(app);
+                Some(t)
+            }
+            // Only the app's spans so far: the trace still opens.
+            (None, false) => Some(json!({"trace_id": key, "requests": [], "app_spans": app})),
+            (None, true) => None,
+        })
+    })
+    .await;
+    match found {
         Ok(Some(trace)) => axum::Json(trace).into_response(),
         Ok(None) => GatewayError::NotFound {
             message: format!(

@@ -21,6 +21,8 @@ pub struct AppState {
     /// The file a reload re-reads (none: the built-in config, which never changes).
     pub config_path: Option<PathBuf>,
     pub recorder: Recorder,
+    /// Spans the app sends over OTLP.
+    pub spans: crate::otlp::SpanStore,
     /// Feedback: its store, recent traces, the regeneration detector.
     pub feedback: Arc<crate::feedback::Feedback>,
     /// Where prompt labels point (moved by file or API), across reloads.

@@ -110,6 +110,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The app's OTLP spans of a trace (crate::otlp), oldest first.
+    pub fn app_spans(&self, trace_id: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(crate::otlp::read(&self.conn, trace_id)?)
+    }
+
     /// Opens (creating if needed) the database and its folder.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -115,7 +115,53 @@ pub fn render(trace: &Value) -> String {
             }
         }
     }
+    app_spans(trace, &mut out);
     out
+}
+
+/// The app's own spans (OTLP), on one time axis from the first to the last.
+fn app_spans(trace: &Value, out: &mut String) {
+    let spans = trace["app_spans"].as_array().cloned().unwrap_or_default();
+    if spans.is_empty() {
+        return;
+    }
+    let start = spans
+        .iter()
+        .filter_map(|s| s["start_ms"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let end = spans
+        .iter()
+        .filter_map(|s| s["end_ms"].as_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let total = (end - start).max(0.001);
+    let _ = writeln!(out, "app spans (OTLP), {total:.1} ms");
+    for s in &spans {
+        let (a, b) = (
+            s["start_ms"].as_f64().unwrap_or(start),
+            s["end_ms"].as_f64().unwrap_or(start),
+        );
+        let from = (((a - start) / total) * WIDTH as f64).round() as usize;
+        let from = from.min(WIDTH - 1);
+        let len = ((((b - a) / total) * WIDTH as f64).round() as usize).clamp(1, WIDTH - from);
+        let bar = format!(
+            "{}{}{}",
+            " ".repeat(from),
+            "█".repeat(len),
+            " ".repeat(WIDTH - from - len)
+        );
+        let status = if s["status_code"].as_i64() == Some(2) {
+            format!("  error {}", s["status_message"].as_str().unwrap_or(""))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {:<26} |{bar}| {:>8.1} ms  {}{status}",
+            s["name"].as_str().unwrap_or("?"),
+            b - a,
+            s["service"].as_str().unwrap_or("")
+        );
+    }
 }
 
 #[cfg(test)]
