@@ -22,6 +22,11 @@ pub struct Suite {
     pub dataset: String,
     /// The route (or `provider/model`) every case is sent to.
     pub route: String,
+    /// A prompt version to run instead of the route's (`name@N` or `name:label`): a
+    /// candidate is evaluated before any label points at it. Each case's
+    /// `metadata.prompt_variables` fills it.
+    #[serde(default)]
+    pub prompt: Option<String>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Fields added to every request body (`temperature`, `max_tokens`, ...).

@@ -186,6 +186,53 @@ async fn prompts_render_into_requests_and_labels_move_and_stay() {
     .await;
     assert_eq!(status, 400, "{bad}");
 
+    // A request (an eval of a candidate) can pin a version; a version that does not exist is
+    // a 400 naming the field.
+    let (_, h, _) = ask(
+        &gw,
+        "ana",
+        json!({"prompt_variables": {"shop": "Acme"}, "prompt_version": "support-answer@1"}),
+    )
+    .await;
+    assert_eq!(header(&h, "x-trestle-prompt-version"), "support-answer@1");
+    let (status, _, v) = ask(
+        &gw,
+        "ana",
+        json!({"prompt_variables": {"shop": "Acme"}, "prompt_version": "support-answer@7"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (400, Some("prompt_version")),
+        "{v}"
+    );
+    // A suite runs a prompt version that no label points at yet.
+    std::fs::write(
+        gw.dir.join("golden.jsonl"),
+        "{\"id\": \"a\", \"input\": \"Where is my parcel?\", \"metadata\": {\"prompt_variables\": {\"shop\": \"Acme\"}}, \"assert\": [{\"type\": \"contains\", \"value\": \"helpful support agent for Acme\"}]}\n",
+    )
+    .unwrap();
+    std::fs::write(gw.dir.join("suite.toml"), "dataset = \"golden.jsonl\"\nroute = \"chat\"\nprompt = \"support-answer@1\"\n[gates]\ndefault = { min_pass_rate = 1.0 }\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "eval",
+            "run",
+            "suite.toml",
+            "--url",
+            &gw.url(),
+            "--db",
+            "evals.db",
+        ])
+        .current_dir(&gw.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A restart keeps the API's move; the history says who moved what.
     let dir = gw.dir.clone();
     drop(gw);

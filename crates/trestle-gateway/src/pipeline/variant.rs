@@ -44,9 +44,31 @@ pub fn apply(
             ));
         }
     };
+    // An explicit version (evals of a candidate, replays): no experiment assignment.
+    let pinned = match req.extra.remove("prompt_version") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) => {
+            let r = PromptRef::parse(&v)
+                .map_err(|e| GatewayError::invalid(e, Some("prompt_version")))?;
+            runtime
+                .prompts
+                .check(&r)
+                .map_err(|e| GatewayError::invalid(e, Some("prompt_version")))?;
+            Some(r)
+        }
+        Some(other) => {
+            return Err(GatewayError::invalid(
+                format!(
+                    "`prompt_version` is a string like \"name@2\" or \"name:canary\", not {other}"
+                ),
+                Some("prompt_version"),
+            ));
+        }
+    };
     let mut out = Applied::default();
-    let mut prompt_ref = None;
-    if let Some(e) = runtime.experiments.get(&route.name)
+    let mut prompt_ref = pinned.clone();
+    if pinned.is_none()
+        && let Some(e) = runtime.experiments.get(&route.name)
         && let Some(unit) = e.unit_id(
             identity.user_id.as_deref(),
             identity.conversation_id.as_deref(),

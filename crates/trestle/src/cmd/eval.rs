@@ -190,6 +190,12 @@ async fn run_case(
     for (k, v) in &ctx.suite.params {
         body[k] = v.clone();
     }
+    if let Some(p) = &ctx.suite.prompt {
+        body["prompt_version"] = json!(p);
+    }
+    if let Some(vars) = case.metadata.get("prompt_variables") {
+        body["prompt_variables"] = vars.clone();
+    }
     let started = Instant::now();
     let (status, v, headers) = ctx
         .live
@@ -374,7 +380,10 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
         label: args.label.clone(),
         dataset: dataset_name,
         dataset_version: version,
-        route: suite.route.clone(),
+        route: match &suite.prompt {
+            Some(p) => format!("{} with {p}", suite.route),
+            None => suite.route.clone(),
+        },
         target: gateway.describe.clone(),
         cases: 0,
         passed: 0,
