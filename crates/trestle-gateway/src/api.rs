@@ -112,15 +112,28 @@ pub async fn promote(
                 .map(String::from)
         })
         .unwrap_or_else(|| "api".into());
+    move_label(&state, name, req.label, req.version, by, "version").await
+}
+
+/// Moves a label off the async runtime (the move is written to the store) and answers the
+/// recorded move; a refusal is a 400 naming `param`.
+async fn move_label(
+    state: &SharedState,
+    prompt: String,
+    label: String,
+    version: u32,
+    by: String,
+    param: &str,
+) -> Response {
     let s = state.clone();
     let moved = tokio::task::spawn_blocking(move || {
         s.prompt_labels
-            .promote(&s.runtime().prompts, &name, &req.label, req.version, &by)
+            .promote(&s.runtime().prompts, &prompt, &label, version, &by)
     })
     .await;
     match moved {
         Ok(Ok(m)) => axum::Json(json!({"object": "label_move", "move": m})).into_response(),
-        Ok(Err(e)) => GatewayError::invalid(e, Some("version")).into_response(),
+        Ok(Err(e)) => GatewayError::invalid(e, Some(param)).into_response(),
         Err(e) => GatewayError::Internal(e.to_string()).into_response(),
     }
 }
@@ -233,16 +246,5 @@ pub async fn ship(
         .into_response();
     };
     let by = req.by.unwrap_or_else(|| format!("experiment {name}"));
-    let s = state.clone();
-    let label = req.label.clone();
-    match tokio::task::spawn_blocking(move || {
-        s.prompt_labels
-            .promote(&s.runtime().prompts, &prompt, &label, version, &by)
-    })
-    .await
-    {
-        Ok(Ok(m)) => axum::Json(json!({"object": "label_move", "move": m})).into_response(),
-        Ok(Err(e)) => GatewayError::invalid(e, Some("variant")).into_response(),
-        Err(e) => GatewayError::Internal(e.to_string()).into_response(),
-    }
+    move_label(&state, prompt, req.label, version, by, "variant").await
 }
