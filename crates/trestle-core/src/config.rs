@@ -52,10 +52,143 @@ pub struct Config {
     /// `[experiments.NAME]` (docs/experiments.md).
     #[serde(default)]
     pub experiments: BTreeMap<String, crate::experiment::ExperimentConfig>,
+    /// `[drift]`: the drift report's windows, schedule and thresholds (docs/observability.md).
+    #[serde(default)]
+    pub drift: crate::drift::DriftConfig,
+    /// `[alerts]`: where drift alerts are sent.
+    #[serde(default)]
+    pub alerts: crate::drift::AlertsConfig,
+    /// `[otel]`: export the gateway's spans and metrics over OTLP (docs/observability.md).
+    #[serde(default)]
+    pub otel: Option<crate::otel::OtelConfig>,
+    /// `[auth]`: client keys (docs/configuration.md, "Keys and tenants").
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[state]`: where per-key limits and budgets are counted (docs/configuration.md,
+    /// "Shared state").
+    #[serde(default)]
+    pub state: StateConfig,
     /// The folder of the config file (relative paths in `[prompts]` start there); unset for a
     /// config not read from a file.
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
+}
+
+/// `[auth]`: who may call. Keys are made with `trestle keys create` and kept hashed in the
+/// store; this section says whether they are required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require `Authorization: Bearer <key>` on the API. Unset: required once any key
+    /// exists.
+    pub required: Option<bool>,
+    /// How often keys are re-read from the store (revocations take effect within this).
+    pub refresh_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            required: None,
+            refresh_ms: 1_000,
+        }
+    }
+}
+
+/// Where shared state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateKind {
+    /// In this process: each instance counts alone.
+    #[default]
+    Memory,
+    /// In one Redis that every instance shares.
+    Redis,
+}
+
+/// `[state]`: per-key limits and budgets, in memory or shared on Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub kind: StateKind,
+    /// `redis://[user:password@]host[:port][/db]`; needed with `kind = "redis"`.
+    pub url: Option<String>,
+    /// How long a decision waits for Redis before the local limits decide instead.
+    pub timeout_ms: u64,
+    /// How many instances share the limits: while Redis is unreachable each instance
+    /// enforces its share (the limits divided by this).
+    pub instances: u32,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            kind: StateKind::Memory,
+            url: None,
+            timeout_ms: 50,
+            instances: 1,
+            prefix: "trestle:".into(),
+        }
+    }
+}
+
+impl StateConfig {
+    /// Problems as (key, message).
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match (&self.url, self.kind) {
+            (None, StateKind::Redis) => out.push((
+                "url".into(),
+                "kind = \"redis\" needs `url`, like redis://127.0.0.1:6379".to_string(),
+            )),
+            (Some(url), _) => {
+                if let Err(message) = check_redis_url(url) {
+                    out.push(("url".into(), message));
+                }
+            }
+            (None, StateKind::Memory) => {}
+        }
+        if self.timeout_ms == 0 {
+            out.push(("timeout_ms".into(), "must be at least 1".into()));
+        }
+        if self.instances == 0 {
+            out.push(("instances".into(), "must be at least 1".into()));
+        }
+        out
+    }
+}
+
+/// `redis://[user:password@]host[:port][/db]`.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`{url}`: {why} (write redis://host:port, like redis://127.0.0.1:6379/0)"
+        ))
+    };
+    if url.starts_with("rediss://") {
+        return bad("TLS (rediss://) is not supported yet");
+    }
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return bad("a Redis URL starts with redis://");
+    };
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !host_port.ends_with(']') => (h, Some(p)),
+        _ => (host_port, None),
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return bad("the port is not a number from 1 to 65535");
+    }
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return bad("the database after `/` is a number");
+    }
+    Ok(())
 }
 
 /// `[evals]`.
@@ -136,6 +269,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// How long a client may take to send its request body; past it the request gets 408.
     pub body_read_timeout_ms: u64,
+    /// A second listener for the admin endpoints (`/admin/*`, `/metrics`, `/v1/keys`),
+    /// reachable without an admin key; it must be a loopback address.
+    pub admin_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +282,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+            admin_listen: None,
         }
     }
 }
@@ -408,6 +545,9 @@ pub struct ModelConfig {
     pub retry_after_pause_ms: Option<u64>,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The tokenizer a route's `max_input_tokens` counts with: `o200k_base`, `cl100k_base`
+    /// or a `tokenizer.json` path. Default: by model family (OpenAI names), else an estimate.
+    pub tokenizer: Option<crate::budget::TokenizerSpec>,
 }
 
 /// How a user waits for the answer; sets the default latency budget.
@@ -460,6 +600,11 @@ pub struct RouteConfig {
     pub targets: Vec<Spanned<String>>,
     /// Cap on output tokens; a client's larger request is lowered to it.
     pub max_tokens: Option<u32>,
+    /// Cap on input tokens (messages and tool definitions), counted with the tokenizer of
+    /// the route's targets; over it, the request is trimmed or refused (`trim`).
+    pub max_input_tokens: Option<u32>,
+    /// What happens over `max_input_tokens` (default `oldest_turns`).
+    pub trim: Option<crate::budget::TrimPolicy>,
     /// Whole-request deadline (default: the class budget).
     pub timeout_ms: Option<u64>,
     /// Deadline for the first streamed token of each attempt (default: the class budget).
@@ -533,6 +678,8 @@ impl RouteConfig {
             class: InteractionClass::Async,
             targets: vec![Spanned::new(0..0, target.to_string())],
             max_tokens: None,
+            max_input_tokens: None,
+            trim: None,
             timeout_ms: None,
             ttft_timeout_ms: None,
             attempt_timeout_ms: None,
@@ -631,7 +778,40 @@ impl Config {
                     std::path::Path::to_path_buf,
                 ),
         );
+        let missing = loaded.config.missing_tokenizer_files(&text);
+        if !missing.is_empty() {
+            return Err(ConfigError::Invalid(missing));
+        }
         Ok(loaded)
+    }
+
+    /// A path from the config, relative to the config file's folder.
+    pub fn resolve_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// Models whose `tokenizer` names a file that is not there.
+    fn missing_tokenizer_files(&self, text: &str) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        for (key, model) in &self.models {
+            if let Some(crate::budget::TokenizerSpec::File(path)) = &model.tokenizer {
+                let full = self.resolve_path(path);
+                if !full.is_file() {
+                    issues.push(ConfigIssue {
+                        line: find_line(text, &format!("[models.\"{key}\"]")),
+                        key: format!("models.\"{key}\".tokenizer"),
+                        message: format!(
+                            "no tokenizer file at {} (paths are relative to the config file)",
+                            full.display()
+                        ),
+                    });
+                }
+            }
+        }
+        issues
     }
 
     /// The prompts folder: `[prompts] dir`, relative to the config file.
@@ -669,6 +849,21 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         warnings: &mut Vec<ConfigIssue>,
     ) {
+        if let Some(otel) = self.otel.as_mut() {
+            for (header, value) in otel.headers.iter_mut() {
+                let (expanded, missing) = expand_env(value, env);
+                *value = expanded;
+                for var in missing {
+                    warnings.push(ConfigIssue {
+                        line: find_line(text, "[otel]"),
+                        key: format!("otel.headers.{header}"),
+                        message: format!(
+                            "environment variable {var} is not set; using an empty value"
+                        ),
+                    });
+                }
+            }
+        }
         for (name, provider) in self.providers.iter_mut() {
             let http = match provider {
                 ProviderConfig::Openai(h)
@@ -923,6 +1118,20 @@ impl Config {
                     "must be above 0".into(),
                 );
             }
+            if route.max_input_tokens == Some(0) {
+                issue(
+                    line,
+                    format!("routes.{name}.max_input_tokens"),
+                    "must be above 0 (leave it out for no limit)".into(),
+                );
+            }
+            if route.trim.is_some() && route.max_input_tokens.is_none() {
+                issue(
+                    line,
+                    format!("routes.{name}.trim"),
+                    "`trim` needs `max_input_tokens` (the budget it trims to)".into(),
+                );
+            }
             let fb = &route.fallback;
             if !(200..=599).contains(&fb.omitted_status) {
                 issue(
@@ -1126,6 +1335,30 @@ impl Config {
                     ),
                 );
             }
+        }
+        if let Some(otel) = &self.otel {
+            for (key, message) in otel.check() {
+                issue(find_line(text, "[otel]"), format!("otel.{key}"), message);
+            }
+        }
+        for (section, problems) in [
+            ("drift", self.drift.check()),
+            ("alerts", self.alerts.check()),
+            ("state", self.state.check()),
+        ] {
+            let line = find_line(text, &format!("[{section}]"));
+            for (key, message) in problems {
+                issue(line, format!("{section}.{key}"), message);
+            }
+        }
+        if let Some(e) = &self.drift.embedder
+            && !self.embedders.contains_key(e)
+        {
+            issue(
+                find_line(text, "[drift]"),
+                "drift.embedder".into(),
+                format!("unknown embedder `{e}`"),
+            );
         }
         if let Some(online) = &self.evals.online {
             let line = find_line(text, "[evals.online]");
@@ -1430,6 +1663,37 @@ guardrails = { input = ["missing"], output = ["pii"] }
         let err = Config::parse(&text, &env).unwrap_err().to_string();
         assert!(err.contains("line 18"), "{err}");
         assert!(err.contains("retrys"), "{err}");
+    }
+
+    #[test]
+    fn state_urls_are_checked() {
+        let parse = |state: &str| Config::parse(&format!("[state]\n{state}\n"), &env);
+        let ok = parse("kind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"").unwrap();
+        assert_eq!(ok.config.state.kind, StateKind::Redis);
+        assert_eq!(ok.config.state.timeout_ms, 50);
+        assert_eq!(ok.config.state.prefix, "trestle:");
+        assert!(parse("kind = \"redis\"\nurl = \"redis://[::1]:7000\"").is_ok());
+        assert!(parse("kind = \"redis\"\nurl = \"redis://u:p@cache\"").is_ok());
+        for bad in [
+            "http://x:1",
+            "redis://:6379",
+            "redis://h:port",
+            "redis://h/x",
+            "rediss://h",
+        ] {
+            let err = parse(&format!("kind = \"redis\"\nurl = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("state.url"), "{bad}: {err}");
+        }
+        let err = parse("kind = \"redis\"").unwrap_err().to_string();
+        assert!(err.contains("state.url") && err.contains("needs"), "{err}");
+        assert!(
+            parse("instances = 0")
+                .unwrap_err()
+                .to_string()
+                .contains("state.instances")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod assertion;
 pub mod bayes;
 pub mod calibrate;
 pub mod dataset;
+pub mod drift;
 pub mod judge;
 pub mod mine;
 pub mod online;

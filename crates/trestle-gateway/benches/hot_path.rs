@@ -1,6 +1,6 @@
 //! Criterion benches of the per-request work on the gateway's hot path:
 //! parse → resolve → serialize the upstream body, one SSE chunk relayed, a trace enqueued,
-//! and the fallback cache's key and write.
+//! the fallback cache's key and write, and counting a conversation for `max_input_tokens`.
 //!
 //! `cargo bench -p trestle-gateway --bench hot_path`; results and commands in BENCHMARKS.md.
 
@@ -93,6 +93,12 @@ fn trace(i: u64) -> Trace {
         prompt_version: None,
         experiment: None,
         variant: None,
+        response_model: None,
+        system_fingerprint: None,
+        flags: Vec::new(),
+        tenant: None,
+        key_id: None,
+        input_budget: None,
     }
 }
 
@@ -207,12 +213,89 @@ fn experiment_and_prompt(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Counting a ~2,000-token conversation (a system prompt and 26 turns) with o200k_base: the
+/// work `max_input_tokens` adds to a request on such a route.
+fn input_budget(c: &mut Criterion) {
+    use trestle_core::budget::Encoding;
+    use trestle_core::openai::{Message, Role};
+    use trestle_gateway::tokens::{REPLY_PRIMING, Tokenizer};
+    let mut messages = vec![Message::new(
+        Role::System,
+        "You are a helpful support assistant for an online shop. Answer briefly and politely.",
+    )];
+    for i in 0..26 {
+        messages.push(Message::new(
+            Role::User,
+            format!(
+                "Question {i}: I ordered a pair of running shoes last Tuesday, size 42, and the \
+                 tracking page still says the parcel is at the depot. Can you check?"
+            ),
+        ));
+        messages.push(Message::new(
+            Role::Assistant,
+            "I checked your order: the parcel left the depot this morning and should reach you \
+             within two working days. You will get an e-mail with the new tracking link.",
+        ));
+    }
+    let tok = Tokenizer::Tiktoken(Encoding::O200kBase);
+    let total: u64 = messages.iter().map(|m| tok.message(m)).sum::<u64>() + REPLY_PRIMING;
+    assert!((1_900..2_100).contains(&total), "{total} tokens");
+    c.bench_function("budget: count a 2k-token conversation (o200k_base)", |b| {
+        b.iter(|| {
+            black_box(
+                black_box(&messages)
+                    .iter()
+                    .map(|m| tok.message(m))
+                    .sum::<u64>(),
+            )
+        })
+    });
+}
+
+/// A key's check on every request: its hash, the in-memory map, the minute window and the
+/// budget (issue: under 5 µs p50).
+fn key_check(c: &mut Criterion) {
+    use trestle_gateway::keys::{KeyStore, Keys, NewKey, admit, parse_budget};
+    let dir = std::env::temp_dir().join(format!("trestle-bench-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("keys.db");
+    let store = KeyStore::open(&db).unwrap();
+    let (secret, _) = store
+        .create(
+            &NewKey {
+                name: "bench".into(),
+                tenant: "acme".into(),
+                rpm: Some(u64::MAX / 2),
+                budget: Some(parse_budget("month:1000000").unwrap()),
+                ..Default::default()
+            },
+            trestle_gateway::store::now_ms(),
+        )
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let keys = Keys::new(Some(db));
+    c.bench_function("auth: check a key, its limits and budget", |b| {
+        b.iter(|| {
+            let caller = keys.authenticate(black_box(&secret)).unwrap();
+            admit(&caller).unwrap();
+            black_box(caller)
+        })
+    });
+    std::fs::remove_dir_all(dir).ok();
+}
+
 criterion_group!(
     benches,
+    key_check,
     request_path,
     stream_relay,
     trace_enqueue,
     exact_cache,
-    experiment_and_prompt
+    experiment_and_prompt,
+    input_budget
 );
 criterion_main!(benches);

@@ -146,7 +146,7 @@ fn store_path(state: &SharedState) -> Option<std::path::PathBuf> {
         .then(|| rt.config.store.path.clone())
 }
 
-async fn read_out(state: &SharedState, name: String) -> Result<Value, GatewayError> {
+pub(crate) async fn read_out(state: &SharedState, name: String) -> Result<Value, GatewayError> {
     let rt = state.runtime();
     if !rt.config.experiments.contains_key(&name) {
         return Err(GatewayError::NotFound {

@@ -44,6 +44,22 @@ pub enum GatewayError {
     },
     #[error("the gateway is shutting down; retry against another instance")]
     ShuttingDown,
+    /// No key, or one that is malformed, unknown, revoked or expired (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid key that may not do this: a route outside its list, an admin endpoint (403).
+    #[error("{message}")]
+    Forbidden { message: String, code: &'static str },
+    /// A key's requests or tokens per minute are used up (429 with `Retry-After`).
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_s: u64 },
+    /// A key's spending budget for the period is used up (429 until `reset_at`).
+    #[error("{message}")]
+    BudgetExceeded {
+        message: String,
+        retry_after_s: u64,
+        reset_at: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,6 +94,11 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -95,6 +116,10 @@ impl GatewayError {
             GatewayError::UpstreamFailed { .. } | GatewayError::Unavailable(_) => "upstream_error",
             GatewayError::ShuttingDown => "service_unavailable",
             GatewayError::Internal(_) => "server_error",
+            GatewayError::Unauthorized(_) => "authentication_error",
+            GatewayError::Forbidden { .. } => "permission_error",
+            GatewayError::RateLimited { .. } => "rate_limit_error",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 
@@ -113,6 +138,10 @@ impl GatewayError {
             GatewayError::Blocked { .. } => "guardrail_blocked",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal(_) => "internal_error",
+            GatewayError::Unauthorized(_) => "invalid_api_key",
+            GatewayError::Forbidden { code, .. } => code,
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 
@@ -135,10 +164,33 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (self.status(), body).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        match &self {
+            GatewayError::RateLimited { retry_after_s, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            GatewayError::BudgetExceeded {
+                retry_after_s,
+                reset_at,
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+                if let Ok(v) = HeaderValue::from_str(reset_at) {
+                    headers.insert("x-trestle-budget-reset", v);
+                }
+            }
+            GatewayError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"trestle\""),
+                );
+            }
+            _ => {}
+        }
         response
     }
 }

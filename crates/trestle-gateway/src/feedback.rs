@@ -28,6 +28,8 @@ pub struct TraceMeta {
     pub experiment: Option<String>,
     pub variant: Option<String>,
     pub prompt_version: Option<String>,
+    /// The tenant of the key that made the request, when keys are in use.
+    pub tenant: Option<String>,
 }
 
 const SCHEMA: &str = "
@@ -140,9 +142,9 @@ impl Feedback {
         }
         let conn = self.conn.as_ref()?.lock().ok()?;
         conn.query_row(
-            "SELECT route, conversation_id, experiment, variant, prompt_version FROM requests WHERE trace_id = ?1 LIMIT 1",
+            "SELECT route, conversation_id, experiment, variant, prompt_version, tenant FROM requests WHERE trace_id = ?1 LIMIT 1",
             [trace_id],
-            |r| Ok(TraceMeta { route: r.get(0)?, conversation_id: r.get(1)?, experiment: r.get(2)?, variant: r.get(3)?, prompt_version: r.get(4)? }),
+            |r| Ok(TraceMeta { route: r.get(0)?, conversation_id: r.get(1)?, experiment: r.get(2)?, variant: r.get(3)?, prompt_version: r.get(4)?, tenant: r.get(5)? }),
         )
         .optional()
         .ok()
@@ -306,6 +308,7 @@ fn random_id() -> String {
 /// `POST /v1/feedback`.
 pub async fn post(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -347,8 +350,13 @@ pub async fn post(
     };
     let fb = state.feedback.clone();
     let trace_id = req.trace_id.clone();
+    let scope = crate::auth::tenant(&caller);
     let work = tokio::task::spawn_blocking(move || -> Result<(StatusCode, Value), GatewayError> {
-        let meta = fb.meta(&trace_id).ok_or_else(|| GatewayError::NotFound { message: format!("no trace `{trace_id}` (feedback refers to an answer's x-trestle-trace-id)"), code: "trace_not_found" })?;
+        // Another tenant's trace is as good as absent.
+        let meta = fb
+            .meta(&trace_id)
+            .filter(|m| scope.is_none() || m.tenant == scope)
+            .ok_or_else(|| GatewayError::NotFound { message: format!("no trace `{trace_id}` (feedback refers to an answer's x-trestle-trace-id)"), code: "trace_not_found" })?;
         let id = req.id.clone().unwrap_or_else(random_id);
         let row = Row {
             id: id.clone(),
@@ -402,6 +410,7 @@ pub struct ListQuery {
 /// `GET /v1/feedback?trace_id=|conversation_id=`.
 pub async fn list(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
@@ -413,8 +422,18 @@ pub async fn list(
             .into_response();
     }
     let fb = state.feedback.clone();
+    let scope = crate::auth::tenant(&caller);
     match tokio::task::spawn_blocking(move || {
-        fb.list(q.trace_id.as_deref(), q.conversation_id.as_deref())
+        let mut rows = fb.list(q.trace_id.as_deref(), q.conversation_id.as_deref())?;
+        if scope.is_some() {
+            rows.retain(|r| {
+                r["trace_id"]
+                    .as_str()
+                    .and_then(|t| fb.meta(t))
+                    .is_some_and(|m| m.tenant == scope)
+            });
+        }
+        Ok::<_, String>(rows)
     })
     .await
     {

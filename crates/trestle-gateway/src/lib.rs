@@ -1,8 +1,11 @@
 //! The Trestle gateway: the request pipeline, provider adapters, trace store and the
 //! placeholder model, served over an OpenAI-compatible HTTP API.
 
+pub mod anomaly;
 pub mod api;
+pub mod auth;
 pub mod cache;
+pub mod drift;
 pub mod error;
 pub mod evals;
 pub mod experiments;
@@ -10,14 +13,20 @@ pub mod feedback;
 #[cfg(test)]
 mod fuzz;
 pub mod guard;
+pub mod keys;
+pub mod limiter;
 pub mod metrics;
 pub mod mock;
+pub mod otel;
 pub mod otlp;
 pub mod pipeline;
 pub mod prompts;
 pub mod providers;
 pub mod resilience;
+pub mod review;
 pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tokens;
+pub mod ui;

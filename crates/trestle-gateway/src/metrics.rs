@@ -73,6 +73,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Requests by route, status and fallback level."
     );
     describe_counter!(
+        "trestle_state_fallback_total",
+        "Per-key limit decisions made locally because the shared state (Redis) did not answer."
+    );
+    describe_counter!(
         "trestle_traces_dropped_total",
         "Traces dropped because the queue was full or closed."
     );
@@ -83,6 +87,22 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         "trestle_traces_failed_total",
         "Traces lost because the store refused a batch."
+    );
+    describe_counter!(
+        "trestle_otel_spans_exported_total",
+        "Spans the OTLP exporter sent and the receiver took."
+    );
+    describe_counter!(
+        "trestle_otel_spans_dropped_total",
+        "Spans the OTLP exporter dropped because its queue was full."
+    );
+    describe_counter!(
+        "trestle_otel_spans_failed_total",
+        "Spans lost because the OTLP receiver refused them or could not be reached, after retries."
+    );
+    describe_counter!(
+        "trestle_otel_metric_exports_total",
+        "OTLP metric exports by result (ok, failed)."
     );
     describe_gauge!("trestle_streams_open", "Streams being relayed right now.");
     describe_gauge!(
@@ -128,6 +148,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         "trestle_config_reloads_total",
         "Config reloads by result (ok, rejected)."
+    );
+    describe_counter!(
+        "trestle_context_trimmed_total",
+        "Requests whose oldest turns were dropped to fit the route's max_input_tokens."
     );
     Ok(handle)
 }
@@ -248,6 +272,11 @@ pub fn waited(route: &str, pause: std::time::Duration) {
     counter!("trestle_unavailable_waits_total", "route" => route.to_string()).increment(1);
     histogram!("trestle_unavailable_wait_seconds", "route" => route.to_string())
         .record(pause.as_secs_f64());
+}
+
+/// A request's context was trimmed to the route's `max_input_tokens`.
+pub fn context_trimmed(route: &str) {
+    counter!("trestle_context_trimmed_total", "route" => route.to_string()).increment(1);
 }
 
 pub fn hedged(route: &str, target: &str) {

@@ -119,6 +119,9 @@ pub struct MockOptions {
     pub slow_ttft_ms: f64,
     /// When set, requests must send `Authorization: Bearer KEY`.
     pub api_key: Option<String>,
+    /// The `system_fingerprint` answers carry (changed at run time by
+    /// `POST /mock/fingerprint`, so a test can see a provider change); none when empty.
+    pub system_fingerprint: String,
 }
 
 impl Default for MockOptions {
@@ -131,6 +134,7 @@ impl Default for MockOptions {
             slow_tokens_per_sec: 5.0,
             slow_ttft_ms: 3_000.0,
             api_key: None,
+            system_fingerprint: "fp_mock_1".into(),
         }
     }
 }
@@ -145,6 +149,8 @@ struct Mock {
     faults: AtomicU64,
     /// The most recent request bodies, for tests to inspect.
     log: Mutex<VecDeque<Value>>,
+    /// The `system_fingerprint` answers carry now.
+    fingerprint: Mutex<String>,
 }
 
 /// The mock's router.
@@ -152,6 +158,7 @@ pub fn router(options: MockOptions) -> anyhow::Result<Router> {
     let mock = Arc::new(Mock {
         model: Placeholder::new(options.model.clone())?,
         rng: Mutex::new(SmallRng::seed_from_u64(options.model.seed ^ 0x5eed)),
+        fingerprint: Mutex::new(options.system_fingerprint.clone()),
         options,
         requests: AtomicU64::new(0),
         faults: AtomicU64::new(0),
@@ -163,6 +170,7 @@ pub fn router(options: MockOptions) -> anyhow::Result<Router> {
         .route("/v1/moderations", post(moderations))
         .route("/v1/models", get(models))
         .route("/mock/requests", get(requests))
+        .route("/mock/fingerprint", post(set_fingerprint))
         .route(
             "/health",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -209,6 +217,14 @@ impl Mock {
         } else {
             None
         }
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.fingerprint
+            .lock()
+            .ok()
+            .map(|f| f.clone())
+            .filter(|f| !f.is_empty())
     }
 
     fn remember(&self, body: &[u8], headers: &HeaderMap) {
@@ -293,13 +309,18 @@ async fn chat(
         _ => {}
     }
     let id = new_id();
+    let fingerprint = mock.fingerprint();
     if !req.is_stream() {
         tokio::time::sleep(plan.duration()).await;
+        let mut answer = completion(&plan, &id, &req.model);
+        if let Some(fp) = &fingerprint {
+            answer.extra.insert("system_fingerprint".into(), json!(fp));
+        }
         let body = match fault {
             Some(Fault::Malformed) => {
                 Bytes::from_static(b"{\"id\":\"chatcmpl-broken\",\"choices\":[{\"message\":")
             }
-            _ => match serde_json::to_vec(&completion(&plan, &id, &req.model)) {
+            _ => match serde_json::to_vec(&answer) {
                 Ok(v) => Bytes::from(v),
                 Err(e) => return GatewayError::Internal(e.to_string()).into_response(),
             },
@@ -322,8 +343,14 @@ async fn chat(
     }
 
     let frames: Vec<Bytes> = chunks(&plan, &id, &req.model, req.wants_stream_usage())
-        .iter()
-        .filter_map(|c| serde_json::to_vec(c).ok())
+        .into_iter()
+        .map(|mut c| {
+            if let Some(fp) = &fingerprint {
+                c.extra.insert("system_fingerprint".into(), json!(fp));
+            }
+            c
+        })
+        .filter_map(|c| serde_json::to_vec(&c).ok())
         .map(|json| Bytes::from([b"data: ".as_slice(), &json, b"\n\n"].concat()))
         .chain(std::iter::once(Bytes::from_static(b"data: [DONE]\n\n")))
         .collect();
@@ -448,6 +475,23 @@ async fn moderations(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: By
 async fn models() -> Response {
     axum::Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "trestle-mock"}]}))
         .into_response()
+}
+
+/// `POST /mock/fingerprint` `{"system_fingerprint": "fp_2"}`: answers carry this from now on
+/// (`""` for none), as when a provider rolls out a new backend under the same model name.
+async fn set_fingerprint(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some(fp) = v["system_fingerprint"].as_str() else {
+        return GatewayError::invalid(
+            "send {\"system_fingerprint\": \"fp_...\"}",
+            Some("system_fingerprint"),
+        )
+        .into_response();
+    };
+    if let Ok(mut f) = mock.fingerprint.lock() {
+        *f = fp.to_string();
+    }
+    axum::Json(json!({"system_fingerprint": fp})).into_response()
 }
 
 async fn requests(State(mock): State<Arc<Mock>>) -> Response {

@@ -141,6 +141,7 @@ CREATE TABLE IF NOT EXISTS app_spans (
     attributes TEXT NOT NULL,
     events TEXT NOT NULL,
     conversation_id TEXT,
+    tenant TEXT,
     PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS app_spans_conversation ON app_spans (conversation_id) WHERE conversation_id IS NOT NULL;
@@ -161,6 +162,15 @@ impl SpanStore {
             c.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
             c.pragma_update(None, "journal_mode", "WAL").ok()?;
             c.execute_batch(SCHEMA).ok()?;
+            // Spans stored before keys existed have no tenant.
+            let has_tenant = c
+                .prepare("SELECT 1 FROM pragma_table_info('app_spans') WHERE name = 'tenant'")
+                .and_then(|mut st| st.exists([]))
+                .ok()?;
+            if !has_tenant {
+                c.execute_batch("ALTER TABLE app_spans ADD COLUMN tenant TEXT")
+                    .ok()?;
+            }
             Some(Mutex::new(c))
         });
         SpanStore {
@@ -171,8 +181,9 @@ impl SpanStore {
         }
     }
 
-    /// Writes spans in one transaction (a span sent twice is kept once).
-    pub fn write(&self, spans: &[AppSpan]) -> Result<(), String> {
+    /// Writes spans in one transaction (a span sent twice is kept once), as the tenant's
+    /// when a key sent them.
+    pub fn write(&self, spans: &[AppSpan], tenant: Option<&str>) -> Result<(), String> {
         let conn = self
             .conn
             .as_ref()
@@ -181,7 +192,7 @@ impl SpanStore {
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         {
             let mut st = tx
-                .prepare_cached("INSERT OR REPLACE INTO app_spans VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")
+                .prepare_cached("INSERT OR REPLACE INTO app_spans (trace_id, span_id, parent_span_id, name, kind, service, start_ms, end_ms, status_code, status_message, attributes, events, conversation_id, tenant) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")
                 .map_err(|e| e.to_string())?;
             for s in spans {
                 st.execute(params![
@@ -197,7 +208,8 @@ impl SpanStore {
                     s.status_message,
                     Value::Object(s.attributes.clone()).to_string(),
                     Value::Array(s.events.clone()).to_string(),
-                    s.conversation_id
+                    s.conversation_id,
+                    tenant
                 ])
                 .map_err(|e| e.to_string())?;
             }
@@ -208,14 +220,28 @@ impl SpanStore {
 
 /// The app spans of a trace, oldest first, as the trace API answers them.
 pub fn read(conn: &Connection, trace_id: &str) -> rusqlite::Result<Vec<Value>> {
+    read_where(conn, "trace_id = ?1", trace_id)
+}
+
+/// The spans of a conversation: those with its id, and those of traces whose gateway
+/// requests carry it; oldest first.
+pub fn read_conversation(conn: &Connection, conversation_id: &str) -> rusqlite::Result<Vec<Value>> {
+    read_where(
+        conn,
+        "conversation_id = ?1 OR trace_id IN (SELECT trace_id FROM requests WHERE conversation_id = ?1)",
+        conversation_id,
+    )
+}
+
+fn read_where(conn: &Connection, clause: &str, key: &str) -> rusqlite::Result<Vec<Value>> {
     if conn.prepare("SELECT 1 FROM app_spans LIMIT 0").is_err() {
         return Ok(Vec::new());
     }
-    let mut st = conn.prepare_cached(
-        "SELECT span_id, parent_span_id, name, kind, service, start_ms, end_ms, status_code, status_message, attributes, events, conversation_id
-         FROM app_spans WHERE trace_id = ?1 ORDER BY start_ms",
-    )?;
-    let rows = st.query_map([trace_id], |r| {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT span_id, parent_span_id, name, kind, service, start_ms, end_ms, status_code, status_message, attributes, events, conversation_id, trace_id, tenant
+         FROM app_spans WHERE {clause} ORDER BY start_ms LIMIT 5000"
+    ))?;
+    let rows = st.query_map([key], |r| {
         let attributes: String = r.get(9)?;
         let events: String = r.get(10)?;
         Ok(json!({
@@ -225,6 +251,8 @@ pub fn read(conn: &Connection, trace_id: &str) -> rusqlite::Result<Vec<Value>> {
             "attributes": serde_json::from_str::<Value>(&attributes).unwrap_or_default(),
             "events": serde_json::from_str::<Value>(&events).unwrap_or_default(),
             "conversation_id": r.get::<_, Option<String>>(11)?,
+            "trace_id": r.get::<_, String>(12)?,
+            "tenant": r.get::<_, Option<String>>(13)?,
         }))
     })?;
     rows.collect()
@@ -269,6 +297,7 @@ pub fn decode(
 /// `POST /v1/traces`.
 pub async fn ingest(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -292,7 +321,9 @@ pub async fn ingest(
     let n = spans.len() as u64;
     state.spans.received.fetch_add(n, Ordering::Relaxed);
     let s = state.clone();
-    let written = tokio::task::spawn_blocking(move || s.spans.write(&spans)).await;
+    let tenant = caller.map(|c| c.0.key.tenant.clone());
+    let written =
+        tokio::task::spawn_blocking(move || s.spans.write(&spans, tenant.as_deref())).await;
     match written {
         Ok(Ok(())) => {
             state.spans.stored.fetch_add(n, Ordering::Relaxed);

@@ -30,6 +30,8 @@ pub struct Target {
     pub price: Option<Price>,
     /// Breaker, capacity and latency; shared across reloads.
     pub health: Arc<TargetHealth>,
+    /// What the route's `max_input_tokens` counts this target's input with.
+    pub tokenizer: crate::tokens::Tokenizer,
     last_used_ms: AtomicU64,
 }
 
@@ -78,6 +80,8 @@ pub struct Runtime {
     /// `[guardrails]`, built.
     pub guardrails: HashMap<String, Arc<Guardrail>>,
     providers: HashMap<String, Arc<dyn Provider>>,
+    /// The models' configured `tokenizer`s, loaded.
+    tokenizers: HashMap<String, crate::tokens::Tokenizer>,
     pub(crate) routes: HashMap<String, Arc<Route>>,
     /// Routes made on demand for direct `provider/model` requests.
     direct: RwLock<HashMap<String, Arc<Route>>>,
@@ -96,6 +100,7 @@ impl Runtime {
             prompts: Arc::default(),
             experiments: HashMap::new(),
             guardrails: HashMap::new(),
+            tokenizers: HashMap::new(),
             routes: HashMap::new(),
             direct: RwLock::new(HashMap::new()),
             targets: RwLock::new(HashMap::new()),
@@ -113,6 +118,16 @@ impl Runtime {
             embedders.insert(name.clone(), embedder);
         }
         rt.embedders = embedders;
+        for (name, mc) in &rt.config.models {
+            if let Some(spec) = &mc.tokenizer {
+                let model = name.split_once('/').map_or(name.as_str(), |(_, m)| m);
+                let tokenizer = crate::tokens::Tokenizer::build(model, Some(spec), |p| {
+                    rt.config.resolve_path(p)
+                })
+                .map_err(|e| anyhow::anyhow!("models.\"{name}\".tokenizer: {e}"))?;
+                rt.tokenizers.insert(name.clone(), tokenizer);
+            }
+        }
         let mut guardrails = HashMap::new();
         for (name, gc) in &rt.config.guardrails {
             let g = Guardrail::build(name, gc, |t| {
@@ -124,6 +139,9 @@ impl Runtime {
         let mut routes = HashMap::new();
         for (name, rc) in &rt.config.routes {
             let targets = rt.targets_of(name, rc.targets.iter().map(|t| t.get_ref()))?;
+            if rc.max_input_tokens.is_some() {
+                targets.iter().for_each(|t| t.tokenizer.warm());
+            }
             let mut level_targets = HashMap::new();
             // Every level's targets, its own or inherited from the level above.
             for (level, cap) in (1..=4u8).flat_map(|l| rc.capability.iter().map(move |c| (l, c))) {
@@ -256,6 +274,10 @@ impl Runtime {
             health: self
                 .registry
                 .target(name, &model_cfg, self.fingerprint(provider_name)),
+            tokenizer: self.tokenizers.get(name).cloned().unwrap_or_else(|| {
+                crate::tokens::Tokenizer::build(model, None, |p| p.to_path_buf())
+                    .unwrap_or(crate::tokens::Tokenizer::Estimate)
+            }),
             last_used_ms: AtomicU64::new(0),
         });
         let mut map = self

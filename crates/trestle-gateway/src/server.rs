@@ -33,18 +33,29 @@ pub fn build_state(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<SharedState> {
     let store_cfg = config.store.clone();
+    let otel = match &config.otel {
+        Some(o) => crate::otel::Exporter::start(o, &config)?,
+        None => crate::otel::Exporter::disabled(),
+    };
+    let start_recorder = |store: Box<dyn TraceStore>| {
+        Recorder::start_with_sink(
+            store,
+            store_cfg.queue_capacity,
+            store_cfg.batch_size,
+            Duration::from_millis(store_cfg.flush_interval_ms),
+            otel.feed(),
+        )
+    };
     let (recorder, reader) = if store_cfg.enabled {
         let writer = SqliteStore::open(&store_cfg.path)?.with_redaction(redactor(&config)?);
         let reader = SqliteStore::open(&store_cfg.path)?;
         (
-            Recorder::start(
-                Box::new(writer),
-                store_cfg.queue_capacity,
-                store_cfg.batch_size,
-                Duration::from_millis(store_cfg.flush_interval_ms),
-            )?,
+            start_recorder(Box::new(writer))?,
             Some(Arc::new(Mutex::new(reader))),
         )
+    } else if otel.enabled() {
+        // No store, but traces still go through the recorder's queue to the exporter.
+        (start_recorder(Box::new(crate::store::Discard))?, None)
     } else {
         (Recorder::disabled(), None)
     };
@@ -55,6 +66,7 @@ pub fn build_state(
         crate::evals::OnlineEvaluator::disabled()
     };
     let db = store_cfg.enabled.then(|| store_cfg.path.clone());
+    let limiter = crate::limiter::from_config(&config.state)?;
     let registry = Arc::new(Registry::new(&config.cache));
     let runtime = Runtime::build(config, registry.clone())?;
     report_levels(&runtime);
@@ -70,7 +82,10 @@ pub fn build_state(
         registry,
         config_path,
         recorder,
+        otel,
         feedback: Arc::new(crate::feedback::Feedback::new(db.clone())),
+        review: crate::review::Review::new(db.clone()),
+        keys: crate::keys::Keys::with_limiter(db.clone(), limiter),
         spans: crate::otlp::SpanStore::new(db.clone()),
         prompt_labels,
         experiments: crate::experiments::ExperimentStates::new(db),
@@ -177,6 +192,10 @@ fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
         notes.push("[store] changed: it takes effect on restart".into());
         config.store = old.config.store.clone();
     }
+    if config.otel != old.config.otel {
+        notes.push("[otel] changed: it takes effect on restart".into());
+        config.otel.clone_from(&old.config.otel);
+    }
     let runtime = Runtime::build(config, state.registry.clone())
         .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?;
     notes.extend(
@@ -186,6 +205,7 @@ fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
             .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?,
     );
     state.registry.caches.tools.configure(&runtime.config.cache);
+    state.otel.configure(&runtime.config);
     notes.push(format!("routes: {}", runtime.route_names().join(", ")));
     report_levels(&runtime);
     state.runtime.store(Arc::new(runtime));
@@ -198,8 +218,17 @@ struct TtlQuery {
     ttl_s: Option<u64>,
 }
 
+/// A tool cache namespace as stored: a key's tenant has its own.
+fn tool_namespace(caller: &crate::auth::MaybeCaller, namespace: &str) -> String {
+    match caller {
+        Some(c) => format!("{}\u{1f}{namespace}", c.0.key.tenant),
+        None => namespace.to_string(),
+    }
+}
+
 async fn tool_put(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     Path((namespace, key)): Path<(String, String)>,
     query: Result<Query<TtlQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -219,12 +248,17 @@ async fn tool_put(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_string();
-    let ttl = state.registry.caches.tools.put(
-        &namespace,
+    let tools = &state.registry.caches.tools;
+    let ttl = tools.put(
+        &tool_namespace(&caller, &namespace),
         &key,
         value,
         content_type,
-        q.ttl_s.map(Duration::from_secs),
+        Some(
+            q.ttl_s
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| tools.ttl(&namespace)),
+        ),
     );
     crate::metrics::tool_cache(&namespace, "write");
     axum::Json(json!({"namespace": namespace, "key": key, "ttl_s": ttl.as_secs()})).into_response()
@@ -232,9 +266,15 @@ async fn tool_put(
 
 async fn tool_get(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     Path((namespace, key)): Path<(String, String)>,
 ) -> Response {
-    match state.registry.caches.tools.get(&namespace, &key) {
+    match state
+        .registry
+        .caches
+        .tools
+        .get(&tool_namespace(&caller, &namespace), &key)
+    {
         Some((entry, age)) => {
             crate::metrics::tool_cache(&namespace, "hit");
             let mut r = (StatusCode::OK, entry.value.clone()).into_response();
@@ -262,9 +302,14 @@ async fn tool_get(
 
 async fn tool_delete(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     Path((namespace, key)): Path<(String, String)>,
 ) -> Response {
-    let deleted = state.registry.caches.tools.delete(&namespace, &key);
+    let deleted = state
+        .registry
+        .caches
+        .tools
+        .delete(&tool_namespace(&caller, &namespace), &key);
     axum::Json(json!({"namespace": namespace, "key": key, "deleted": deleted})).into_response()
 }
 
@@ -323,6 +368,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/experiments/{name}", get(crate::api::experiment))
         .route("/v1/experiments/{name}/ship", post(crate::api::ship))
         .route("/v1/guardrails/{name}/check", post(guardrail_check))
+        .route(
+            "/v1/review/labels",
+            get(crate::review::list).post(crate::review::post),
+        )
+        .route("/v1/conversations/{id}", get(conversation))
+        .route("/v1/stats/routes", get(route_stats))
+        .route("/v1/drift", get(crate::drift::api::report))
+        .route("/v1/alerts", get(crate::drift::api::list))
+        .merge(crate::ui::router())
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -331,17 +385,32 @@ pub fn router(state: SharedState) -> Router {
             "/v1/cache/{namespace}/{key}",
             get(tool_get).put(tool_put).delete(tool_delete),
         )
+        .route("/v1/keys", get(keys_report))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .with_state(state)
 }
 
-async fn chat(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
-    pipeline::chat(state, headers, body).await
+async fn chat(
+    State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    pipeline::chat(state, caller.map(|c| c.0), headers, body).await
 }
 
-async fn embeddings(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
-    pipeline::embeddings(state, headers, body).await
+async fn embeddings(
+    State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    pipeline::embeddings(state, caller.map(|c| c.0), headers, body).await
 }
 
 async fn models(State(state): State<SharedState>) -> Response {
@@ -356,35 +425,52 @@ async fn models(State(state): State<SharedState>) -> Response {
 
 async fn list_traces(
     State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
     query: Result<Query<TraceFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(filter)) = query else {
-        return GatewayError::invalid(
-            "bad query: use conversation_id, user_id, route and limit (a number up to 1000)",
-            None,
-        )
-        .into_response();
+    let filter = match query {
+        Ok(Query(filter)) => filter,
+        Err(e) => {
+            return GatewayError::invalid(
+                format!(
+                    "bad query ({}): filter on trace_id, conversation_id, user_id, route, since, until, \
+                     outcome, fallback_level, guardrail, feedback, flag, experiment, prompt_version, \
+                     and limit (a number up to 1000)",
+                    e.body_text()
+                ),
+                None,
+            )
+            .into_response();
+        }
     };
+    if let Err(e) = filter.validate() {
+        return GatewayError::invalid(format!("bad query: {e}"), None).into_response();
+    }
+    let mut filter = filter;
+    filter.tenant = crate::auth::tenant(&caller);
     match read(&state, move |store| store.list(&filter)).await {
         Ok(list) => axum::Json(json!({"object": "list", "data": list})).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn get_trace(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
+async fn get_trace(
+    State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
+    Path(id): Path<String>,
+) -> Response {
     let key = id.clone();
+    let tenant = crate::auth::tenant(&caller);
     let found = read(&state, move |store| {
         let trace = store.get(&key)?;
         let app = store.app_spans(&key)?;
-        Ok(match (trace, app.is_empty()) {
-            (Some(mut t), _) => {
+        Ok(
+            crate::store::scoped_trace(trace, app, tenant.as_deref()).map(|(mut t, app)| {
+                t["trace_id"] = json!(key);
                 t["app_spans"] = json!(app);
-                Some(t)
-            }
-            // Only the app's spans so far: the trace still opens.
-            (None, false) => Some(json!({"trace_id": key, "requests": [], "app_spans": app})),
-            (None, true) => None,
-        })
+                t
+            }),
+        )
     })
     .await;
     match found {
@@ -396,6 +482,88 @@ async fn get_trace(State(state): State<SharedState>, Path(id): Path<String>) -> 
             code: "trace_not_found",
         }
         .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/keys` (admin): every key without its secret, its spend in the budget period,
+/// and each tenant's roll-up.
+async fn keys_report(State(state): State<SharedState>) -> Response {
+    axum::Json(state.keys.report()).into_response()
+}
+
+/// `GET /v1/conversations/{id}`: the turns in order with their feedback, the total cost,
+/// and the app's spans (what the UI's conversation page shows).
+async fn conversation(
+    State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
+    Path(id): Path<String>,
+) -> Response {
+    let key = id.clone();
+    let tenant = crate::auth::tenant(&caller);
+    let found = read(&state, move |store| {
+        let t = tenant.as_deref();
+        Ok((
+            store.conversation(&key, t)?,
+            store.conversation_spans(&key, t)?,
+        ))
+    })
+    .await;
+    match found {
+        Ok((turns, spans)) if !turns.is_empty() || !spans.is_empty() => {
+            let cost: f64 = turns.iter().map(|t| t.cost_usd).sum();
+            axum::Json(json!({
+                "object": "conversation",
+                "conversation_id": id,
+                "total_cost_usd": cost,
+                "turns": turns,
+                "app_spans": spans,
+            }))
+            .into_response()
+        }
+        Ok(_) => GatewayError::NotFound {
+            message: format!("no conversation `{id}` (x-trestle-conversation-id)"),
+            code: "conversation_not_found",
+        }
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteStatsQuery {
+    window: Option<String>,
+}
+
+/// `GET /v1/stats/routes?window=24h`: latency against budget, cold starts, TTFT, fallback
+/// and cache shares and cost per route, from the store.
+async fn route_stats(
+    State(state): State<SharedState>,
+    query: Result<Query<RouteStatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let window = match query {
+        Ok(Query(q)) => q.window.unwrap_or_else(|| "24h".into()),
+        Err(_) => {
+            return GatewayError::invalid(
+                "bad query: window is like 15m, 24h or 7d",
+                Some("window"),
+            )
+            .into_response();
+        }
+    };
+    let span = match trestle_core::window::window_ms(&window) {
+        Ok(w) => w,
+        Err(e) => {
+            return GatewayError::invalid(format!("window {e}"), Some("window")).into_response();
+        }
+    };
+    let now = crate::store::now_ms();
+    match read(&state, move |store| store.route_stats(now - span, now + 1)).await {
+        Ok(routes) => {
+            axum::Json(json!({"object": "route_stats", "window": window, "routes": routes}))
+                .into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -609,7 +777,10 @@ async fn ready(State(state): State<SharedState>) -> Response {
             // Present while the store refuses writes (a full disk): serving goes on, traces
             // wait in the queue and are retried.
             "store_error": stats.store_error(),
-        }
+        },
+        "otel": state.otel.snapshot(),
+        // Where per-key limits are counted; `healthy: false` with Redis means local limits.
+        "state": state.keys.state(),
     });
     let status = if state.draining.load(Ordering::Relaxed) {
         StatusCode::SERVICE_UNAVAILABLE
@@ -682,14 +853,33 @@ pub async fn serve(
         tracing::warn!("grace period over: ending open streams");
         signal_state.hard_stop.cancel();
     });
+    crate::keys::spawn_refresh(state.clone());
     let options = ConnOptions {
         header_read_timeout: Duration::from_millis(
             state.runtime().config.server.header_read_timeout_ms,
         ),
         killable: false,
+        admin: false,
     };
+    let admin_listen = state.runtime().config.server.admin_listen.clone();
+    if let Some(addr) = admin_listen {
+        let admin = bind_admin(&addr).await?;
+        tracing::info!(%addr, "admin listener (no admin key needed here)");
+        let admin_options = ConnOptions {
+            admin: true,
+            ..options
+        };
+        tokio::spawn(serve_router(
+            admin,
+            app.clone(),
+            admin_options,
+            draining.clone(),
+        ));
+    }
     serve_router(listener, app, options, draining).await;
     state.recorder.close(Duration::from_secs(30)).await;
+    // The recorder's last batches are in the exporter's queue now.
+    state.otel.close(Duration::from_secs(10)).await;
     let s = state.recorder.stats();
     tracing::info!(
         written = s.written.load(Ordering::Relaxed),
@@ -708,6 +898,8 @@ pub struct ConnOptions {
     /// Give each request a [`ConnKill`] for its connection, and close connections with a
     /// reset instead of a FIN (the mock's `reset` fault).
     pub killable: bool,
+    /// The admin listener ([`crate::auth::ConnInfo::admin`]).
+    pub admin: bool,
 }
 
 /// Cancelling it resets the request's connection at once (see [`ConnOptions::killable`]).
@@ -728,7 +920,6 @@ pub async fn serve_router(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -741,8 +932,8 @@ pub async fn serve_router(
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -754,14 +945,27 @@ pub async fn serve_router(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let kill = ConnKill::default();
-        let service = if options.killable {
-            if let Err(e) = tcp.set_zero_linger() {
-                tracing::debug!(error = %e, "cannot set SO_LINGER");
-            }
-            TowerToHyperService::new(app.clone().layer(axum::Extension(kill.clone())))
-        } else {
-            TowerToHyperService::new(app.clone())
+        if options.killable
+            && let Err(e) = tcp.set_zero_linger()
+        {
+            tracing::debug!(error = %e, "cannot set SO_LINGER");
+        }
+        // Each request learns who connected, and on which listener (crate::auth).
+        let info = crate::auth::ConnInfo {
+            peer,
+            admin: options.admin,
         };
+        let conn_kill = options.killable.then(|| kill.clone());
+        let router = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info);
+                if let Some(k) = &conn_kill {
+                    req.extensions_mut().insert(k.clone());
+                }
+                tower::ServiceExt::oneshot(router.clone(), req)
+            },
+        );
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
@@ -810,6 +1014,19 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Binds the admin listener, which must be a loopback address.
+async fn bind_admin(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let parsed: SocketAddr = addr.parse().map_err(|_| {
+        anyhow::anyhow!("server.admin_listen: `{addr}` is not an address like 127.0.0.1:8788")
+    })?;
+    if !parsed.ip().is_loopback() {
+        anyhow::bail!(
+            "server.admin_listen: `{addr}` is not a loopback address; the admin listener needs no key, so it only listens on 127.0.0.1 or ::1"
+        );
+    }
+    bind(addr).await
 }
 
 /// Binds an address, with a clear message when it is taken.

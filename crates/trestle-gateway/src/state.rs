@@ -21,8 +21,14 @@ pub struct AppState {
     /// The file a reload re-reads (none: the built-in config, which never changes).
     pub config_path: Option<PathBuf>,
     pub recorder: Recorder,
+    /// `[otel]`: the gateway's spans and metrics out over OTLP (fed by the recorder).
+    pub otel: crate::otel::Exporter,
     /// Spans the app sends over OTLP.
     pub spans: crate::otlp::SpanStore,
+    /// Client keys and their usage.
+    pub keys: crate::keys::Keys,
+    /// Human review labels.
+    pub review: crate::review::Review,
     /// Feedback: its store, recent traces, the regeneration detector.
     pub feedback: Arc<crate::feedback::Feedback>,
     /// Where prompt labels point (moved by file or API), across reloads.

@@ -74,6 +74,16 @@ enum Command {
         #[command(subcommand)]
         command: cmd::experiment::ExperimentCommand,
     },
+    /// Client keys: create, list, revoke, rotate (docs/configuration.md, "Keys and tenants").
+    Keys {
+        #[command(subcommand)]
+        command: cmd::keys::KeysCommand,
+    },
+    /// Drift: compare recent traffic with a reference window.
+    Drift {
+        #[command(subcommand)]
+        command: cmd::drift::DriftCommand,
+    },
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -178,6 +188,7 @@ fn main() -> ExitCode {
             command: DatasetCommand::Mine(args),
         } => cmd::dataset::mine_cmd(args),
         Command::Prompt { command } => cmd::prompt::run(command),
+        Command::Keys { command } => cmd::keys::run(command),
         Command::Eval {
             command: EvalCommand::List(args),
         } => cmd::eval::list(args),
@@ -212,11 +223,13 @@ fn main() -> ExitCode {
                         command: EvalCommand::Run(args),
                     } => cmd::eval::run(args).await,
                     Command::Experiment { command } => cmd::experiment::run(command).await,
+                    Command::Drift { command } => cmd::drift::run(command).await,
                     Command::Config { .. }
                     | Command::Prompt { .. }
                     | Command::Guard { .. }
                     | Command::Dataset { .. }
-                    | Command::Eval { .. } => Ok(ExitCode::SUCCESS),
+                    | Command::Eval { .. }
+                    | Command::Keys { .. } => Ok(ExitCode::SUCCESS),
                 }
             }),
             Err(e) => Err(e.into()),

@@ -1,6 +1,6 @@
 //! The request path of `POST /v1/chat/completions`, stage by stage (DESIGN.md §1):
-//! ingress → resolve → capability → input guardrails → cache → infer → output guardrails →
-//! fallback → deliver, with the trace recorded at the end of every path.
+//! ingress → resolve → capability → variant → budget → input guardrails → cache → infer →
+//! output guardrails → fallback → deliver, with the trace recorded at the end of every path.
 
 mod cache;
 mod cascade;
@@ -10,6 +10,7 @@ mod guard;
 mod infer;
 pub mod ingress;
 mod record;
+mod trim;
 mod variant;
 
 use std::sync::atomic::Ordering;
@@ -32,7 +33,12 @@ use crate::runtime::Route;
 use crate::state::SharedState;
 
 /// Serves one chat completion.
-pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat(
+    state: SharedState,
+    caller: Option<crate::keys::Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     if state.draining.load(Ordering::Relaxed) {
         return deliver::error(GatewayError::ShuttingDown, HeaderMap::new());
@@ -59,6 +65,7 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         started,
         Some(raw),
     );
+    guard.set_caller(caller.as_ref());
     let bare = || trestle_headers(&identity.trace_id, &identity.span_id, None);
     let req = match parsed {
         Ok(req) => req,
@@ -76,6 +83,13 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             return deliver::error(e, bare());
         }
     };
+    if let Some(c) = &caller
+        && !c.key.allows_route(&route.name)
+    {
+        let e = forbidden_route(c, &route.name);
+        guard.fail(&e);
+        return deliver::error(e, bare());
+    }
     let stream = req.is_stream();
     guard.set_route(&route, stream);
 
@@ -108,6 +122,25 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         guard.set_variant(e, v);
     }
     let mut req = apply_caps(req, route.config.max_tokens, behaviour.max_tokens);
+    // The chain that may serve: the capability level's targets, the variant's, the route's.
+    let chain = match behaviour.targets {
+        Some(_) => route.level_targets.get(&capability),
+        None => None,
+    }
+    .map(Vec::as_slice)
+    .or(applied.targets.as_deref())
+    .unwrap_or(&route.targets);
+
+    // Budget: the input counted against the route's max_input_tokens, trimmed or refused.
+    let (budget, too_long) = trim::apply(&route, chain, &mut req).await;
+    let trimmed = budget.as_ref().map_or(0, |b| b.trimmed_messages);
+    if let Some(b) = budget {
+        guard.input_budget(b);
+    }
+    if let Some(e) = too_long {
+        guard.fail(&e);
+        return deliver::error(e, bare());
+    }
 
     // Input guardrails: redact or refuse before anything is cached, sent or stored.
     let mut records = Vec::new();
@@ -127,6 +160,9 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
             stale,
         };
         let mut headers = trestle_headers(&identity.trace_id, &identity.span_id, Some(&meta));
+        if trimmed > 0 {
+            headers.insert("x-trestle-trimmed", axum::http::HeaderValue::from(trimmed));
+        }
         for (name, value) in [
             ("x-trestle-variant", &applied.variant),
             ("x-trestle-prompt-version", &applied.prompt),
@@ -150,20 +186,15 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
         hard_stop: state.hard_stop.clone(),
     };
 
-    // Cache: exact, then semantic; a miss says where the answer will be stored.
+    // Cache: exact, then semantic; a miss says where the answer will be stored. With keys,
+    // a tenant's answers are cached apart from every other tenant's.
+    let cache_scope: std::borrow::Cow<'_, str> = match &caller {
+        Some(c) => format!("{}|tenant:{}", applied.cache_scope, c.key.tenant).into(),
+        None => applied.cache_scope.as_str().into(),
+    };
     let lookup = match &input_blocked {
         Some(_) => cache::Outcome::Miss(None),
-        None => {
-            cache::lookup(
-                &runtime,
-                &route,
-                &applied.cache_scope,
-                &req,
-                &identity,
-                &headers,
-            )
-            .await
-        }
+        None => cache::lookup(&runtime, &route, &cache_scope, &req, &identity, &headers).await,
     };
     let remember = match lookup {
         cache::Outcome::Hit(hit) => {
@@ -183,15 +214,8 @@ pub async fn chat(state: SharedState, headers: HeaderMap, body: Body) -> Respons
     let key = remember.as_ref().map(|r| r.key);
 
     // Infer: the target chain with breakers, capacity, retries, hedging and model fallback.
-    let targets = match behaviour.targets {
-        Some(_) => route.level_targets.get(&capability),
-        None => None,
-    };
     let plan = Plan {
-        targets: targets
-            .map(Vec::as_slice)
-            .or(applied.targets.as_deref())
-            .unwrap_or(&route.targets),
+        targets: chain,
         retries: behaviour.retries.unwrap_or(route.config.retries),
         hedge: behaviour.hedge.unwrap_or(route.config.hedge),
     };
@@ -359,7 +383,29 @@ fn apply_caps(mut req: ChatRequest, route_cap: Option<u32>, level_cap: Option<u3
 }
 
 /// Serves `POST /v1/embeddings` from the route's first target that has embeddings.
-pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> Response {
+/// The 403 for a route outside a key's list.
+fn forbidden_route(caller: &crate::keys::Caller, route: &str) -> GatewayError {
+    GatewayError::Forbidden {
+        message: format!(
+            "API key {} may not call `{route}`; its routes: {}",
+            caller.key.id,
+            caller
+                .key
+                .routes
+                .as_ref()
+                .map(|r| r.join(", "))
+                .unwrap_or_default()
+        ),
+        code: "route_not_allowed",
+    }
+}
+
+pub async fn embeddings(
+    state: SharedState,
+    caller: Option<crate::keys::Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let runtime = state.runtime();
     let raw = match ingress::read_body(&headers, body, &runtime.config.server).await {
         Ok(raw) => raw,
@@ -373,6 +419,11 @@ pub async fn embeddings(state: SharedState, headers: HeaderMap, body: Body) -> R
         Ok(r) => r,
         Err(e) => return deliver::error(e, HeaderMap::new()),
     };
+    if let Some(c) = &caller
+        && !c.key.allows_route(&route.name)
+    {
+        return deliver::error(forbidden_route(c, &route.name), HeaderMap::new());
+    }
     let timeout = Duration::from_millis(route.config.total_timeout_ms());
     let mut failures = Vec::new();
     for target in &route.targets {

@@ -58,6 +58,8 @@ pub struct TraceGuard {
     stream_guards: Option<crate::guard::stream::Records>,
     /// The experiment the request is in (its guards watch every outcome).
     experiment: Option<Arc<crate::experiments::Experiment>>,
+    /// The caller's key, settled with the request's cost and tokens when it ends.
+    caller: Option<crate::keys::Caller>,
 }
 
 impl TraceGuard {
@@ -105,6 +107,12 @@ impl TraceGuard {
             prompt_version: None,
             experiment: None,
             variant: None,
+            response_model: None,
+            system_fingerprint: None,
+            flags: Vec::new(),
+            tenant: None,
+            key_id: None,
+            input_budget: None,
         };
         TraceGuard {
             state,
@@ -120,6 +128,7 @@ impl TraceGuard {
             stream: None,
             stream_guards: None,
             experiment: None,
+            caller: None,
         }
     }
 
@@ -134,6 +143,13 @@ impl TraceGuard {
     pub fn confidence(&mut self, confidence: Option<f64>) {
         if let Some(t) = self.trace.as_mut() {
             t.confidence = confidence;
+        }
+    }
+
+    /// How the input was counted against the route's `max_input_tokens`, and trimmed.
+    pub fn input_budget(&mut self, budget: crate::store::InputBudget) {
+        if let Some(t) = self.trace.as_mut() {
+            t.input_budget = Some(budget);
         }
     }
 
@@ -163,6 +179,16 @@ impl TraceGuard {
             t.stream = stream;
         }
         self.route = Some(route.clone());
+    }
+
+    /// The key the request came with: its id and tenant go on the trace, and its usage is
+    /// settled when the request ends.
+    pub fn set_caller(&mut self, caller: Option<&crate::keys::Caller>) {
+        if let (Some(t), Some(c)) = (self.trace.as_mut(), caller) {
+            t.tenant = Some(c.key.tenant.clone());
+            t.key_id = Some(c.key.id.clone());
+        }
+        self.caller = caller.cloned();
     }
 
     /// The prompt version rendered into the request.
@@ -286,10 +312,15 @@ impl TraceGuard {
             };
             self.store(answer, &completion.usage.unwrap_or_default());
         }
+        let upstream = self.target.is_some();
         if let Some(t) = self.trace.as_mut() {
             t.status = 200;
             t.outcome = "ok".into();
             t.usage = completion.usage.unwrap_or_default();
+            if upstream {
+                t.response_model = Some(completion.model.clone()).filter(|m| !m.is_empty());
+                t.system_fingerprint = fingerprint(&completion.extra);
+            }
             if keep {
                 t.response = Some(match raw {
                     Some(b) => Body::Raw(b.clone()),
@@ -338,6 +369,10 @@ impl TraceGuard {
         if let Some(s) = self.stream.take() {
             metrics::streams_open(-1.0);
             t.usage = s.usage.unwrap_or_default();
+            if self.target.is_some() {
+                t.response_model = Some(s.model.clone()).filter(|m| !m.is_empty());
+                t.system_fingerprint.clone_from(&s.fingerprint);
+            }
             if t.outcome != "ok" {
                 self.remember = None;
             }
@@ -374,6 +409,10 @@ impl TraceGuard {
             }
         }
         t.cost_usd = t.attempts.iter().map(|a| a.cost_usd).sum();
+        if let Some(c) = &self.caller {
+            let tokens = t.usage.prompt_tokens + t.usage.completion_tokens;
+            self.state.keys.settle(c, t.cost_usd, tokens);
+        }
         let ready_at = self.ttft.unwrap_or(total);
         let m = RequestMetrics {
             route: &t.route,
@@ -419,6 +458,7 @@ impl TraceGuard {
                     experiment: t.experiment.clone(),
                     variant: t.variant.clone(),
                     prompt_version: t.prompt_version.clone(),
+                    tenant: t.tenant.clone(),
                 },
             );
         }
@@ -449,6 +489,17 @@ struct StreamSummary {
     tool_calls: Vec<ToolCall>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    /// The upstream's `system_fingerprint` (the first chunk that carries one).
+    fingerprint: Option<String>,
+}
+
+/// The `system_fingerprint` an OpenAI-compatible answer or chunk carries.
+fn fingerprint(extra: &Map<String, serde_json::Value>) -> Option<String> {
+    extra
+        .get("system_fingerprint")
+        .and_then(|v| v.as_str())
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
 }
 
 impl StreamSummary {
@@ -460,6 +511,9 @@ impl StreamSummary {
         }
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
+        }
+        if self.fingerprint.is_none() {
+            self.fingerprint = fingerprint(&chunk.extra);
         }
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
             if let Some(text) = &choice.delta.content {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Trace, TraceStore};
+use super::{Trace, TraceSink, TraceStore};
 
 enum Msg {
     Trace(Box<Trace>),
@@ -101,10 +101,21 @@ impl Recorder {
     /// one arrived: fewer, larger transactions write each hot index page once per batch
     /// instead of once per trace (group commit).
     pub fn start(
+        store: Box<dyn TraceStore>,
+        capacity: usize,
+        batch: usize,
+        linger: Duration,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_sink(store, capacity, batch, linger, None)
+    }
+
+    /// [`Recorder::start`], with a sink that is handed each batch before it is written.
+    pub fn start_with_sink(
         mut store: Box<dyn TraceStore>,
         capacity: usize,
         batch: usize,
         linger: Duration,
+        mut sink: Option<Box<dyn TraceSink>>,
     ) -> anyhow::Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Msg>(capacity.max(1));
         let stats = Arc::new(RecorderStats::default());
@@ -144,6 +155,11 @@ impl Recorder {
                                 pending.push(*t);
                             }
                         }
+                    }
+                    if let Some(sink) = sink.as_mut()
+                        && !pending.is_empty()
+                    {
+                        sink.take(&pending);
                     }
                     flush(store.as_mut(), &mut pending, &writer_stats, !closing);
                 }
@@ -218,6 +234,7 @@ fn flush(store: &mut dyn TraceStore, pending: &mut Vec<Trace>, stats: &RecorderS
     if pending.is_empty() {
         return;
     }
+    crate::anomaly::flag_all(pending);
     let n = pending.len() as u64;
     let started = Instant::now();
     let mut pause = RETRY_FIRST;
@@ -295,6 +312,36 @@ mod tests {
         // After close, traces are counted as dropped, not silently lost.
         r.record(trace("late"));
         assert_eq!(r.stats().dropped.load(Ordering::Relaxed), 1);
+    }
+
+    /// A sink that notes the span ids it is handed.
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl TraceSink for Seen {
+        fn take(&mut self, traces: &[Trace]) {
+            let mut seen = self.0.lock().unwrap();
+            seen.extend(traces.iter().map(|t| t.span_id.clone()));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_sink_sees_every_trace_written_also_at_close() {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let r = Recorder::start_with_sink(
+            Box::new(Memory(kept.clone(), Duration::ZERO)),
+            1000,
+            16,
+            Duration::from_millis(5),
+            Some(Box::new(Seen(seen.clone()))),
+        )
+        .unwrap();
+        for i in 0..300 {
+            r.record(trace(&i.to_string()));
+        }
+        r.close(Duration::from_secs(5)).await;
+        assert_eq!(*seen.lock().unwrap(), *kept.lock().unwrap());
+        assert_eq!(seen.lock().unwrap().len(), 300);
     }
 
     #[tokio::test(flavor = "multi_thread")]

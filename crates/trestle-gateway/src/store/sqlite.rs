@@ -48,7 +48,16 @@ CREATE TABLE IF NOT EXISTS requests (
     dropped_params TEXT,
     prompt_version TEXT,
     experiment TEXT,
-    variant TEXT
+    variant TEXT,
+    response_model TEXT,
+    system_fingerprint TEXT,
+    flags TEXT,
+    input_tokens_before INTEGER,
+    input_tokens_after INTEGER,
+    trimmed_messages INTEGER,
+    tokenizer TEXT,
+    tenant TEXT,
+    key_id TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_trace ON requests(trace_id);
 CREATE INDEX IF NOT EXISTS requests_conversation ON requests(conversation_id, started_at_ms)
@@ -57,6 +66,8 @@ CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, started_at_ms)
     WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_route ON requests(route, started_at_ms);
 CREATE INDEX IF NOT EXISTS requests_time ON requests(started_at_ms);
+CREATE INDEX IF NOT EXISTS requests_key ON requests(key_id, started_at_ms)
+    WHERE key_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_experiment ON requests(experiment, variant)
     WHERE experiment IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
@@ -86,7 +97,8 @@ const REQUEST_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms,
      ttft_ms, route, class, conversation_id, user_id, stream, status, outcome, error, fallback_level, \
      served_by, tokens_in, tokens_out, tokens_cached, cost_usd, attempts, request, response, \
      capability_level, cache, cost_saved_usd, cache_similarity, guardrails, confidence, dropped_params, \
-     prompt_version, experiment, variant";
+     prompt_version, experiment, variant, response_model, system_fingerprint, flags, \
+     input_tokens_before, input_tokens_after, trimmed_messages, tokenizer, tenant, key_id";
 
 /// What a layout-1 `requests` row holds (after its capability-level column was added).
 const LAYOUT_1_COLUMNS: &str = "span_id, trace_id, parent_span_id, started_at_ms, duration_ms, \
@@ -100,10 +112,10 @@ const ATTEMPT_COLUMNS: &str = "seq, span_id, target, provider, model, offset_ms,
 
 const SUMMARY_COLUMNS: &str = "trace_id, started_at_ms, duration_ms, ttft_ms, route, conversation_id, \
      user_id, stream, status, outcome, fallback_level, served_by, tokens_in, tokens_out, cost_usd, attempts, \
-     capability_level, cache, cost_saved_usd";
+     capability_level, cache, cost_saved_usd, flags";
 
 pub struct SqliteStore {
-    conn: Connection,
+    pub(super) conn: Connection,
     /// Applied to every string in request and response bodies before they are written
     /// (`[store] redact`).
     redactor: Option<super::Redactor>,
@@ -195,6 +207,15 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             ("prompt_version", "TEXT"),
             ("experiment", "TEXT"),
             ("variant", "TEXT"),
+            ("response_model", "TEXT"),
+            ("system_fingerprint", "TEXT"),
+            ("flags", "TEXT"),
+            ("input_tokens_before", "INTEGER"),
+            ("input_tokens_after", "INTEGER"),
+            ("trimmed_messages", "INTEGER"),
+            ("tokenizer", "TEXT"),
+            ("tenant", "TEXT"),
+            ("key_id", "TEXT"),
         ] {
             if !has_column(conn, "requests", column)? {
                 conn.execute_batch(&format!(
@@ -262,6 +283,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
         capability_level: row.get(16)?,
         cache: row.get(17)?,
         cost_saved_usd: row.get(18)?,
+        flags: split_list(row.get(19)?),
     })
 }
 
@@ -286,6 +308,12 @@ fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     })
 }
 
+/// A comma-separated column as a list.
+fn split_list(text: Option<String>) -> Vec<String> {
+    text.map(|d| d.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// A stored body: parsed JSON when it is JSON, else the text.
 fn body_value(text: Option<String>) -> Value {
     match text {
@@ -301,7 +329,7 @@ impl TraceStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33,?34,?35,?36,?37,?38,?39,?40,?41,?42)"
             ))?;
             let mut insert_attempt = tx.prepare_cached(&format!(
                 "INSERT INTO attempts (request_id, {ATTEMPT_COLUMNS}) VALUES \
@@ -343,6 +371,15 @@ impl TraceStore for SqliteStore {
                     t.prompt_version,
                     t.experiment,
                     t.variant,
+                    t.response_model,
+                    t.system_fingerprint,
+                    (!t.flags.is_empty()).then(|| t.flags.join(",")),
+                    t.input_budget.as_ref().map(|b| b.tokens_before as i64),
+                    t.input_budget.as_ref().map(|b| b.tokens_after as i64),
+                    t.input_budget.as_ref().map(|b| b.trimmed_messages),
+                    t.input_budget.as_ref().map(|b| b.tokenizer.as_str()),
+                    t.tenant,
+                    t.key_id,
                 ])?;
                 let request_id = tx.last_insert_rowid();
                 for (seq, a) in t.attempts.iter().enumerate() {
@@ -375,50 +412,48 @@ impl TraceStore for SqliteStore {
 
     fn get(&self, trace_id: &str) -> anyhow::Result<Option<Value>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails, confidence, dropped_params, prompt_version, experiment, variant \
+            "SELECT {SUMMARY_COLUMNS}, span_id, parent_span_id, class, error, tokens_cached, request, response, id, cache_similarity, guardrails, confidence, dropped_params, prompt_version, experiment, variant, response_model, system_fingerprint, input_tokens_before, input_tokens_after, trimmed_messages, tokenizer, tenant, key_id \
              FROM requests WHERE trace_id = ?1 ORDER BY started_at_ms, id"
         ))?;
         let rows: Vec<(TraceSummary, Map<String, Value>, i64)> = stmt
             .query_map([trace_id], |r| {
                 let mut extra = Map::new();
-                extra.insert("span_id".into(), json!(r.get::<_, String>(19)?));
-                extra.insert(
-                    "parent_span_id".into(),
-                    json!(r.get::<_, Option<String>>(20)?),
-                );
-                extra.insert("class".into(), json!(r.get::<_, String>(21)?));
-                extra.insert("error".into(), json!(r.get::<_, Option<String>>(22)?));
-                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(23)?));
-                extra.insert("request".into(), body_value(r.get(24)?));
-                extra.insert("response".into(), body_value(r.get(25)?));
+                let text = |i: usize| r.get::<_, Option<String>>(i);
+                extra.insert("span_id".into(), json!(r.get::<_, String>(20)?));
+                extra.insert("parent_span_id".into(), json!(text(21)?));
+                extra.insert("class".into(), json!(r.get::<_, String>(22)?));
+                extra.insert("error".into(), json!(text(23)?));
+                extra.insert("tokens_cached".into(), json!(r.get::<_, i64>(24)?));
+                extra.insert("request".into(), body_value(text(25)?));
+                extra.insert("response".into(), body_value(text(26)?));
                 extra.insert(
                     "cache_similarity".into(),
-                    json!(r.get::<_, Option<f64>>(27)?),
+                    json!(r.get::<_, Option<f64>>(28)?),
                 );
-                extra.insert("confidence".into(), json!(r.get::<_, Option<f64>>(29)?));
-                extra.insert(
-                    "prompt_version".into(),
-                    json!(r.get::<_, Option<String>>(31)?),
-                );
-                extra.insert("experiment".into(), json!(r.get::<_, Option<String>>(32)?));
-                extra.insert("variant".into(), json!(r.get::<_, Option<String>>(33)?));
-                let dropped: Option<String> = r.get(30)?;
-                extra.insert(
-                    "dropped_params".into(),
-                    json!(
-                        dropped
-                            .map(|d| d.split(',').map(str::to_string).collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    ),
-                );
-                let guardrails: Option<String> = r.get(28)?;
                 extra.insert(
                     "guardrails".into(),
-                    guardrails
+                    text(29)?
                         .and_then(|g| serde_json::from_str(&g).ok())
                         .unwrap_or_else(|| json!([])),
                 );
-                Ok((summary(r)?, extra, r.get::<_, i64>(26)?))
+                extra.insert("confidence".into(), json!(r.get::<_, Option<f64>>(30)?));
+                extra.insert("dropped_params".into(), json!(split_list(text(31)?)));
+                extra.insert("prompt_version".into(), json!(text(32)?));
+                extra.insert("experiment".into(), json!(text(33)?));
+                extra.insert("variant".into(), json!(text(34)?));
+                extra.insert("response_model".into(), json!(text(35)?));
+                extra.insert("system_fingerprint".into(), json!(text(36)?));
+                for (i, key) in [
+                    (37, "input_tokens_before"),
+                    (38, "input_tokens_after"),
+                    (39, "trimmed_messages"),
+                ] {
+                    extra.insert(key.into(), json!(r.get::<_, Option<i64>>(i)?));
+                }
+                extra.insert("tokenizer".into(), json!(text(40)?));
+                extra.insert("tenant".into(), json!(text(41)?));
+                extra.insert("key_id".into(), json!(text(42)?));
+                Ok((summary(r)?, extra, r.get::<_, i64>(27)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut attempts_stmt = self.conn.prepare_cached(
@@ -448,26 +483,10 @@ impl TraceStore for SqliteStore {
     }
 
     fn list(&self, filter: &TraceFilter) -> anyhow::Result<Vec<TraceSummary>> {
-        let mut clauses = Vec::new();
-        let mut args: Vec<&str> = Vec::new();
-        for (column, value) in [
-            ("conversation_id", &filter.conversation_id),
-            ("user_id", &filter.user_id),
-            ("route", &filter.route),
-        ] {
-            if let Some(v) = value {
-                args.push(v);
-                clauses.push(format!("{column} = ?{}", args.len()));
-            }
-        }
-        let filter_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let (where_sql, args) = filter_sql(&self.conn, filter, now_ms())?;
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
         let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM requests {filter_sql} ORDER BY started_at_ms DESC, id DESC LIMIT {limit}"
+            "SELECT {SUMMARY_COLUMNS} FROM requests {where_sql} ORDER BY started_at_ms DESC, id DESC LIMIT {limit}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt
@@ -475,6 +494,110 @@ impl TraceStore for SqliteStore {
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A time bound: a window back from now (`24h`) or a Unix time in milliseconds.
+fn time_bound(field: &str, text: &str, now: i64) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.trim().parse::<i64>()
+        && ms > 1_000_000_000
+    {
+        return Ok(ms);
+    }
+    trestle_core::window::window_ms(text)
+        .map(|w| now - w)
+        .map_err(|e| anyhow::anyhow!("{field} {e}, or a Unix time in milliseconds"))
+}
+
+pub(super) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+        .exists([table])
+}
+
+/// The `WHERE` clause of a filter over `requests`, and its arguments.
+pub(super) fn filter_sql(
+    conn: &Connection,
+    filter: &TraceFilter,
+    now: i64,
+) -> anyhow::Result<(String, Vec<rusqlite::types::Value>)> {
+    use rusqlite::types::Value as Sql;
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Sql> = Vec::new();
+    let arg = |v: Sql, args: &mut Vec<Sql>| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    for (column, value) in [
+        ("trace_id", &filter.trace_id),
+        ("conversation_id", &filter.conversation_id),
+        ("user_id", &filter.user_id),
+        ("route", &filter.route),
+        ("outcome", &filter.outcome),
+        ("fallback_level", &filter.fallback_level),
+        ("experiment", &filter.experiment),
+        ("prompt_version", &filter.prompt_version),
+        ("tenant", &filter.tenant),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            let p = arg(Sql::Text(v.to_string()), &mut args);
+            clauses.push(format!("{column} = {p}"));
+        }
+    }
+    if let Some(since) = filter.since.as_deref().filter(|v| !v.is_empty()) {
+        let p = arg(Sql::Integer(time_bound("since", since, now)?), &mut args);
+        clauses.push(format!("started_at_ms >= {p}"));
+    }
+    if let Some(until) = filter.until.as_deref().filter(|v| !v.is_empty()) {
+        let p = arg(Sql::Integer(time_bound("until", until, now)?), &mut args);
+        clauses.push(format!("started_at_ms < {p}"));
+    }
+    if let Some(g) = filter.guardrail.as_deref().filter(|v| !v.is_empty()) {
+        let mut clause = "EXISTS (SELECT 1 FROM json_each(requests.guardrails) g \
+             WHERE json_extract(g.value, '$.outcome') != 'pass'"
+            .to_string();
+        if g != "any" {
+            let p = arg(Sql::Text(g.to_string()), &mut args);
+            clause.push_str(&format!(" AND json_extract(g.value, '$.guardrail') = {p}"));
+        }
+        clauses.push(clause + ")");
+    }
+    if let Some(flag) = filter.flag.as_deref().filter(|v| !v.is_empty()) {
+        if flag == "any" {
+            clauses.push("flags IS NOT NULL".into());
+        } else {
+            let p = arg(Sql::Text(format!("%,{flag},%")), &mut args);
+            clauses.push(format!("(',' || flags || ',') LIKE {p}"));
+        }
+    }
+    if let Some(fb) = filter.feedback.as_deref().filter(|v| !v.is_empty()) {
+        let which = match fb {
+            "negative" => " AND f.negative = 1",
+            "positive" => " AND f.negative = 0",
+            "any" => "",
+            other => anyhow::bail!("feedback `{other}`: use negative, positive or any"),
+        };
+        if table_exists(conn, "feedback")? {
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = requests.trace_id{which})"
+            ));
+        } else {
+            // No feedback was ever given: nothing matches.
+            clauses.push("0".into());
+        }
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    Ok((sql, args))
 }
 
 #[cfg(test)]
@@ -534,6 +657,12 @@ pub(crate) mod tests {
             prompt_version: None,
             experiment: None,
             variant: None,
+            response_model: None,
+            system_fingerprint: None,
+            flags: Vec::new(),
+            tenant: None,
+            key_id: None,
+            input_budget: None,
         }
     }
 
@@ -571,6 +700,44 @@ pub(crate) mod tests {
             })
             .unwrap();
         assert_eq!(limited.len(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_input_budget_round_trips_and_older_stores_gain_its_columns() {
+        let dir =
+            std::env::temp_dir().join(format!("trestle-sqlite-budget-{}", std::process::id()));
+        let path = dir.join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // A store written before the budget columns existed.
+        store
+            .conn
+            .execute_batch(
+                "ALTER TABLE requests DROP COLUMN input_tokens_before;
+                 ALTER TABLE requests DROP COLUMN input_tokens_after;
+                 ALTER TABLE requests DROP COLUMN trimmed_messages;
+                 ALTER TABLE requests DROP COLUMN tokenizer;",
+            )
+            .unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mut t = sample("tb", "sb", "c1");
+        t.input_budget = Some(crate::store::InputBudget {
+            tokenizer: "o200k_base".into(),
+            tokens_before: 5120,
+            tokens_after: 3990,
+            trimmed_messages: 4,
+        });
+        store.write_batch(&[t, sample("tn", "sn", "c1")]).unwrap();
+        let got = store.get("tb").unwrap().unwrap();
+        let r = &got["requests"][0];
+        assert_eq!(r["input_tokens_before"], 5120);
+        assert_eq!(r["input_tokens_after"], 3990);
+        assert_eq!(r["trimmed_messages"], 4);
+        assert_eq!(r["tokenizer"], "o200k_base");
+        let none = store.get("tn").unwrap().unwrap();
+        assert!(none["requests"][0]["tokenizer"].is_null());
+        assert!(none["requests"][0]["input_tokens_before"].is_null());
         std::fs::remove_dir_all(dir).ok();
     }
 

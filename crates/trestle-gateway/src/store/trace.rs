@@ -75,6 +75,32 @@ pub struct Trace {
     /// The experiment the request was in, and its variant.
     pub experiment: Option<String>,
     pub variant: Option<String>,
+    /// The model the upstream says answered (its `model` field), and its
+    /// `system_fingerprint`: a change under the same configured model is a drift event.
+    pub response_model: Option<String>,
+    pub system_fingerprint: Option<String>,
+    /// Anomaly flags (`tool_failure_unmentioned`, `tool_loop`, `grounding`, `over_budget`),
+    /// set by the writer before the trace is stored (crate::anomaly).
+    pub flags: Vec<String>,
+    /// The route's input token budget at work (`max_input_tokens`); none without one.
+    pub input_budget: Option<InputBudget>,
+    /// The caller's key and its tenant, when keys are in use (crate::keys).
+    pub tenant: Option<String>,
+    pub key_id: Option<String>,
+}
+
+/// How a request's input was counted against its route's `max_input_tokens`, and trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputBudget {
+    /// The tokenizers counted with, comma-separated (`o200k_base`, a tokenizer.json path,
+    /// `estimate`); each message counts at the largest.
+    pub tokenizer: String,
+    /// Input tokens as the request came (messages, tool definitions, reply priming).
+    pub tokens_before: u64,
+    /// Input tokens as sent upstream.
+    pub tokens_after: u64,
+    /// Messages dropped to fit.
+    pub trimmed_messages: u32,
 }
 
 /// One call to one target, a child span of the trace.
@@ -102,14 +128,55 @@ pub struct Attempt {
     pub cost_usd: f64,
 }
 
-/// What `GET /v1/traces` filters on.
+/// What `GET /v1/traces` (and the UI's search) filters on; every field narrows.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceFilter {
+    pub trace_id: Option<String>,
     pub conversation_id: Option<String>,
     pub user_id: Option<String>,
     pub route: Option<String>,
+    /// Started within this window of now (`15m`, `24h`, `7d`) or at or after this Unix time
+    /// in milliseconds.
+    pub since: Option<String>,
+    /// Started before this Unix time in milliseconds (or this long ago: `1h`).
+    pub until: Option<String>,
+    /// `ok`, `error`, `client_disconnected`, ….
+    pub outcome: Option<String>,
+    /// `primary`, `model`, `provider`, `degraded`, `cached`, `static`, ….
+    pub fallback_level: Option<String>,
+    /// A guardrail's name, or `any`: traces where it did more than pass.
+    pub guardrail: Option<String>,
+    /// `negative`, `positive` or `any`: traces with such feedback.
+    pub feedback: Option<String>,
+    /// An anomaly flag (`tool_loop`, …), or `any`.
+    pub flag: Option<String>,
+    pub experiment: Option<String>,
+    pub prompt_version: Option<String>,
+    /// Only this tenant's traces: set by the server from the caller's key, never from the
+    /// query.
+    #[serde(skip)]
+    pub tenant: Option<String>,
     /// Newest first; at most 1,000 (default 100).
     pub limit: Option<u32>,
+}
+
+impl TraceFilter {
+    /// Checks what a store cannot: time bounds and the feedback kind.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [("since", &self.since), ("until", &self.until)] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty())
+                && v.parse::<i64>().is_err()
+            {
+                trestle_core::window::window_ms(v)
+                    .map_err(|e| format!("{field} {e}, or a Unix time in milliseconds"))?;
+            }
+        }
+        match self.feedback.as_deref() {
+            None | Some("" | "negative" | "positive" | "any") => Ok(()),
+            Some(other) => Err(format!("feedback `{other}`: use negative, positive or any")),
+        }
+    }
 }
 
 /// A trace without bodies and attempts, for listings.
@@ -134,4 +201,7 @@ pub struct TraceSummary {
     pub capability_level: u8,
     pub cache: String,
     pub cost_saved_usd: f64,
+    /// Anomaly flags (see [`Trace::flags`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }

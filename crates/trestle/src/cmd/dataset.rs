@@ -434,18 +434,7 @@ pub struct MineArgs {
 
 /// `90m`, `24h`, `7d`, `3600s` in milliseconds.
 fn window_ms(s: &str) -> anyhow::Result<i64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = n
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--since `{s}`: give a number and a unit, like 24h or 7d"))?;
-    let unit_ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" | "" => 3_600_000,
-        "d" => 86_400_000,
-        other => anyhow::bail!("--since `{s}`: unknown unit `{other}` (s, m, h or d)"),
-    };
-    Ok(n * unit_ms)
+    trestle_core::window::window_ms(s).map_err(|e| anyhow::anyhow!("--since {e}"))
 }
 
 pub fn mine_cmd(args: MineArgs) -> anyhow::Result<ExitCode> {

@@ -57,6 +57,10 @@ pub struct MockArgs {
     api_key: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The `system_fingerprint` answers carry ("" for none); `POST /mock/fingerprint`
+    /// changes it while running.
+    #[arg(long, default_value = "fp_mock_1")]
+    system_fingerprint: String,
 }
 
 pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
@@ -87,6 +91,7 @@ pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
         slow_tokens_per_sec: args.slow_tokens_per_sec,
         slow_ttft_ms: args.slow_ttft_ms,
         api_key: args.api_key,
+        system_fingerprint: args.system_fingerprint,
     };
     let listener = server::bind(&args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, fault_rate = options.fault_rate, "trestle mock is serving");
@@ -100,6 +105,7 @@ pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
     let options = server::ConnOptions {
         header_read_timeout: std::time::Duration::from_secs(30),
         killable: true,
+        admin: false,
     };
     server::serve_router(listener, app, options, stop).await;
     Ok(ExitCode::SUCCESS)

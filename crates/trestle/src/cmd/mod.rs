@@ -2,10 +2,12 @@
 
 pub mod cache;
 pub mod dataset;
+pub mod drift;
 pub mod eval;
 pub mod experiment;
 mod gateway;
 pub mod guard;
+pub mod keys;
 pub mod mock;
 pub mod prompt;
 mod trace;
@@ -57,6 +59,7 @@ pub async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::R
     };
     let state = server::build_state(config, config_path, Some(handle))?;
     server::reload_on_sighup(state.clone());
+    trestle_gateway::drift::api::spawn_monitor(&state);
     tracing::info!(listen = %listener.local_addr()?, routes = %routes.join(","), traces = %store, "trestle is serving");
     server::serve(state, listener, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -66,6 +69,10 @@ pub fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(file) {
         Ok(loaded) => {
             for w in &loaded.warnings {
+                println!("warning: {w}");
+            }
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for w in drift::unpinned_targets(&loaded.config, &text) {
                 println!("warning: {w}");
             }
             // Building the runtime compiles templates and builds providers, as serve would.

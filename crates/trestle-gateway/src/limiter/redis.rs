@@ -1,0 +1,333 @@
+//! Limits every instance shares in one Redis.
+//!
+//! A decision is one script (EVALSHA, EVAL when Redis does not know it yet) that checks the
+//! budget, then the minute's requests and tokens, and counts the request, atomically. The
+//! minute is a hash of 5-second buckets (`r:<n>` requests, `t:<n>` tokens) that expires a
+//! minute after its last write; the spend of a period is integer micro-USD in its own key,
+//! kept a day past the period's end. Redis's clock decides the buckets, so instances with
+//! skewed clocks still share one window.
+//!
+//! A decision waits at most `[state] timeout_ms`. On a timeout or an error the instance
+//! falls back to [`Memory`] with the limits divided by `[state] instances` (its share), says
+//! so once in the log and in `GET /ready`, counts `trestle_state_fallback_total` for each
+//! decision made so, and a background probe reconnects once Redis answers again. This
+//! process's [`Usage`] counts every request either way, so a fallback starts from what this
+//! instance served.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use trestle_core::config::StateConfig;
+
+use super::memory::Memory;
+use super::{Decision, Limiter, Refusal, Settled, Status};
+use crate::keys::{KeyRecord, Usage};
+
+/// KEYS: spend, window. ARGV: budget (micro-USD, -1 for none), seed spend (micro-USD, used
+/// when the period's key is new), spend key lifetime (s), rpm (-1 for none), tpm (-1).
+/// Returns {0, requests} when admitted, {1, spent} for the budget, {2, requests} for rpm,
+/// {3, tokens} for tpm.
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local bucket = math.floor(tonumber(t[1]) / 5)
+local budget = tonumber(ARGV[1])
+if budget >= 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
+  local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if spent >= budget then return {1, spent} end
+end
+local oldest = bucket - 11
+local fields = redis.call('HGETALL', KEYS[2])
+local requests, tokens = 0, 0
+for i = 1, #fields, 2 do
+  local n = tonumber(string.sub(fields[i], 3))
+  if n == nil or n < oldest then
+    redis.call('HDEL', KEYS[2], fields[i])
+  elseif string.sub(fields[i], 1, 1) == 'r' then
+    requests = requests + tonumber(fields[i + 1])
+  else
+    tokens = tokens + tonumber(fields[i + 1])
+  end
+end
+local rpm, tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
+if rpm >= 0 and requests >= rpm then return {2, requests} end
+if tpm >= 0 and tokens >= tpm then return {3, tokens} end
+redis.call('HINCRBY', KEYS[2], 'r:' .. bucket, 1)
+redis.call('EXPIRE', KEYS[2], 61)
+return {0, requests + 1}
+";
+
+/// KEYS: spend, window. ARGV: cost (micro-USD), tokens, spend key lifetime (s), seed spend
+/// (micro-USD, -1 when the key has no budget).
+const SETTLE: &str = r"
+if tonumber(ARGV[4]) >= 0 then
+  redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[3])
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+end
+if tonumber(ARGV[2]) > 0 then
+  local t = redis.call('TIME')
+  redis.call('HINCRBY', KEYS[2], 't:' .. math.floor(tonumber(t[1]) / 5), ARGV[2])
+  redis.call('EXPIRE', KEYS[2], 61)
+end
+return 0
+";
+
+/// How often the probe pings Redis.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+pub struct RedisLimiter {
+    client: redis::Client,
+    /// `None` until connected, and again after a failure (the probe reconnects).
+    conn: ArcSwapOption<MultiplexedConnection>,
+    admit: redis::Script,
+    settle: redis::Script,
+    prefix: String,
+    timeout: Duration,
+    /// Decisions while Redis does not answer.
+    fallback: Memory,
+    healthy: AtomicBool,
+    since_ms: AtomicI64,
+    url: String,
+}
+
+impl RedisLimiter {
+    /// A limiter on the Redis at `url`, connecting in the background (decisions fall back
+    /// until it answers). Needs a tokio runtime.
+    pub fn start(url: &str, config: &StateConfig) -> anyhow::Result<Arc<dyn Limiter>> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("state.url: {e}"))?;
+        let limiter = Arc::new(RedisLimiter {
+            client,
+            conn: ArcSwapOption::empty(),
+            admit: redis::Script::new(ADMIT),
+            settle: redis::Script::new(SETTLE),
+            prefix: config.prefix.clone(),
+            timeout: Duration::from_millis(config.timeout_ms.max(1)),
+            fallback: Memory::new(config.instances),
+            healthy: AtomicBool::new(false),
+            since_ms: AtomicI64::new(crate::store::now_ms()),
+            url: redacted(url),
+        });
+        spawn_probe(Arc::downgrade(&limiter));
+        Ok(limiter)
+    }
+
+    fn keys(&self, key: &KeyRecord, now_ms: i64) -> (String, String, i64) {
+        let (start, end) = key.budget.map_or((0, now_ms), |b| b.period.bounds(now_ms));
+        let spend = format!("{}spend:{}:{start}", self.prefix, key.id);
+        let window = format!("{}win:{}", self.prefix, key.id);
+        // Kept a day past the period's end.
+        let ttl_s = ((end - now_ms) / 1000).max(1) + 86_400;
+        (spend, window, ttl_s)
+    }
+
+    async fn decide(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &KeyRecord,
+        usage: &Usage,
+    ) -> redis::RedisResult<Result<(), Refusal>> {
+        let now = crate::store::now_ms();
+        let (spend, window, ttl_s) = self.keys(key, now);
+        let (budget, seed) = match key.budget {
+            Some(b) => (micro(b.usd), micro(usage.spent_usd(&b, now))),
+            None => (-1, 0),
+        };
+        let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let (code, value): (i64, i64) = self
+            .admit
+            .key(spend)
+            .key(window)
+            .arg(budget)
+            .arg(seed)
+            .arg(ttl_s)
+            .arg(limit(key.rpm))
+            .arg(limit(key.tpm))
+            .invoke_async(conn)
+            .await?;
+        Ok(match code {
+            0 => Ok(()),
+            1 => Err(Refusal::Budget {
+                spent_usd: value as f64 / 1e6,
+                limit_usd: key.budget.map_or(0.0, |b| b.usd),
+            }),
+            2 => Err(Refusal::Requests {
+                limit: key.rpm.unwrap_or(0),
+            }),
+            _ => Err(Refusal::Tokens {
+                limit: key.tpm.unwrap_or(0),
+            }),
+        })
+    }
+
+    async fn add(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &KeyRecord,
+        usage: &Usage,
+        cost_usd: f64,
+        tokens: u64,
+    ) -> redis::RedisResult<()> {
+        let now = crate::store::now_ms();
+        let (spend, window, ttl_s) = self.keys(key, now);
+        // The seed is what this process knew before this request's cost.
+        let seed = key.budget.map_or(-1, |b| {
+            (micro(usage.spent_usd(&b, now)) - micro(cost_usd)).max(0)
+        });
+        self.settle
+            .key(spend)
+            .key(window)
+            .arg(micro(cost_usd))
+            .arg(tokens)
+            .arg(ttl_s)
+            .arg(seed)
+            .invoke_async::<i64>(conn)
+            .await
+            .map(drop)
+    }
+
+    /// The connection while Redis is healthy.
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.conn.load_full().map(|c| c.as_ref().clone())
+    }
+
+    fn mark_down(&self, why: &str) {
+        self.conn.store(None);
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            self.since_ms
+                .store(crate::store::now_ms(), Ordering::Relaxed);
+            tracing::warn!(
+                "shared state: Redis at {} does not answer ({why}); limits are local (each instance enforces its share, [state] instances) until it does",
+                self.url
+            );
+        }
+    }
+
+    fn mark_up(&self, conn: MultiplexedConnection) {
+        self.conn.store(Some(Arc::new(conn)));
+        if !self.healthy.swap(true, Ordering::Relaxed) {
+            self.since_ms
+                .store(crate::store::now_ms(), Ordering::Relaxed);
+            tracing::info!(
+                "shared state: Redis at {} answers; limits are shared",
+                self.url
+            );
+        }
+    }
+
+    /// Connects (when not connected) and pings.
+    async fn probe(&self) -> Result<(), String> {
+        let budget = self.timeout.max(Duration::from_millis(500));
+        let mut conn = match self.conn.load_full() {
+            Some(c) => c.as_ref().clone(),
+            None => tokio::time::timeout(budget, self.client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| e.to_string())?,
+        };
+        let pong: String = tokio::time::timeout(budget, redis::cmd("PING").query_async(&mut conn))
+            .await
+            .map_err(|_| "ping timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        if pong != "PONG" {
+            return Err(format!("PING answered {pong}"));
+        }
+        self.mark_up(conn);
+        Ok(())
+    }
+}
+
+impl Limiter for RedisLimiter {
+    fn admit<'a>(&'a self, key: &'a KeyRecord, usage: &'a Usage) -> Decision<'a> {
+        Box::pin(async move {
+            if let Some(mut conn) = self.connection() {
+                match tokio::time::timeout(self.timeout, self.decide(&mut conn, key, usage)).await {
+                    Ok(Ok(decision)) => {
+                        if decision.is_ok() {
+                            // Counted here too, for a fallback to start from.
+                            usage.count_request();
+                        }
+                        return decision;
+                    }
+                    Ok(Err(e)) => self.mark_down(&e.to_string()),
+                    Err(_) => self.mark_down(&format!("no answer in {:?}", self.timeout)),
+                }
+            }
+            metrics::counter!("trestle_state_fallback_total").increment(1);
+            self.fallback.decide(key, usage)
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        key: &'a KeyRecord,
+        usage: &'a Usage,
+        cost_usd: f64,
+        tokens: u64,
+    ) -> Settled<'a> {
+        usage.settle(cost_usd, tokens);
+        Box::pin(async move {
+            let Some(mut conn) = self.connection() else {
+                return;
+            };
+            let added = self.add(&mut conn, key, usage, cost_usd, tokens);
+            match tokio::time::timeout(self.timeout, added).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.mark_down(&e.to_string()),
+                Err(_) => self.mark_down(&format!("no answer in {:?}", self.timeout)),
+            }
+        })
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            kind: "redis",
+            healthy: self.healthy.load(Ordering::Relaxed),
+            since_ms: self.since_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Pings Redis every [`PROBE_EVERY`] while the limiter lives: a failure starts the
+/// fallback, an answer ends it.
+fn spawn_probe(limiter: Weak<RedisLimiter>) {
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let Some(l) = limiter.upgrade() else {
+                return;
+            };
+            if let Err(why) = l.probe().await {
+                if first {
+                    tracing::warn!(
+                        "shared state: cannot reach Redis at {} ({why}); limits are local (each instance enforces its share, [state] instances) until it answers",
+                        l.url
+                    );
+                }
+                l.mark_down(&why);
+            }
+            first = false;
+            drop(l);
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    });
+}
+
+fn micro(usd: f64) -> i64 {
+    (usd.max(0.0) * 1e6).round() as i64
+}
+
+/// The URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
