@@ -137,10 +137,13 @@ work, ready, sink = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]
 def nums(name, kind):
     return [float(x) for x in open(f"{work}/{name}.{kind}").read().split()]
 off, on = statistics.median(nums("off", "rps")), statistics.median(nums("on", "rps"))
+# Rounds are pairs run back to back: the ratio within each round is steadier than medians.
+paired = [b / a for a, b in zip(nums("off", "rps"), nums("on", "rps"))]
 print(json.dumps({
     "bench": "otel-export", "summary": True,
     "off_rps_median": round(off, 1), "on_rps_median": round(on, 1),
     "on_over_off": round(on / off, 4),
+    "on_over_off_paired_geomean": round(statistics.geometric_mean(paired), 4),
     "off_rps_rounds": nums("off", "rps"), "on_rps_rounds": nums("on", "rps"),
     "off_cpu_ms_per_1k": statistics.median(nums("off", "cpu")),
     "on_cpu_ms_per_1k": statistics.median(nums("on", "cpu")),

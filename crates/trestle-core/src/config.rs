@@ -306,6 +306,12 @@ pub struct StoreConfig {
     /// Guardrails (`pii` kind) applied to request and response bodies before they are
     /// written. Unset: every configured `pii` guardrail; `[]` keeps bodies as they were.
     pub redact: Option<Vec<String>>,
+    /// `sqlite` (default) or `postgres` (crate::store).
+    pub kind: crate::store::StoreKind,
+    /// The PostgreSQL server (`postgres://user@host:port/database`); `kind = "postgres"` only.
+    pub url: Option<String>,
+    /// Connections kept open to PostgreSQL for reads.
+    pub pool_size: usize,
 }
 
 impl Default for StoreConfig {
@@ -318,6 +324,9 @@ impl Default for StoreConfig {
             flush_interval_ms: 20,
             record_bodies: true,
             redact: None,
+            kind: crate::store::StoreKind::Sqlite,
+            url: None,
+            pool_size: 4,
         }
     }
 }
@@ -1018,6 +1027,9 @@ impl Config {
             {
                 issue(line, format!("guardrails.{name}.target"), message);
             }
+        }
+        for (key, message) in crate::store::check(&self.store) {
+            issue(find_line(text, "[store]"), key.into(), message);
         }
         if let Some(names) = &self.store.redact {
             for n in names {

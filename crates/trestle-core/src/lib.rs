@@ -11,6 +11,7 @@ pub mod openai;
 pub mod otel;
 pub mod price;
 pub mod resilience;
+pub mod store;
 pub mod window;
 
 pub use config::Config;

@@ -47,12 +47,18 @@ pub fn build_state(
         )
     };
     let (recorder, reader) = if store_cfg.enabled {
-        let writer = SqliteStore::open(&store_cfg.path)?.with_redaction(redactor(&config)?);
+        let writer: Box<dyn TraceStore> = match store_cfg.kind {
+            trestle_core::store::StoreKind::Sqlite => {
+                Box::new(SqliteStore::open(&store_cfg.path)?.with_redaction(redactor(&config)?))
+            }
+            trestle_core::store::StoreKind::Postgres => {
+                let store = crate::store::postgres_open_configured(&store_cfg)?;
+                tracing::warn!("{}", crate::store::NOT_YET_ON_POSTGRES);
+                Box::new(store.with_redaction(redactor(&config)?))
+            }
+        };
         let reader = SqliteStore::open(&store_cfg.path)?;
-        (
-            start_recorder(Box::new(writer))?,
-            Some(Arc::new(Mutex::new(reader))),
-        )
+        (start_recorder(writer)?, Some(Arc::new(Mutex::new(reader))))
     } else if otel.enabled() {
         // No store, but traces still go through the recorder's queue to the exporter.
         (start_recorder(Box::new(crate::store::Discard))?, None)

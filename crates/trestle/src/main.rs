@@ -84,6 +84,8 @@ enum Command {
         #[command(subcommand)]
         command: cmd::drift::DriftCommand,
     },
+    /// Bring the trace store `[store]` names up to date (tables, indexes) and exit.
+    Migrate(cmd::migrate::MigrateArgs),
     /// Read traces.
     Trace {
         #[command(subcommand)]
@@ -189,6 +191,7 @@ fn main() -> ExitCode {
         } => cmd::dataset::mine_cmd(args),
         Command::Prompt { command } => cmd::prompt::run(command),
         Command::Keys { command } => cmd::keys::run(command),
+        Command::Migrate(args) => cmd::migrate::run(args),
         Command::Eval {
             command: EvalCommand::List(args),
         } => cmd::eval::list(args),
@@ -229,7 +232,8 @@ fn main() -> ExitCode {
                     | Command::Guard { .. }
                     | Command::Dataset { .. }
                     | Command::Eval { .. }
-                    | Command::Keys { .. } => Ok(ExitCode::SUCCESS),
+                    | Command::Keys { .. }
+                    | Command::Migrate(_) => Ok(ExitCode::SUCCESS),
                 }
             }),
             Err(e) => Err(e.into()),

@@ -1,11 +1,19 @@
 //! Traces and where they are kept. A backend implements [`TraceStore`]; the [`Recorder`]
 //! feeds it in batches from a background thread, never from the request path.
 
+#[cfg(test)]
+mod pg_server;
+mod postgres;
 mod recorder;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 mod trace;
 mod views;
 
+pub use postgres::{
+    NOT_YET_ON_POSTGRES, PostgresStore, open_configured as postgres_open_configured,
+};
 pub use recorder::{Recorder, RecorderStats};
 #[cfg(test)]
 pub(crate) use sqlite::tests::sample as sqlite_sample;

@@ -156,10 +156,12 @@ impl Recorder {
                             }
                         }
                     }
-                    if let Some(sink) = sink.as_mut()
-                        && !pending.is_empty()
-                    {
-                        sink.take(&pending);
+                    if !pending.is_empty() {
+                        // Flags first: the store and the sink (OTLP export) both carry them.
+                        crate::anomaly::flag_all(&mut pending);
+                        if let Some(sink) = sink.as_mut() {
+                            sink.take(&pending);
+                        }
                     }
                     flush(store.as_mut(), &mut pending, &writer_stats, !closing);
                 }
@@ -234,7 +236,6 @@ fn flush(store: &mut dyn TraceStore, pending: &mut Vec<Trace>, stats: &RecorderS
     if pending.is_empty() {
         return;
     }
-    crate::anomaly::flag_all(pending);
     let n = pending.len() as u64;
     let started = Instant::now();
     let mut pause = RETRY_FIRST;

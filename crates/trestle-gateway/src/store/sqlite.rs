@@ -158,7 +158,7 @@ impl SqliteStore {
 }
 
 /// A body as stored: as it was, or with every string value redacted.
-fn body_text<'b>(
+pub(super) fn body_text<'b>(
     redactor: Option<&super::Redactor>,
     body: &'b super::Body,
 ) -> std::borrow::Cow<'b, str> {
@@ -315,7 +315,7 @@ fn split_list(text: Option<String>) -> Vec<String> {
 }
 
 /// A stored body: parsed JSON when it is JSON, else the text.
-fn body_value(text: Option<String>) -> Value {
+pub(super) fn body_value(text: Option<String>) -> Value {
     match text {
         None => Value::Null,
         Some(t) => serde_json::from_str(&t).unwrap_or(Value::String(t)),
@@ -505,7 +505,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// A time bound: a window back from now (`24h`) or a Unix time in milliseconds.
-fn time_bound(field: &str, text: &str, now: i64) -> anyhow::Result<i64> {
+pub(super) fn time_bound(field: &str, text: &str, now: i64) -> anyhow::Result<i64> {
     if let Ok(ms) = text.trim().parse::<i64>()
         && ms > 1_000_000_000
     {

@@ -8,6 +8,7 @@ pub mod experiment;
 mod gateway;
 pub mod guard;
 pub mod keys;
+pub mod migrate;
 pub mod mock;
 pub mod prompt;
 mod trace;
