@@ -9,28 +9,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-
-fn keys(db: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("keys")
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "trestle keys {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 async fn call(gw: &Proc, key: Option<&str>, route: &str, conversation: &str) -> reqwest::Response {
     let mut req = client()
@@ -70,11 +53,11 @@ async fn stored(gw: &Proc, key: &str, trace: &str) -> Value {
 async fn keys_gate_the_api_and_tenants_see_only_their_own() {
     let dir = temp_dir("keys");
     let db = dir.join("traces.db");
-    let admin = keys(
+    let admin = keys_cli(
         &db,
         &["create", "--name", "ops", "--tenant", "ops", "--admin"],
     );
-    let acme = keys(
+    let acme = keys_cli(
         &db,
         &[
             "create",
@@ -88,14 +71,14 @@ async fn keys_gate_the_api_and_tenants_see_only_their_own() {
             "day:0.001",
         ],
     );
-    let beta = keys(
+    let beta = keys_cli(
         &db,
         &[
             "create", "--name", "beta-app", "--tenant", "beta", "--rpm", "3",
         ],
     );
     assert!(acme.starts_with("tk_") && acme.len() == 56, "{acme}");
-    let listed = keys(&db, &["list"]);
+    let listed = keys_cli(&db, &["list"]);
     assert!(
         listed.contains("acme-app") && !listed.contains(&acme[16..]),
         "{listed}"
@@ -280,7 +263,7 @@ price = {{ input = 1000.0, output = 1000.0 }}
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
 
     // Revoked: refused within the refresh interval.
-    keys(&db, &["revoke", "beta-app"]);
+    keys_cli(&db, &["revoke", "beta-app"]);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let (status, body) = get(&gw, Some(&beta), "/v1/traces").await;

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,22 +55,6 @@ impl Drop for Redis {
     }
 }
 
-fn keys(db: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("keys")
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 async fn call(gw: &Proc, key: &str) -> (u16, Value) {
     let r = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
@@ -104,11 +87,11 @@ async fn two_instances_share_limits_and_budgets_on_redis() {
     };
     let dir = temp_dir("state-redis");
     let db = dir.join("traces.db");
-    let limited = keys(
+    let limited = keys_cli(
         &db,
         &["create", "--name", "a", "--tenant", "t", "--rpm", "6"],
     );
-    let budgeted = keys(
+    let budgeted = keys_cli(
         &db,
         &[
             "create",

@@ -249,3 +249,23 @@ pub async fn answer_text(r: reqwest::Response) -> String {
         })
         .collect()
 }
+
+/// Runs `trestle keys ARGS --db DB` and returns what it printed (a new key, or the list).
+pub fn keys_cli(db: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("keys")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .expect("run trestle keys");
+    assert!(
+        out.status.success(),
+        "trestle keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
