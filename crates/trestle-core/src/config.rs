@@ -64,8 +64,8 @@ pub struct Config {
     /// `[auth]`: client keys (docs/configuration.md, "Keys and tenants").
     #[serde(default)]
     pub auth: AuthConfig,
-    /// `[state]`: where per-key limits and budgets are counted (docs/configuration.md,
-    /// "Shared state").
+    /// `[state]`: where per-key and per-target limits, budgets, 429 pauses and the exact and
+    /// tool caches are kept (docs/configuration.md, "Shared state").
     #[serde(default)]
     pub state: StateConfig,
     /// The folder of the config file (relative paths in `[prompts]` start there); unset for a
@@ -106,14 +106,15 @@ pub enum StateKind {
     Redis,
 }
 
-/// `[state]`: per-key limits and budgets, in memory or shared on Redis.
+/// `[state]`: limits, budgets, 429 pauses and caches, in memory or shared on Redis.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub kind: StateKind,
     /// `redis://[user:password@]host[:port][/db]`; needed with `kind = "redis"`.
     pub url: Option<String>,
-    /// How long a decision waits for Redis before the local limits decide instead.
+    /// How long an operation on Redis (a limit decision, a cache lookup) waits before local
+    /// state decides instead.
     pub timeout_ms: u64,
     /// How many instances share the limits: while Redis is unreachable each instance
     /// enforces its share (the limits divided by this).

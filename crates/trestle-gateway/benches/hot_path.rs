@@ -277,7 +277,7 @@ fn key_check(c: &mut Criterion) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let keys = Keys::new(Some(db));
+    let keys = Keys::new(Some(trestle_gateway::db::Db::Sqlite(db)));
     c.bench_function("auth: check a key, its limits and budget", |b| {
         b.iter(|| {
             let caller = keys.authenticate(black_box(&secret)).unwrap();

@@ -138,14 +138,8 @@ async fn move_label(
     }
 }
 
-fn store_path(state: &SharedState) -> Option<std::path::PathBuf> {
-    let rt = state.runtime();
-    rt.config
-        .store
-        .enabled
-        .then(|| rt.config.store.path.clone())
-}
-
+/// An experiment's readout from the store (SQLite or PostgreSQL), read off the async
+/// runtime, with the live request counts of this gateway.
 pub(crate) async fn read_out(state: &SharedState, name: String) -> Result<Value, GatewayError> {
     let rt = state.runtime();
     if !rt.config.experiments.contains_key(&name) {
@@ -154,7 +148,7 @@ pub(crate) async fn read_out(state: &SharedState, name: String) -> Result<Value,
             code: "experiment_not_found",
         });
     }
-    let Some(path) = store_path(state) else {
+    let Some(db) = state.db.clone() else {
         return Err(GatewayError::invalid(
             "experiment readouts need the trace store ([store] enabled)",
             None,
@@ -162,10 +156,7 @@ pub(crate) async fn read_out(state: &SharedState, name: String) -> Result<Value,
     };
     let s = state.clone();
     tokio::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        let mut v = crate::experiments::readout(&conn, &s.runtime().config, &name, &s.experiments)?;
+        let mut v = crate::experiments::readout(&db, &s.runtime().config, &name, &s.experiments)?;
         v["live_requests"] = json!(s.experiments.live(&name));
         Ok::<_, String>(v)
     })
@@ -248,3 +239,6 @@ pub async fn ship(
     let by = req.by.unwrap_or_else(|| format!("experiment {name}"));
     move_label(&state, prompt, req.label, version, by, "variant").await
 }
+
+#[cfg(test)]
+mod pg_tests;

@@ -2,13 +2,13 @@
 //! scored with suite assertions and the judge, off the request path. The request path only
 //! decides whether a finished trace is sampled (a hash of its id) and hands a copy of its
 //! bodies to a bounded queue; a worker scores under its own concurrency, rate and daily
-//! judge budget, and writes each score to the trace store, where `GET /v1/evals/online`
-//! reads daily aggregates. Nothing is dropped silently: every skip is counted by reason.
+//! judge budget, and writes each score to the store (SQLite or PostgreSQL: `scores`), where
+//! `GET /v1/evals/online` reads daily aggregates. Nothing is dropped silently: every skip is
+//! counted by reason.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,11 +20,16 @@ use trestle_core::openai::ChatRequest;
 use trestle_eval::assertion::{Assertion, Observed};
 use trestle_eval::dataset::{Case, content_text};
 use trestle_eval::judge::{self, Judge};
-use trestle_eval::online::{OnlineScore, OnlineStore};
+use trestle_eval::online::OnlineScore;
 use trestle_eval::run::{self, Checks, Services};
 
+use crate::db::Db;
 use crate::runtime::Runtime;
 use crate::store::{Body, Trace};
+
+pub mod scores;
+
+pub use scores::{OnlineScores, daily};
 
 /// `[evals.online]`, checked and ready: built with the runtime, so a reload changes it.
 pub struct OnlinePlan {
@@ -183,16 +188,16 @@ impl OnlineEvaluator {
         }
     }
 
-    /// Starts the worker, writing to the trace store at `store`. It idles until a config
-    /// with `[evals.online]` is served (a reload can turn online evals on and off; `queue`
-    /// is read at start).
-    pub fn start(store: PathBuf, queue: usize) -> Self {
+    /// Starts the worker, writing to the store `db`. It idles until a config with
+    /// `[evals.online]` is served (a reload can turn online evals on and off; `queue` is
+    /// read at start).
+    pub fn start(db: Db, queue: usize) -> Self {
         let stats = Arc::new(OnlineStats::default());
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Self::disabled();
         };
         let (tx, rx) = mpsc::channel(queue.max(1));
-        handle.spawn(worker(rx, store, stats.clone()));
+        handle.spawn(worker(rx, db, stats.clone()));
         OnlineEvaluator {
             tx: Some(tx),
             stats,
@@ -230,9 +235,9 @@ impl OnlineEvaluator {
     }
 }
 
-async fn worker(mut rx: mpsc::Receiver<Sample>, path: PathBuf, stats: Arc<OnlineStats>) {
-    let store = match tokio::task::spawn_blocking(move || OnlineStore::open(&path)).await {
-        Ok(Ok(s)) => Arc::new(Mutex::new(s)),
+async fn worker(mut rx: mpsc::Receiver<Sample>, db: Db, stats: Arc<OnlineStats>) {
+    let store = match tokio::task::spawn_blocking(move || OnlineScores::open(&db)).await {
+        Ok(Ok(s)) => Arc::new(s),
         Ok(Err(e)) => {
             tracing::error!("online evals are off: {e}");
             return;
@@ -332,7 +337,7 @@ impl Services for RuntimeServices<'_> {
 async fn score(
     sample: Sample,
     plan: Arc<OnlinePlan>,
-    store: Arc<Mutex<OnlineStore>>,
+    store: Arc<OnlineScores>,
     stats: Arc<OnlineStats>,
 ) {
     let request: Value = serde_json::from_str(&sample.request.to_text()).unwrap_or_default();
@@ -394,13 +399,7 @@ async fn score(
     stats.scored.fetch_add(1, Ordering::Relaxed);
     stats.passed.fetch_add(u64::from(pass), Ordering::Relaxed);
     metrics::counter!("trestle_online_evals_total", "route" => sample.route, "result" => if pass { "pass" } else { "fail" }).increment(1);
-    let written = tokio::task::spawn_blocking(move || {
-        store
-            .lock()
-            .map_err(|_| "poisoned".to_string())?
-            .insert(&[row])
-    })
-    .await;
+    let written = tokio::task::spawn_blocking(move || store.insert(&[row])).await;
     if !matches!(written, Ok(Ok(()))) {
         stats.write_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("an online eval score could not be written: {written:?}");

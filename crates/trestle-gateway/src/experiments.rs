@@ -1,21 +1,29 @@
 //! Experiments (docs/experiments.md): `[experiments.NAME]` on a route splits its traffic into
 //! variants — prompt versions, targets or parameters — by a sticky hash of the assignment
-//! unit, watches guard metrics live so a bad canary goes back to control at once, and reads
-//! results out of the trace store with the Bayesian readout of `trestle_eval::bayes`.
+//! unit, watches guard metrics live so a bad canary goes back to control at once (the stop is
+//! kept in the store: `stops`), and reads results out of the store with the Bayesian readout
+//! of `trestle_eval::bayes` (`readout`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
-use trestle_core::config::Config;
-use trestle_core::experiment::{ExperimentConfig, FeedbackKind, PromptRef, Unit};
+use serde_json::{Map, Value};
+use trestle_core::experiment::{ExperimentConfig, PromptRef, Unit};
 use trestle_eval::bayes::{self, Observed};
 
+use crate::db::Db;
 use crate::runtime::Target;
+
+mod figures;
+mod readout;
+pub mod stops;
+#[cfg(test)]
+mod store_tests;
+
+pub use readout::readout;
 
 /// One variant, ready to apply.
 pub struct Variant {
@@ -157,19 +165,16 @@ const LATENCY_WINDOW: usize = 2000;
 const LATENCY_MIN: usize = 100;
 
 /// Live state of every experiment: guard counters and stops. Outlives reloads; stops are
-/// also written to the trace store and read back at start.
+/// also written to the store and read back at start (on PostgreSQL, every [`REFRESH`] as
+/// well, so a stop made by one gateway holds on all).
 pub struct ExperimentStates {
-    db: Option<PathBuf>,
-    stops: RwLock<HashMap<String, Vec<Stop>>>,
+    place: Option<Arc<stops::Place>>,
+    stops: Arc<RwLock<StopMap>>,
     counters: Mutex<HashMap<(String, String), Counters>>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS experiment_stops (
-    experiment TEXT NOT NULL, variant TEXT NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
-    PRIMARY KEY (experiment, variant)
-);
-";
+/// How often a gateway on PostgreSQL reads the stops other gateways made.
+pub const REFRESH: Duration = Duration::from_secs(5);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -177,34 +182,54 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+type StopMap = HashMap<String, Vec<Stop>>;
+
+/// Adds the stops not known yet (by experiment and variant).
+fn merge(map: &mut StopMap, found: Vec<(String, Stop)>) {
+    for (e, s) in found {
+        let list = map.entry(e).or_default();
+        if !list.iter().any(|k| k.variant == s.variant) {
+            list.push(s);
+        }
+    }
+}
+
 impl ExperimentStates {
-    pub fn new(db: Option<PathBuf>) -> Self {
-        let mut stops: HashMap<String, Vec<Stop>> = HashMap::new();
-        if let Some(path) = &db
-            && let Ok(conn) = Connection::open(path)
-            && conn.execute_batch(SCHEMA).is_ok()
-            && let Ok(mut st) =
-                conn.prepare("SELECT experiment, variant, reason, at_ms FROM experiment_stops")
-            && let Ok(rows) = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Stop {
-                        variant: r.get(1)?,
-                        reason: r.get(2)?,
-                        at_ms: r.get(3)?,
-                    },
-                ))
-            })
-        {
-            for (e, s) in rows.flatten() {
-                stops.entry(e).or_default().push(s);
+    /// The states, with the stops recorded in `db` (`None`: kept in memory only). Blocks
+    /// on the store; may be called from inside the async runtime.
+    pub fn new(db: Option<Db>) -> Self {
+        let place = db.map(|db| Arc::new(stops::Place::new(db)));
+        let mut map = StopMap::new();
+        if let Some(p) = &place {
+            // On a thread of its own: the PostgreSQL client must not run inside an async task.
+            match std::thread::scope(|s| s.spawn(|| p.load()).join()) {
+                Ok(Ok(found)) => merge(&mut map, found),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "experiments: stopped variants could not be read; they run until stopped again")
+                }
+                Err(_) => tracing::warn!("experiments: reading stopped variants failed"),
             }
         }
+        let stops = Arc::new(RwLock::new(map));
+        if let Some(p) = &place
+            && p.is_postgres()
+        {
+            spawn_refresher(Arc::downgrade(&stops), p.clone());
+        }
         ExperimentStates {
-            db,
-            stops: RwLock::new(stops),
+            place,
+            stops,
             counters: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads the stops recorded in the store since start (made by other gateways). Blocks:
+    /// call it off the async runtime.
+    pub fn refresh(&self) -> Result<(), String> {
+        let Some(p) = &self.place else {
+            return Ok(());
+        };
+        refresh(&self.stops, p)
     }
 
     pub fn stops(&self, experiment: &str) -> Vec<Stop> {
@@ -331,17 +356,8 @@ impl ExperimentStates {
             "experiment variant stopped: its traffic returns to control"
         );
         metrics::counter!("trestle_experiment_stops_total", "experiment" => experiment.to_string(), "variant" => variant.to_string()).increment(1);
-        if let Some(path) = &self.db {
-            let write = Connection::open(path).and_then(|c| {
-                c.execute_batch(SCHEMA)?;
-                c.execute(
-                    "INSERT OR REPLACE INTO experiment_stops VALUES (?1, ?2, ?3, ?4)",
-                    params![experiment, variant, reason, s.at_ms],
-                )
-            });
-            if let Err(e) = write {
-                tracing::error!("the stop of {experiment}/{variant} could not be persisted: {e}");
-            }
+        if let Some(place) = &self.place {
+            persist(place.clone(), experiment.to_string(), s.clone());
         }
         if let Ok(mut m) = self.stops.write() {
             m.entry(experiment.to_string()).or_default().push(s);
@@ -362,423 +378,52 @@ impl ExperimentStates {
     }
 }
 
-/// The readout of one experiment, from the trace store.
-pub fn readout(
-    conn: &Connection,
-    config: &Config,
-    name: &str,
-    states: &ExperimentStates,
-) -> Result<Value, String> {
-    let e = config
-        .experiments
-        .get(name)
-        .ok_or_else(|| format!("no experiment `{name}`"))?;
-    let names: Vec<String> = e.variants.keys().cloned().collect();
-    let control = e
-        .control
-        .as_ref()
-        .and_then(|c| names.iter().position(|n| n == c))
-        .or_else(|| names.iter().position(|n| n == "control"))
-        .unwrap_or(0);
-    let has_requests = table_has(conn, "requests", "experiment");
-    let started_ms: Option<i64> = if has_requests {
-        conn.query_row(
-            "SELECT MIN(started_at_ms) FROM requests WHERE experiment = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db)?
-        .flatten()
-    } else {
-        None
-    };
-    // Per variant: the traffic figures.
-    let mut traffic: BTreeMap<String, Value> = BTreeMap::new();
-    let mut latency_obs: BTreeMap<String, Observed> = BTreeMap::new();
-    let mut cost_obs: BTreeMap<String, Observed> = BTreeMap::new();
-    let mut rate_obs: BTreeMap<(&str, String), Observed> = BTreeMap::new();
-    for v in &names {
-        if !has_requests {
-            break;
-        }
-        let (n, errors, fallbacks, guardrails, cost, cost_sq): (i64, i64, i64, i64, f64, f64) = conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(status >= 500), 0), COALESCE(SUM(fallback_level NOT IN ('primary', 'model')), 0),
-                        COALESCE(SUM(guardrails IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(guardrails) g WHERE json_extract(g.value, '$.outcome') != 'pass')), 0),
-                        COALESCE(SUM(cost_usd), 0), COALESCE(SUM(cost_usd * cost_usd), 0)
-                 FROM requests WHERE experiment = ?1 AND variant = ?2",
-                params![name, v],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .map_err(db)?;
-        let mut st = conn.prepare("SELECT duration_ms FROM requests WHERE experiment = ?1 AND variant = ?2 ORDER BY duration_ms").map_err(db)?;
-        let lat: Vec<f64> = st
-            .query_map(params![name, v], |r| r.get(0))
-            .map_err(db)?
-            .filter_map(Result::ok)
-            .collect();
-        let pct = |q: f64| {
-            if lat.is_empty() {
-                0.0
-            } else {
-                lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1]
-            }
-        };
-        let n = n.max(0) as u64;
-        let mean_cost = if n > 0 { cost / n as f64 } else { 0.0 };
-        cost_obs.insert(
-            v.clone(),
-            Observed::Mean {
-                n,
-                mean: mean_cost,
-                variance: if n > 1 {
-                    (cost_sq / n as f64 - mean_cost * mean_cost).max(0.0)
-                } else {
-                    0.0
-                },
-            },
-        );
-        let lmean = if lat.is_empty() {
-            0.0
-        } else {
-            lat.iter().sum::<f64>() / lat.len() as f64
-        };
-        let lvar = if lat.len() > 1 {
-            lat.iter().map(|x| (x - lmean).powi(2)).sum::<f64>() / (lat.len() - 1) as f64
-        } else {
-            0.0
-        };
-        latency_obs.insert(
-            v.clone(),
-            Observed::Mean {
-                n: lat.len() as u64,
-                mean: lmean,
-                variance: lvar,
-            },
-        );
-        rate_obs.insert(
-            ("error", v.clone()),
-            Observed::Rate {
-                n,
-                successes: errors.max(0) as u64,
-            },
-        );
-        rate_obs.insert(
-            ("fallback", v.clone()),
-            Observed::Rate {
-                n,
-                successes: fallbacks.max(0) as u64,
-            },
-        );
-        rate_obs.insert(
-            ("guardrail", v.clone()),
-            Observed::Rate {
-                n,
-                successes: guardrails.max(0) as u64,
-            },
-        );
-        traffic.insert(
-            v.clone(),
-            json!({
-                "requests": n, "error_rate": ratio(errors, n), "fallback_rate": ratio(fallbacks, n),
-                "guardrail_rate": ratio(guardrails, n), "latency_p50_ms": pct(0.5), "latency_p90_ms": pct(0.9),
-                "latency_p99_ms": pct(0.99), "cost_per_request_usd": mean_cost,
-            }),
-        );
-    }
-    // Feedback metrics per variant.
-    let has_feedback = table_has(conn, "feedback", "variant");
-    let metric_obs = |metric: &str| -> Result<Option<(Vec<Observed>, bool)>, String> {
-        let higher = !matches!(
-            metric,
-            "error"
-                | "fallback"
-                | "guardrail"
-                | "latency_ms"
-                | "cost_usd"
-                | "regenerated"
-                | "correction_distance"
-        );
-        let obs: Vec<Observed> = match metric {
-            "latency_ms" => names
-                .iter()
-                .map(|v| {
-                    latency_obs.get(v).cloned().unwrap_or(Observed::Mean {
-                        n: 0,
-                        mean: 0.0,
-                        variance: 0.0,
-                    })
-                })
-                .collect(),
-            "cost_usd" => names
-                .iter()
-                .map(|v| {
-                    cost_obs.get(v).cloned().unwrap_or(Observed::Mean {
-                        n: 0,
-                        mean: 0.0,
-                        variance: 0.0,
-                    })
-                })
-                .collect(),
-            "error" | "fallback" | "guardrail" => names
-                .iter()
-                .map(|v| {
-                    rate_obs
-                        .get(&(metric_key(metric), v.clone()))
-                        .cloned()
-                        .unwrap_or(Observed::Rate { n: 0, successes: 0 })
-                })
-                .collect(),
-            "regenerated" | "online_eval" | "quality_engagement" => {
-                let mut out = Vec::new();
-                for v in &names {
-                    out.push(built_in_rate(conn, name, v, metric, has_feedback)?);
-                }
-                out
-            }
-            "correction_distance" if has_feedback => {
-                let mut out = Vec::new();
-                for v in &names {
-                    let (n, sum, sumsq): (i64, f64, f64) = conn
-                        .query_row(
-                            "SELECT COUNT(*), COALESCE(SUM(value_num), 0), COALESCE(SUM(value_num * value_num), 0)
-                             FROM feedback WHERE experiment = ?1 AND variant = ?2 AND name = 'correction_distance'",
-                            params![name, v],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                        )
-                        .map_err(db)?;
-                    let n = n.max(0) as u64;
-                    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
-                    let variance = if n > 1 {
-                        ((sumsq - n as f64 * mean * mean) / (n - 1) as f64).max(0.0)
-                    } else {
-                        0.0
-                    };
-                    out.push(Observed::Mean { n, mean, variance });
-                }
-                out
-            }
-            _ if !has_feedback => return Ok(None),
-            _ => {
-                let kind = config.feedback.get(metric).map(|f| f.kind);
-                let mut out = Vec::new();
-                for v in &names {
-                    let (n, sum, sumsq, positive): (i64, f64, f64, i64) = conn
-                        .query_row(
-                            "SELECT COUNT(*), COALESCE(SUM(value_num), 0), COALESCE(SUM(value_num * value_num), 0), COALESCE(SUM(negative = 0), 0)
-                             FROM feedback WHERE experiment = ?1 AND variant = ?2 AND name = ?3",
-                            params![name, v, metric],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                        )
-                        .map_err(db)?;
-                    let n = n.max(0) as u64;
-                    out.push(match kind {
-                        Some(FeedbackKind::Number) => {
-                            let mean = if n > 0 { sum / n as f64 } else { 0.0 };
-                            Observed::Mean {
-                                n,
-                                mean,
-                                variance: if n > 1 {
-                                    ((sumsq - n as f64 * mean * mean) / (n - 1) as f64).max(0.0)
-                                } else {
-                                    0.0
-                                },
-                            }
-                        }
-                        Some(FeedbackKind::Boolean) | None => Observed::Rate {
-                            n,
-                            successes: sum.max(0.0) as u64,
-                        },
-                        Some(FeedbackKind::Category) => Observed::Rate {
-                            n,
-                            successes: positive.max(0) as u64,
-                        },
-                    });
-                }
-                out
-            }
-        };
-        Ok(Some((obs, higher)))
-    };
-    let mut metrics = serde_json::Map::new();
-    let mut primary: Option<(Vec<bayes::Arm>, Vec<Observed>)> = None;
-    let metric_list: Vec<String> = if e.metrics.is_empty() {
-        vec!["error".into()]
-    } else {
-        e.metrics.clone()
-    };
-    for m in &metric_list {
-        if let Some((obs, higher)) = metric_obs(m)? {
-            let arms = bayes::readout(&names, &obs, control, higher);
-            if primary.is_none() {
-                primary = Some((arms.clone(), obs.clone()));
-            }
-            metrics.insert(
-                m.clone(),
-                json!({"higher_is_better": higher, "variants": arms}),
+/// Writes a stop to the store. SQLite is written at once, as before; PostgreSQL off the
+/// async runtime (a stop is made on the request path), on its blocking pool when there is
+/// one.
+fn persist(place: Arc<stops::Place>, experiment: String, s: Stop) {
+    let on_postgres = place.is_postgres();
+    let write = move || {
+        if let Err(e) = place.save(&experiment, &s) {
+            tracing::error!(
+                "the stop of {experiment}/{} could not be persisted: {e}",
+                s.variant
             );
         }
-    }
-    let stops = states.stops(name);
-    let elapsed_h = started_ms.map_or(0.0, |s| (now_ms() - s) as f64 / 3_600_000.0);
-    let (variants, decision) = match primary {
-        None => (Vec::new(), "no data yet".to_string()),
-        Some((arms, obs)) => {
-            let d = decide(e, &arms, &obs, control, elapsed_h, &stops);
-            (arms, d)
-        }
     };
-    let variants: Vec<Value> = variants
-        .into_iter()
-        .map(|a| {
-            let mut v = serde_json::to_value(&a).unwrap_or_default();
-            if let Some(t) = traffic.get(&a.name) {
-                v["traffic"] = t.clone();
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if on_postgres => drop(handle.spawn_blocking(write)),
+        _ => write(),
+    }
+}
+
+fn refresh(stops: &RwLock<StopMap>, place: &stops::Place) -> Result<(), String> {
+    let found = place.load()?;
+    let mut map = stops
+        .write()
+        .map_err(|_| "experiments: lock poisoned".to_string())?;
+    merge(&mut map, found);
+    Ok(())
+}
+
+/// Every [`REFRESH`], reads the stops other gateways made, until the states are dropped.
+fn spawn_refresher(stops: Weak<RwLock<StopMap>>, place: Arc<stops::Place>) {
+    let spawned = std::thread::Builder::new()
+        .name("trestle-experiment-stops".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(REFRESH);
+                let Some(stops) = stops.upgrade() else {
+                    return;
+                };
+                if let Err(e) = refresh(&stops, &place) {
+                    tracing::warn!(error = %e, "experiments: cannot read other gateways' stops");
+                }
             }
-            if let Some(s) = stops.iter().find(|s| s.variant == a.name) {
-                v["stopped"] = json!(s);
-            }
-            v
-        })
-        .collect();
-    let status = if !e.enabled {
-        "paused"
-    } else if !stops.is_empty() {
-        "stopped"
-    } else {
-        "running"
-    };
-    Ok(json!({
-        "name": name,
-        "route": e.route,
-        "unit": format!("{:?}", e.unit).to_lowercase(),
-        "status": status,
-        "control": names[control],
-        "primary_metric": metric_list.first(),
-        "elapsed_h": elapsed_h,
-        "min_duration_h": e.min_duration_h,
-        "variants": variants,
-        "metrics": metrics,
-        "stops": stops,
-        "decision": decision,
-    }))
-}
-
-/// The built-in rates: regenerations per answer; online-eval pass rate; the quality-gated
-/// engagement rate (answers with positive explicit feedback whose online eval passed, of the
-/// answers online evals scored — engagement alone rewards entertaining wrong answers).
-fn built_in_rate(
-    conn: &Connection,
-    experiment: &str,
-    variant: &str,
-    metric: &str,
-    has_feedback: bool,
-) -> Result<Observed, String> {
-    let has_online = table_has(conn, "eval_online_scores", "pass");
-    let sql = match metric {
-        "regenerated" if has_feedback => {
-            "SELECT (SELECT COUNT(*) FROM requests WHERE experiment = ?1 AND variant = ?2),
-                    (SELECT COUNT(DISTINCT trace_id) FROM feedback WHERE experiment = ?1 AND variant = ?2 AND name = 'regenerated')"
-        }
-        "online_eval" if has_online => {
-            "SELECT COUNT(*), COALESCE(SUM(o.pass), 0) FROM eval_online_scores o JOIN requests r ON r.trace_id = o.trace_id
-             WHERE r.experiment = ?1 AND r.variant = ?2"
-        }
-        "quality_engagement" if has_online && has_feedback => {
-            "SELECT COUNT(*), COALESCE(SUM(o.pass = 1 AND EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = o.trace_id AND f.source = 'api' AND f.negative = 0)), 0)
-             FROM eval_online_scores o JOIN requests r ON r.trace_id = o.trace_id WHERE r.experiment = ?1 AND r.variant = ?2"
-        }
-        _ => return Ok(Observed::Rate { n: 0, successes: 0 }),
-    };
-    let (n, successes): (i64, i64) = conn
-        .query_row(sql, params![experiment, variant], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .map_err(db)?;
-    Ok(Observed::Rate {
-        n: n.max(0) as u64,
-        successes: successes.clamp(0, n.max(0)) as u64,
-    })
-}
-
-fn metric_key(m: &str) -> &'static str {
-    match m {
-        "error" => "error",
-        "fallback" => "fallback",
-        _ => "guardrail",
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "experiments: no refresher thread; stops made by other gateways show after a restart");
     }
-}
-
-/// The decision: ship a variant, keep control, or keep running (and for how long).
-fn decide(
-    e: &ExperimentConfig,
-    arms: &[bayes::Arm],
-    obs: &[Observed],
-    control: usize,
-    elapsed_h: f64,
-    stops: &[Stop],
-) -> String {
-    if let Some(s) = stops.first() {
-        return format!(
-            "stopped {}: {}; its traffic went back to control",
-            s.variant, s.reason
-        );
-    }
-    if elapsed_h < e.min_duration_h {
-        return format!(
-            "keep running: {:.1} h of the minimum {:.0} h to go",
-            e.min_duration_h - elapsed_h,
-            e.min_duration_h
-        );
-    }
-    let rule = &e.decision;
-    if let Some(best) = arms
-        .iter()
-        .enumerate()
-        .find(|(_, a)| a.prob_best >= rule.prob_best && a.expected_loss <= rule.max_expected_loss)
-    {
-        return if best.0 == control {
-            format!(
-                "keep {}: it is best with probability {:.3}",
-                best.1.name, best.1.prob_best
-            )
-        } else {
-            format!(
-                "ship {}: best with probability {:.3}, expected loss {:.4}",
-                best.1.name, best.1.prob_best, best.1.expected_loss
-            )
-        };
-    }
-    let leader = arms
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != control)
-        .max_by(|a, b| a.1.prob_best.total_cmp(&b.1.prob_best))
-        .map(|(i, _)| i);
-    match leader.and_then(|i| bayes::samples_needed(&obs[control], &obs[i], rule.prob_best)) {
-        Some(more) => {
-            format!("keep running: about {more} more samples per variant at the current difference")
-        }
-        None => "keep running: no difference so far".into(),
-    }
-}
-
-fn ratio(a: i64, n: u64) -> f64 {
-    if n == 0 {
-        0.0
-    } else {
-        a.max(0) as f64 / n as f64
-    }
-}
-
-fn db(e: rusqlite::Error) -> String {
-    format!("experiments: {e}")
-}
-
-fn table_has(conn: &Connection, table: &str, column: &str) -> bool {
-    conn.prepare(&format!("SELECT {column} FROM {table} LIMIT 0"))
-        .is_ok()
 }
 
 #[cfg(test)]

@@ -4,19 +4,22 @@
 //! variant, so readouts and mining join nothing at read time. Implicit signals come from
 //! traffic the gateway already sees: a regeneration (the same conversation asking the same
 //! thing again within ten minutes) and a correction's edit distance to the answer.
+//! Feedback is kept where the traces are ([`store`]): the SQLite file or PostgreSQL.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+pub mod store;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trestle_core::experiment::{FeedbackConfig, FeedbackKind};
 
+use self::store::{Row, Store};
+use crate::db::Db;
 use crate::error::GatewayError;
 use crate::state::SharedState;
 
@@ -32,32 +35,17 @@ pub struct TraceMeta {
     pub tenant: Option<String>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS feedback (
-    id TEXT PRIMARY KEY,
-    trace_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value_num REAL,
-    value_text TEXT,
-    negative INTEGER NOT NULL DEFAULT 0,
-    comment TEXT,
-    correction TEXT,
-    source TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    route TEXT,
-    conversation_id TEXT,
-    experiment TEXT,
-    variant TEXT,
-    prompt_version TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id);
-CREATE INDEX IF NOT EXISTS feedback_conversation ON feedback (conversation_id);
-CREATE INDEX IF NOT EXISTS feedback_experiment ON feedback (experiment, variant, name);
-";
+impl TraceMeta {
+    /// Whether a caller scoped to `scope` (a tenant; `None`: every tenant) may see this
+    /// trace: another tenant's trace is as good as absent.
+    fn visible_to(&self, scope: Option<&str>) -> bool {
+        scope.is_none() || self.tenant.as_deref() == scope
+    }
+}
 
-/// Feedback's place in the trace store, recent traces, and the regeneration detector.
+/// Feedback's place in the store, recent traces, and the regeneration detector.
 pub struct Feedback {
-    conn: Option<Mutex<Connection>>,
+    store: Option<Arc<Store>>,
     recent: moka::sync::Cache<String, Arc<TraceMeta>>,
     /// conversation id → (hash of the last user message, its trace id).
     last_question: moka::sync::Cache<String, (u64, String)>,
@@ -66,27 +54,19 @@ pub struct Feedback {
 /// How long a repeated question counts as a regeneration.
 const REGENERATION_WINDOW: Duration = Duration::from_secs(600);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Feedback {
-    pub fn new(db: Option<PathBuf>) -> Self {
-        let conn = db.and_then(|p| {
-            let c = Connection::open(&p).ok()?;
-            c.busy_timeout(Duration::from_secs(5)).ok()?;
-            match c.execute_batch(SCHEMA) {
-                Ok(()) => Some(Mutex::new(c)),
-                Err(e) => {
-                    tracing::error!("feedback store {}: {e}", p.display());
-                    None
-                }
+    /// Feedback kept in `db` (none: feedback cannot be kept). May be called from inside
+    /// the async runtime.
+    pub fn new(db: Option<Db>) -> Self {
+        let store = db.and_then(|db| match Store::open(db) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!("feedback store unavailable: {e:#}");
+                None
             }
         });
         Feedback {
-            conn,
+            store,
             recent: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(86_400))
@@ -105,11 +85,12 @@ impl Feedback {
 
     /// A request's question in a conversation: when it repeats the last one, the last answer
     /// was regenerated, which is recorded as feedback `regenerated` on that answer's trace.
+    /// Called on the request path: on PostgreSQL the row is written on a blocking thread.
     pub fn question(&self, conversation_id: &str, question: &str, trace_id: &str) {
         use std::hash::{Hash, Hasher};
-        if self.conn.is_none() {
+        let Some(store) = &self.store else {
             return;
-        }
+        };
         let mut h = std::hash::DefaultHasher::new();
         question.trim().hash(&mut h);
         let hash = h.finish();
@@ -117,78 +98,68 @@ impl Feedback {
             && last == hash
             && previous != trace_id
         {
-            let meta = self.meta(&previous);
-            let row = Row {
-                id: format!("{previous}:regenerated:{trace_id}"),
-                trace_id: previous.clone(),
-                name: "regenerated".into(),
-                value_num: Some(1.0),
-                value_text: None,
-                negative: true,
-                comment: None,
-                correction: None,
-                source: "implicit",
-                meta: meta.unwrap_or_default(),
+            let on_postgres = matches!(**store, Store::Postgres(_));
+            let cached = self.recent.get(&previous).map(|m| (*m).clone());
+            let store = store.clone();
+            let id = format!("{previous}:regenerated:{trace_id}");
+            let write = move || {
+                let meta = cached.or_else(|| store.trace_meta(&previous).ok().flatten());
+                let row = Row {
+                    id,
+                    trace_id: previous,
+                    name: "regenerated".into(),
+                    value_num: Some(1.0),
+                    value_text: None,
+                    negative: true,
+                    comment: None,
+                    correction: None,
+                    source: "implicit",
+                    meta: meta.unwrap_or_default(),
+                };
+                if let Err(e) = store.insert(&row) {
+                    tracing::warn!("regeneration of {}: {e}", row.trace_id);
+                }
             };
-            let _ = self.insert(&row);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) if on_postgres => {
+                    rt.spawn_blocking(write);
+                }
+                _ => write(),
+            }
         }
         self.last_question
             .insert(conversation_id.to_string(), (hash, trace_id.to_string()));
     }
 
-    fn meta(&self, trace_id: &str) -> Option<TraceMeta> {
+    /// A trace's meta: recent traces first, then the store; `None` when neither has it.
+    fn meta(&self, trace_id: &str) -> Result<Option<TraceMeta>, String> {
         if let Some(m) = self.recent.get(trace_id) {
-            return Some((*m).clone());
+            return Ok(Some((*m).clone()));
         }
-        let conn = self.conn.as_ref()?.lock().ok()?;
-        conn.query_row(
-            "SELECT route, conversation_id, experiment, variant, prompt_version, tenant FROM requests WHERE trace_id = ?1 LIMIT 1",
-            [trace_id],
-            |r| Ok(TraceMeta { route: r.get(0)?, conversation_id: r.get(1)?, experiment: r.get(2)?, variant: r.get(3)?, prompt_version: r.get(4)?, tenant: r.get(5)? }),
-        )
-        .optional()
-        .ok()
-        .flatten()
+        match &self.store {
+            Some(store) => store.trace_meta(trace_id),
+            None => Ok(None),
+        }
     }
 
     /// The answer text of a trace, from the store.
     fn answer(&self, trace_id: &str) -> Option<String> {
-        let conn = self.conn.as_ref()?.lock().ok()?;
-        let body: Option<String> = conn
-            .query_row("SELECT response FROM requests WHERE trace_id = ?1 AND response IS NOT NULL LIMIT 1", [trace_id], |r| r.get(0))
-            .optional()
-            .ok()
-            .flatten();
-        let v: Value = serde_json::from_str(&body?).ok()?;
+        let body = self.store.as_ref()?.response(trace_id)?;
+        let v: Value = serde_json::from_str(&body).ok()?;
         v["choices"][0]["message"]["content"]
             .as_str()
             .map(String::from)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
-        let conn = self
-            .conn
-            .as_ref()
-            .ok_or("feedback needs the trace store ([store] enabled)")?;
-        conn.lock()
-            .map_err(|_| "feedback store poisoned".to_string())
+    fn store(&self) -> Result<&Store, String> {
+        self.store
+            .as_deref()
+            .ok_or_else(|| "feedback needs the trace store ([store] enabled)".to_string())
     }
 
     /// Inserts a row; `Ok(false)` when a row with its id exists already (a retry).
     fn insert(&self, r: &Row) -> Result<bool, String> {
-        let conn = self.lock()?;
-        let n = conn
-            .execute(
-                "INSERT OR IGNORE INTO feedback (id, trace_id, name, value_num, value_text, negative, comment, correction, source, created_at_ms,
-                                                 route, conversation_id, experiment, variant, prompt_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
-                    r.id, r.trace_id, r.name, r.value_num, r.value_text, r.negative, r.comment, r.correction, r.source, now_ms(),
-                    r.meta.route, r.meta.conversation_id, r.meta.experiment, r.meta.variant, r.meta.prompt_version
-                ],
-            )
-            .map_err(|e| format!("feedback store: {e}"))?;
-        Ok(n == 1)
+        self.store()?.insert(r)
     }
 
     fn list(
@@ -196,42 +167,32 @@ impl Feedback {
         trace_id: Option<&str>,
         conversation_id: Option<&str>,
     ) -> Result<Vec<Value>, String> {
-        let conn = self.lock()?;
-        let mut st = conn
-            .prepare(
-                "SELECT id, trace_id, name, value_num, value_text, negative, comment, correction, source, created_at_ms,
-                        route, conversation_id, experiment, variant, prompt_version
-                 FROM feedback WHERE (?1 IS NULL OR trace_id = ?1) AND (?2 IS NULL OR conversation_id = ?2)
-                 ORDER BY created_at_ms, rowid LIMIT 1000",
-            )
-            .map_err(|e| e.to_string())?;
-        let rows = st
-            .query_map(params![trace_id, conversation_id], |r| {
-                Ok(json!({
-                    "id": r.get::<_, String>(0)?, "trace_id": r.get::<_, String>(1)?, "name": r.get::<_, String>(2)?,
-                    "value": r.get::<_, Option<String>>(4)?.map(Value::String).unwrap_or_else(|| json!(r.get::<_, Option<f64>>(3).ok().flatten())),
-                    "negative": r.get::<_, bool>(5)?, "comment": r.get::<_, Option<String>>(6)?, "correction": r.get::<_, Option<String>>(7)?,
-                    "source": r.get::<_, String>(8)?, "created_at_ms": r.get::<_, i64>(9)?, "route": r.get::<_, Option<String>>(10)?,
-                    "conversation_id": r.get::<_, Option<String>>(11)?, "experiment": r.get::<_, Option<String>>(12)?,
-                    "variant": r.get::<_, Option<String>>(13)?, "prompt_version": r.get::<_, Option<String>>(14)?,
-                }))
-            })
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+        self.store()?.list(trace_id, conversation_id)
     }
-}
 
-struct Row {
-    id: String,
-    trace_id: String,
-    name: String,
-    value_num: Option<f64>,
-    value_text: Option<String>,
-    negative: bool,
-    comment: Option<String>,
-    correction: Option<String>,
-    source: &'static str,
-    meta: TraceMeta,
+    /// The rows a caller scoped to `scope` may see: those on its tenant's traces.
+    fn visible(&self, rows: Vec<Value>, scope: Option<&str>) -> Result<Vec<Value>, String> {
+        if scope.is_none() {
+            return Ok(rows);
+        }
+        let mut seen: std::collections::HashMap<String, bool> = Default::default();
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            let trace = row["trace_id"].as_str().unwrap_or_default().to_string();
+            let visible = match seen.get(&trace) {
+                Some(v) => *v,
+                None => {
+                    let v = self.meta(&trace)?.is_some_and(|m| m.visible_to(scope));
+                    seen.insert(trace, v);
+                    v
+                }
+            };
+            if visible {
+                kept.push(row);
+            }
+        }
+        Ok(kept)
+    }
 }
 
 #[derive(Deserialize)]
@@ -352,10 +313,10 @@ pub async fn post(
     let trace_id = req.trace_id.clone();
     let scope = crate::auth::tenant(&caller);
     let work = tokio::task::spawn_blocking(move || -> Result<(StatusCode, Value), GatewayError> {
-        // Another tenant's trace is as good as absent.
         let meta = fb
             .meta(&trace_id)
-            .filter(|m| scope.is_none() || m.tenant == scope)
+            .map_err(GatewayError::Internal)?
+            .filter(|m| m.visible_to(scope.as_deref()))
             .ok_or_else(|| GatewayError::NotFound { message: format!("no trace `{trace_id}` (feedback refers to an answer's x-trestle-trace-id)"), code: "trace_not_found" })?;
         let id = req.id.clone().unwrap_or_else(random_id);
         let row = Row {
@@ -424,16 +385,8 @@ pub async fn list(
     let fb = state.feedback.clone();
     let scope = crate::auth::tenant(&caller);
     match tokio::task::spawn_blocking(move || {
-        let mut rows = fb.list(q.trace_id.as_deref(), q.conversation_id.as_deref())?;
-        if scope.is_some() {
-            rows.retain(|r| {
-                r["trace_id"]
-                    .as_str()
-                    .and_then(|t| fb.meta(t))
-                    .is_some_and(|m| m.tenant == scope)
-            });
-        }
-        Ok::<_, String>(rows)
+        let rows = fb.list(q.trace_id.as_deref(), q.conversation_id.as_deref())?;
+        fb.visible(rows, scope.as_deref())
     })
     .await
     {
@@ -442,3 +395,6 @@ pub async fn list(
         Err(e) => GatewayError::Internal(e.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,45 +1,30 @@
 //! Client keys, tenants and budgets (docs/configuration.md, "Keys and tenants").
 //!
 //! A key is `tk_<id>_<secret>`: the id is public (it is on traces), the whole key is kept
-//! only as its SHA-256. Keys live in the store's `api_keys` table, made by `trestle keys`;
-//! the gateway holds them in memory ([`Keys`]), re-read every `[auth] refresh_ms`, so a
-//! lookup is a hash and a map probe, and a revocation takes effect within the refresh.
+//! only as its SHA-256. Keys live in the store's `api_keys` table ([`KeyStore`]: the SQLite
+//! file, or the PostgreSQL database several gateways share), made by `trestle keys`; the
+//! gateway holds them in memory ([`Keys`]), re-read every `[auth] refresh_ms`, so a lookup
+//! is a hash and a map probe, and a revocation takes effect within the refresh (on every
+//! gateway sharing the database).
 //! Each key's usage ([`Usage`]: requests and tokens in the last minute, spend in the budget
 //! period) is in memory, started from the store's traces when the key is first seen.
 
+pub mod store;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use self::store::KeyStore;
+use crate::db::Db;
 use crate::error::GatewayError;
 use crate::limiter::{Limiter, Refusal};
 use crate::resilience::window::Window;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    hash TEXT NOT NULL,
-    name TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    routes TEXT,
-    rpm INTEGER,
-    tpm INTEGER,
-    budget_period TEXT,
-    budget_usd REAL,
-    admin INTEGER NOT NULL DEFAULT 0,
-    created_at_ms INTEGER NOT NULL,
-    expires_at_ms INTEGER,
-    revoked_at_ms INTEGER,
-    rotated_from TEXT
-);
-";
 
 /// A spending budget: so many USD per UTC day or calendar month.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -240,195 +225,6 @@ pub fn key_id(key: &str) -> Option<&str> {
     (ok(id, 12) && ok(secret, 40)).then_some(id)
 }
 
-/// The key store: `api_keys` in the trace store's database.
-pub struct KeyStore {
-    conn: Connection,
-}
-
-impl KeyStore {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(KeyStore { conn })
-    }
-
-    /// Makes a key; the secret is returned once and kept only hashed.
-    pub fn create(&self, new: &NewKey, now_ms: i64) -> anyhow::Result<(String, KeyRecord)> {
-        self.insert(new, now_ms, None)
-    }
-
-    fn insert(
-        &self,
-        new: &NewKey,
-        now_ms: i64,
-        rotated_from: Option<&str>,
-    ) -> anyhow::Result<(String, KeyRecord)> {
-        if new.name.trim().is_empty() {
-            anyhow::bail!("--name: give the key a name");
-        }
-        if new.tenant.trim().is_empty() {
-            anyhow::bail!("--tenant: give the key a tenant");
-        }
-        let id = random_text(12);
-        let secret = format!("tk_{id}_{}", random_text(40));
-        let record = KeyRecord {
-            id: id.clone(),
-            hash: sha256_hex(&secret),
-            name: new.name.clone(),
-            tenant: new.tenant.clone(),
-            routes: new.routes.clone(),
-            rpm: new.rpm,
-            tpm: new.tpm,
-            budget: new.budget,
-            admin: new.admin,
-            created_at_ms: now_ms,
-            expires_at_ms: new.expires_at_ms,
-            revoked_at_ms: None,
-            rotated_from: rotated_from.map(str::to_string),
-        };
-        self.conn.execute(
-            "INSERT INTO api_keys (id, hash, name, tenant, routes, rpm, tpm, budget_period, budget_usd, admin, created_at_ms, expires_at_ms, rotated_from) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                record.id,
-                record.hash,
-                record.name,
-                record.tenant,
-                record.routes.as_ref().map(|r| r.join(",")),
-                record.rpm.map(|v| v as i64),
-                record.tpm.map(|v| v as i64),
-                record.budget.map(|b| b.period.as_str()),
-                record.budget.map(|b| b.usd),
-                record.admin,
-                record.created_at_ms,
-                record.expires_at_ms,
-                record.rotated_from,
-            ],
-        )?;
-        Ok((secret, record))
-    }
-
-    pub fn all(&self) -> anyhow::Result<Vec<KeyRecord>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, hash, name, tenant, routes, rpm, tpm, budget_period, budget_usd, admin, created_at_ms, expires_at_ms, revoked_at_ms, rotated_from \
-             FROM api_keys ORDER BY created_at_ms, id",
-        )?;
-        let rows = st.query_map([], |r| {
-            let period: Option<String> = r.get(7)?;
-            let usd: Option<f64> = r.get(8)?;
-            Ok(KeyRecord {
-                id: r.get(0)?,
-                hash: r.get(1)?,
-                name: r.get(2)?,
-                tenant: r.get(3)?,
-                routes: r
-                    .get::<_, Option<String>>(4)?
-                    .map(|t| t.split(',').map(str::to_string).collect()),
-                rpm: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                tpm: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-                budget: match (period.as_deref(), usd) {
-                    (Some("day"), Some(usd)) => Some(Budget {
-                        period: Period::Day,
-                        usd,
-                    }),
-                    (Some("month"), Some(usd)) => Some(Budget {
-                        period: Period::Month,
-                        usd,
-                    }),
-                    _ => None,
-                },
-                admin: r.get(9)?,
-                created_at_ms: r.get(10)?,
-                expires_at_ms: r.get(11)?,
-                revoked_at_ms: r.get(12)?,
-                rotated_from: r.get(13)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn find(&self, id_or_name: &str) -> anyhow::Result<KeyRecord> {
-        let all = self.all()?;
-        let matches: Vec<_> = all
-            .into_iter()
-            .filter(|k| k.id == id_or_name || (k.name == id_or_name && k.revoked_at_ms.is_none()))
-            .collect();
-        match matches.len() {
-            1 => Ok(matches
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("no key"))?),
-            0 => anyhow::bail!("no key `{id_or_name}` (give its id or name; `trestle keys list`)"),
-            n => anyhow::bail!("{n} active keys are named `{id_or_name}`: give the id"),
-        }
-    }
-
-    /// Revokes a key by id or name.
-    pub fn revoke(&self, id_or_name: &str, now_ms: i64) -> anyhow::Result<KeyRecord> {
-        let key = self.find(id_or_name)?;
-        if key.revoked_at_ms.is_some() {
-            anyhow::bail!("key {} was revoked already", key.id);
-        }
-        self.conn.execute(
-            "UPDATE api_keys SET revoked_at_ms = ?2 WHERE id = ?1",
-            params![key.id, now_ms],
-        )?;
-        Ok(key)
-    }
-
-    /// A new secret with the same name, tenant and limits; the old key is revoked.
-    pub fn rotate(&self, id_or_name: &str, now_ms: i64) -> anyhow::Result<(String, KeyRecord)> {
-        let old = self.find(id_or_name)?;
-        if old.revoked_at_ms.is_some() {
-            anyhow::bail!("key {} is revoked: create a new one", old.id);
-        }
-        let new = NewKey {
-            name: old.name.clone(),
-            tenant: old.tenant.clone(),
-            routes: old.routes.clone(),
-            rpm: old.rpm,
-            tpm: old.tpm,
-            budget: old.budget,
-            admin: old.admin,
-            expires_at_ms: old.expires_at_ms,
-        };
-        let made = self.insert(&new, now_ms, Some(&old.id))?;
-        self.conn.execute(
-            "UPDATE api_keys SET revoked_at_ms = ?2 WHERE id = ?1",
-            params![old.id, now_ms],
-        )?;
-        Ok(made)
-    }
-
-    /// What each key spent since `since_ms` (from the trace store's requests).
-    pub fn spent_since(&self, key_id: &str, since_ms: i64) -> anyhow::Result<f64> {
-        if !self.has_key_column()? {
-            return Ok(0.0);
-        }
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT SUM(cost_usd) FROM requests WHERE key_id = ?1 AND started_at_ms >= ?2",
-                params![key_id, since_ms],
-                |r| r.get::<_, Option<f64>>(0),
-            )
-            .optional()?
-            .flatten()
-            .unwrap_or(0.0))
-    }
-
-    fn has_key_column(&self) -> rusqlite::Result<bool> {
-        self.conn
-            .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'key_id'")?
-            .exists([])
-    }
-}
-
 /// A key's use in memory: requests and tokens in the last minute, spend in its period.
 #[derive(Debug)]
 pub struct Usage {
@@ -526,7 +322,10 @@ struct KeySet {
 
 /// Keys in memory, refreshed from the store.
 pub struct Keys {
-    db: Option<PathBuf>,
+    db: Option<Db>,
+    /// PostgreSQL's `api_keys` was migrated once: refreshes (every second by default) skip
+    /// the migration's lock and round trips.
+    migrated: AtomicBool,
     set: ArcSwap<KeySet>,
     usage: Mutex<HashMap<String, Arc<Usage>>>,
     loaded: AtomicBool,
@@ -536,14 +335,18 @@ pub struct Keys {
 
 impl Keys {
     /// Keys with their limits in this process.
-    pub fn new(db: Option<PathBuf>) -> Self {
+    pub fn new(db: Option<Db>) -> Self {
         Keys::with_limiter(db, Arc::new(crate::limiter::memory::Memory::new(1)))
     }
 
-    pub fn with_limiter(db: Option<PathBuf>, limiter: Arc<dyn Limiter>) -> Self {
+    /// Keys read from `db` (none: no keys), with limits and budgets decided by `limiter`.
+    /// May be called from inside the async runtime: the first read runs on a thread of its
+    /// own when the keys are in PostgreSQL.
+    pub fn with_limiter(db: Option<Db>, limiter: Arc<dyn Limiter>) -> Self {
         let keys = Keys {
             limiter,
             db,
+            migrated: AtomicBool::new(false),
             set: ArcSwap::from_pointee(KeySet {
                 by_id: HashMap::new(),
                 any_active: false,
@@ -551,7 +354,13 @@ impl Keys {
             usage: Mutex::new(HashMap::new()),
             loaded: AtomicBool::new(false),
         };
-        if let Err(e) = keys.refresh() {
+        let first = match &keys.db {
+            // The PostgreSQL client must not run on an async task's thread.
+            Some(Db::Postgres(_)) => std::thread::scope(|s| s.spawn(|| keys.refresh()).join())
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reading the keys panicked"))),
+            _ => keys.refresh(),
+        };
+        if let Err(e) = first {
             tracing::warn!("cannot read the keys: {e:#}");
         }
         keys
@@ -562,7 +371,7 @@ impl Keys {
         let Some(db) = &self.db else {
             return Ok(());
         };
-        let store = KeyStore::open(db)?;
+        let store = self.store(db)?;
         let now = crate::store::now_ms();
         let all = store.all()?;
         let any_active = all.iter().any(|k| k.active(now));
@@ -597,6 +406,20 @@ impl Keys {
         }));
         self.loaded.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The key store, migrated on the first read from PostgreSQL only.
+    fn store(&self, db: &Db) -> anyhow::Result<KeyStore> {
+        match db {
+            Db::Postgres(pool) if self.migrated.load(Ordering::Relaxed) => {
+                Ok(KeyStore::migrated(pool.clone()))
+            }
+            _ => {
+                let store = KeyStore::on(db)?;
+                self.migrated.store(true, Ordering::Relaxed);
+                Ok(store)
+            }
+        }
     }
 
     /// Whether keys are required: the config says so, or any key exists.
@@ -775,140 +598,4 @@ pub fn spawn_refresh(state: crate::state::SharedState) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn periods_start_at_utc_midnight_and_the_first_of_the_month() {
-        // 2026-11-26T23:06:17Z
-        let now = 1_795_734_377_000;
-        let (d0, d1) = Period::Day.bounds(now);
-        assert_eq!(d1 - d0, 86_400_000);
-        assert_eq!(rfc3339(d0), "2026-11-26T00:00:00Z");
-        assert_eq!(rfc3339(now), "2026-11-26T23:06:17Z");
-        let (m0, m1) = Period::Month.bounds(now);
-        assert_eq!(rfc3339(m0), "2026-11-01T00:00:00Z");
-        assert_eq!(rfc3339(m1), "2026-12-01T00:00:00Z");
-        let (_, dec_end) = Period::Month.bounds(m1 + 1);
-        assert_eq!(rfc3339(dec_end), "2027-01-01T00:00:00Z");
-        assert_eq!(date_ms("2027-01-31"), Some(1_801_353_600_000));
-        assert_eq!(date_ms("2027-02-31"), None);
-    }
-
-    #[test]
-    fn budgets_parse_and_bad_ones_say_what_is_wrong() {
-        assert_eq!(
-            parse_budget("month:250.50"),
-            Ok(Budget {
-                period: Period::Month,
-                usd: 250.5
-            })
-        );
-        assert_eq!(parse_budget("DAY:$5").map(|b| b.usd), Ok(5.0));
-        assert!(parse_budget("5").unwrap_err().contains("PERIOD:USD"));
-        assert!(parse_budget("week:5").unwrap_err().contains("day or month"));
-        assert!(
-            parse_budget("day:5,00")
-                .unwrap_err()
-                .contains("not a positive number")
-        );
-        assert!(parse_budget("day:1,000").unwrap_err().contains("thousands"));
-        assert!(parse_budget("day:-3").is_err());
-        assert!(parse_budget("day:0").is_err());
-        assert!(parse_budget("day:5€").is_err());
-    }
-
-    #[test]
-    fn keys_authenticate_by_hash_and_refuse_the_rest() {
-        let dir = std::env::temp_dir().join(format!("trestle-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("k.db");
-        let store = KeyStore::open(&db).unwrap();
-        let now = crate::store::now_ms();
-        let (secret, rec) = store
-            .create(
-                &NewKey {
-                    name: "app".into(),
-                    tenant: "acme".into(),
-                    routes: Some(vec!["chat".into()]),
-                    rpm: Some(2),
-                    ..Default::default()
-                },
-                now,
-            )
-            .unwrap();
-        assert_eq!(key_id(&secret), Some(rec.id.as_str()));
-        let keys = Keys::new(Some(db.clone()));
-        assert!(keys.required(&Default::default()));
-        let caller = keys.authenticate(&secret).unwrap();
-        assert_eq!(caller.key.tenant, "acme");
-        assert!(caller.key.allows_route("chat") && !caller.key.allows_route("other"));
-        // Two requests a minute, then 429.
-        admit(&caller).unwrap();
-        admit(&caller).unwrap();
-        assert_eq!(admit(&caller).unwrap_err().status(), 429);
-        // A wrong secret with the right id, a malformed key.
-        let forged = format!("tk_{}_{}", rec.id, "a".repeat(40));
-        assert_eq!(keys.authenticate(&forged).unwrap_err().status(), 401);
-        let bad = keys.authenticate("sk-123").unwrap_err();
-        assert!(bad.to_string().contains("malformed"));
-        // Revoked: refused once the keys are re-read.
-        store.revoke(&rec.id, now).unwrap();
-        keys.refresh().unwrap();
-        assert!(
-            keys.authenticate(&secret)
-                .unwrap_err()
-                .to_string()
-                .contains("revoked")
-        );
-        assert!(!keys.required(&Default::default()));
-        // Rotation: a new secret, the old one revoked.
-        let (other, _) = store
-            .create(
-                &NewKey {
-                    name: "b".into(),
-                    tenant: "beta".into(),
-                    ..Default::default()
-                },
-                now,
-            )
-            .unwrap();
-        let (rotated, rec2) = store.rotate("b", now).unwrap();
-        keys.refresh().unwrap();
-        assert!(keys.authenticate(&other).is_err());
-        assert_eq!(keys.authenticate(&rotated).unwrap().key.id, rec2.id);
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn a_spent_budget_refuses_until_the_period_resets() {
-        let usage = Arc::new(Usage::new(0.0, 0));
-        let caller = Caller {
-            key: Arc::new(KeyRecord {
-                id: "k".into(),
-                hash: String::new(),
-                name: "k".into(),
-                tenant: "t".into(),
-                routes: None,
-                rpm: None,
-                tpm: None,
-                budget: Some(Budget {
-                    period: Period::Day,
-                    usd: 0.01,
-                }),
-                admin: false,
-                created_at_ms: 0,
-                expires_at_ms: None,
-                revoked_at_ms: None,
-                rotated_from: None,
-            }),
-            usage: usage.clone(),
-        };
-        admit(&caller).unwrap();
-        usage.settle(0.02, 10);
-        let e = admit(&caller).unwrap_err();
-        assert_eq!(e.status(), 429);
-        assert_eq!(e.body().error.kind, "budget_exceeded");
-        assert!(e.to_string().contains("resets at"));
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ pub mod anomaly;
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod db;
 pub mod drift;
 pub mod error;
 pub mod evals;

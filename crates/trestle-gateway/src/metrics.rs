@@ -74,7 +74,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     describe_counter!(
         "trestle_state_fallback_total",
-        "Per-key limit decisions made locally because the shared state (Redis) did not answer."
+        "Things done locally because the shared state (Redis) did not answer, by use: keys (a key's limit decision), targets (a target's), cache (a lookup or write)."
+    );
+    describe_counter!(
+        "trestle_state_cache_total",
+        "Lookups in the caches shared on Redis after a local miss, by result (hit, miss)."
     );
     describe_counter!(
         "trestle_traces_dropped_total",

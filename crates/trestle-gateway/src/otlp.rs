@@ -5,7 +5,6 @@
 //! propagates `traceparent` to Trestle) and by conversation id (`gen_ai.conversation.id` or
 //! `session.id`). `GET /v1/traces/{id}` answers them with the gateway's requests.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -149,32 +148,43 @@ CREATE INDEX IF NOT EXISTS app_spans_conversation ON app_spans (conversation_id)
 
 /// Where ingested spans go, and what happened to them.
 pub struct SpanStore {
-    conn: Option<Mutex<Connection>>,
+    place: Option<Place>,
     pub received: AtomicU64,
     pub stored: AtomicU64,
     pub failed: AtomicU64,
 }
 
+enum Place {
+    Sqlite(Mutex<Connection>),
+    /// The `app_spans` table of the PostgreSQL trace store (its migrations make it).
+    Postgres(std::sync::Arc<crate::db::PgPool>),
+}
+
+fn open_sqlite(path: &std::path::Path) -> Option<Connection> {
+    let c = Connection::open(path).ok()?;
+    c.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+    c.pragma_update(None, "journal_mode", "WAL").ok()?;
+    c.execute_batch(SCHEMA).ok()?;
+    // Spans stored before keys existed have no tenant.
+    let has_tenant = c
+        .prepare("SELECT 1 FROM pragma_table_info('app_spans') WHERE name = 'tenant'")
+        .and_then(|mut st| st.exists([]))
+        .ok()?;
+    if !has_tenant {
+        c.execute_batch("ALTER TABLE app_spans ADD COLUMN tenant TEXT")
+            .ok()?;
+    }
+    Some(c)
+}
+
 impl SpanStore {
-    pub fn new(db: Option<PathBuf>) -> Self {
-        let conn = db.and_then(|p| {
-            let c = Connection::open(&p).ok()?;
-            c.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
-            c.pragma_update(None, "journal_mode", "WAL").ok()?;
-            c.execute_batch(SCHEMA).ok()?;
-            // Spans stored before keys existed have no tenant.
-            let has_tenant = c
-                .prepare("SELECT 1 FROM pragma_table_info('app_spans') WHERE name = 'tenant'")
-                .and_then(|mut st| st.exists([]))
-                .ok()?;
-            if !has_tenant {
-                c.execute_batch("ALTER TABLE app_spans ADD COLUMN tenant TEXT")
-                    .ok()?;
-            }
-            Some(Mutex::new(c))
+    pub fn new(db: Option<crate::db::Db>) -> Self {
+        let place = db.and_then(|db| match db {
+            crate::db::Db::Sqlite(p) => open_sqlite(&p).map(|c| Place::Sqlite(Mutex::new(c))),
+            crate::db::Db::Postgres(pool) => Some(Place::Postgres(pool)),
         });
         SpanStore {
-            conn,
+            place,
             received: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -182,40 +192,53 @@ impl SpanStore {
     }
 
     /// Writes spans in one transaction (a span sent twice is kept once), as the tenant's
-    /// when a key sent them.
+    /// when a key sent them. Blocks: call it off the async runtime.
     pub fn write(&self, spans: &[AppSpan], tenant: Option<&str>) -> Result<(), String> {
-        let conn = self
-            .conn
+        match self
+            .place
             .as_ref()
-            .ok_or("OTLP ingest needs the trace store ([store] enabled)")?;
-        let mut conn = conn.lock().map_err(|_| "span store poisoned".to_string())?;
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+            .ok_or("OTLP ingest needs the trace store ([store] enabled)")?
         {
-            let mut st = tx
-                .prepare_cached("INSERT OR REPLACE INTO app_spans (trace_id, span_id, parent_span_id, name, kind, service, start_ms, end_ms, status_code, status_message, attributes, events, conversation_id, tenant) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")
-                .map_err(|e| e.to_string())?;
-            for s in spans {
-                st.execute(params![
-                    s.trace_id,
-                    s.span_id,
-                    s.parent_span_id,
-                    s.name,
-                    s.kind,
-                    s.service,
-                    s.start_ms,
-                    s.end_ms,
-                    s.status_code,
-                    s.status_message,
-                    Value::Object(s.attributes.clone()).to_string(),
-                    Value::Array(s.events.clone()).to_string(),
-                    s.conversation_id,
-                    tenant
-                ])
-                .map_err(|e| e.to_string())?;
-            }
+            Place::Sqlite(conn) => write_sqlite(conn, spans, tenant),
+            Place::Postgres(pool) => pool
+                .with(|client| crate::store::write_app_spans(client, spans, tenant))
+                .map_err(|e| e.to_string()),
         }
-        tx.commit().map_err(|e| e.to_string())
     }
+}
+
+fn write_sqlite(
+    conn: &Mutex<Connection>,
+    spans: &[AppSpan],
+    tenant: Option<&str>,
+) -> Result<(), String> {
+    let mut conn = conn.lock().map_err(|_| "span store poisoned".to_string())?;
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    {
+        let mut st = tx
+            .prepare_cached("INSERT OR REPLACE INTO app_spans (trace_id, span_id, parent_span_id, name, kind, service, start_ms, end_ms, status_code, status_message, attributes, events, conversation_id, tenant) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")
+            .map_err(|e| e.to_string())?;
+        for s in spans {
+            st.execute(params![
+                s.trace_id,
+                s.span_id,
+                s.parent_span_id,
+                s.name,
+                s.kind,
+                s.service,
+                s.start_ms,
+                s.end_ms,
+                s.status_code,
+                s.status_message,
+                Value::Object(s.attributes.clone()).to_string(),
+                Value::Array(s.events.clone()).to_string(),
+                s.conversation_id,
+                tenant
+            ])
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 /// The app spans of a trace, oldest first, as the trace API answers them.

@@ -2,15 +2,13 @@
 //! declared variables and numbered, immutable versions of minijinja templates. Files are read
 //! and every template compiled when the config is built, so a bad prompt fails `trestle config
 //! check` (and a reload) with its file and line, never a request. Labels (`production`,
-//! `canary`, …) point at versions: the file sets them, and `PromptLabels` moves them by API
-//! with every move recorded in the trace store.
+//! `canary`, …) point at versions: the file sets them, and [`PromptLabels`] (`labels`) moves
+//! them by API with every move recorded in the store.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
 use minijinja::{Environment, UndefinedBehavior};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -18,6 +16,9 @@ use trestle_core::experiment::PromptRef;
 use trestle_core::openai::{ChatRequest, Content, Message, Role};
 
 use crate::error::GatewayError;
+
+pub mod labels;
+pub use labels::{LabelMove, PromptLabels};
 
 /// A declared variable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -458,264 +459,22 @@ impl Prompts {
     }
 }
 
-/// Where labels point now: the file's, moved by API, every move recorded (in the trace
-/// store when there is one). Outlives reloads.
-pub struct PromptLabels {
-    current: RwLock<HashMap<(String, String), u32>>,
-    db: Option<PathBuf>,
-}
-
-/// One move of a label.
-#[derive(Debug, Clone, Serialize)]
-pub struct LabelMove {
-    pub prompt: String,
-    pub label: String,
-    pub from: Option<u32>,
-    pub to: u32,
-    pub at_ms: i64,
-    pub by: String,
-    pub source: String,
-}
-
-const LABEL_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS prompt_versions (
-    prompt TEXT NOT NULL, version INTEGER NOT NULL, hash TEXT NOT NULL, first_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (prompt, version)
-);
-CREATE TABLE IF NOT EXISTS prompt_label_moves (
-    prompt TEXT NOT NULL, label TEXT NOT NULL, from_version INTEGER, to_version INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL, moved_by TEXT NOT NULL, source TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS prompt_label_moves_by ON prompt_label_moves (prompt, label, at_ms);
-";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-impl PromptLabels {
-    pub fn new(db: Option<PathBuf>) -> Self {
-        PromptLabels {
-            current: RwLock::new(HashMap::new()),
-            db,
-        }
-    }
-
-    fn open(&self) -> Result<Option<Connection>, String> {
-        let Some(path) = &self.db else {
-            return Ok(None);
-        };
-        let conn = Connection::open(path).map_err(|e| format!("prompt labels: {e}"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        conn.execute_batch(LABEL_SCHEMA)
-            .map_err(|e| format!("prompt labels: {e}"))?;
-        Ok(Some(conn))
-    }
-
-    /// Brings labels in line with the prompt files (at start and on reload): a version whose
-    /// content changed under the same number is refused; a label the file moved is moved
-    /// (recorded as by `config`); other labels stay where the API last put them.
-    pub fn sync(&self, prompts: &Prompts) -> Result<Vec<String>, String> {
-        let mut notes = Vec::new();
-        let mut current = HashMap::new();
-        let conn = self.open()?;
-        for p in prompts.by_name.values() {
-            if let Some(conn) = &conn {
-                for v in p.versions.values() {
-                    let known: Option<String> = conn
-                        .query_row(
-                            "SELECT hash FROM prompt_versions WHERE prompt = ?1 AND version = ?2",
-                            params![p.name, v.number],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(|e| e.to_string())?;
-                    match known {
-                        Some(h) if h != v.hash => {
-                            return Err(format!(
-                                "{}: version {} of prompt {} changed since it was first served (hash {h}, now {}); versions are immutable: add a new version instead",
-                                p.path.display(),
-                                v.number,
-                                p.name,
-                                v.hash
-                            ));
-                        }
-                        Some(_) => {}
-                        None => {
-                            conn.execute(
-                                "INSERT INTO prompt_versions VALUES (?1, ?2, ?3, ?4)",
-                                params![p.name, v.number, v.hash, now_ms()],
-                            )
-                            .map_err(|e| e.to_string())?;
-                        }
-                    }
-                }
-            }
-            for (label, &file_version) in &p.labels {
-                let key = (p.name.clone(), label.clone());
-                let Some(conn) = &conn else {
-                    current.insert(key, file_version);
-                    continue;
-                };
-                let last_config: Option<u32> = conn
-                    .query_row(
-                        "SELECT to_version FROM prompt_label_moves WHERE prompt = ?1 AND label = ?2 AND source = 'config' ORDER BY at_ms DESC, rowid DESC LIMIT 1",
-                        params![p.name, label],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(|e| e.to_string())?;
-                let latest: Option<u32> = latest_of(conn, &p.name, label)?;
-                if last_config != Some(file_version) {
-                    conn.execute(
-                        "INSERT INTO prompt_label_moves VALUES (?1, ?2, ?3, ?4, ?5, 'config file', 'config')",
-                        params![p.name, label, latest, file_version, now_ms()],
-                    )
-                    .map_err(|e| e.to_string())?;
-                    if latest.is_some() && latest != Some(file_version) {
-                        notes.push(format!("prompt {}: label {label} moved to version {file_version} by the config file", p.name));
-                    }
-                    current.insert(key, file_version);
-                } else {
-                    current.insert(key, latest.unwrap_or(file_version));
-                }
-            }
-            // Labels only the API set (none in the file) stay too.
-            if let Some(conn) = &conn {
-                let mut st = conn
-                    .prepare("SELECT DISTINCT label FROM prompt_label_moves WHERE prompt = ?1")
-                    .map_err(|e| e.to_string())?;
-                let labels: Vec<String> = st
-                    .query_map([&p.name], |r| r.get(0))
-                    .map_err(|e| e.to_string())?
-                    .filter_map(Result::ok)
-                    .collect();
-                for label in labels {
-                    if let std::collections::hash_map::Entry::Vacant(slot) =
-                        current.entry((p.name.clone(), label.clone()))
-                        && let Some(v) = latest_of(conn, &p.name, &label)?
-                        && p.versions.contains_key(&v)
-                    {
-                        slot.insert(v);
-                    }
-                }
-            }
-        }
-        if let Ok(mut map) = self.current.write() {
-            *map = current;
-        }
-        Ok(notes)
-    }
-
-    /// The version a label points at.
-    pub fn get(&self, prompt: &str, label: &str) -> Option<u32> {
-        self.current
-            .read()
-            .ok()?
-            .get(&(prompt.to_string(), label.to_string()))
-            .copied()
-    }
-
-    /// Every label of a prompt.
-    pub fn of(&self, prompt: &str) -> BTreeMap<String, u32> {
-        self.current
-            .read()
-            .map(|m| {
-                m.iter()
-                    .filter(|((p, _), _)| p == prompt)
-                    .map(|((_, l), v)| (l.clone(), *v))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Moves a label (by API or CLI); recorded with who and when.
-    pub fn promote(
-        &self,
-        prompts: &Prompts,
-        prompt: &str,
-        label: &str,
-        version: u32,
-        by: &str,
-    ) -> Result<LabelMove, String> {
-        prompts.check(&PromptRef::Version(prompt.to_string(), version))?;
-        let from = self.get(prompt, label);
-        let m = LabelMove {
-            prompt: prompt.to_string(),
-            label: label.to_string(),
-            from,
-            to: version,
-            at_ms: now_ms(),
-            by: by.to_string(),
-            source: "api".into(),
-        };
-        if let Some(conn) = self.open()? {
-            conn.execute(
-                "INSERT INTO prompt_label_moves VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'api')",
-                params![m.prompt, m.label, m.from, m.to, m.at_ms, m.by],
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        if let Ok(mut map) = self.current.write() {
-            map.insert((prompt.to_string(), label.to_string()), version);
-        }
-        Ok(m)
-    }
-
-    /// The recorded moves of a prompt's labels, oldest first.
-    pub fn history(&self, prompt: &str) -> Result<Vec<LabelMove>, String> {
-        let Some(conn) = self.open()? else {
-            return Ok(Vec::new());
-        };
-        let mut st = conn
-            .prepare("SELECT prompt, label, from_version, to_version, at_ms, moved_by, source FROM prompt_label_moves WHERE prompt = ?1 ORDER BY at_ms, rowid")
-            .map_err(|e| e.to_string())?;
-        let rows = st
-            .query_map([prompt], |r| {
-                Ok(LabelMove {
-                    prompt: r.get(0)?,
-                    label: r.get(1)?,
-                    from: r.get(2)?,
-                    to: r.get(3)?,
-                    at_ms: r.get(4)?,
-                    by: r.get(5)?,
-                    source: r.get(6)?,
-                })
-            })
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
-    }
-}
-
-fn latest_of(conn: &Connection, prompt: &str, label: &str) -> Result<Option<u32>, String> {
-    conn.query_row(
-        "SELECT to_version FROM prompt_label_moves WHERE prompt = ?1 AND label = ?2 ORDER BY at_ms DESC, rowid DESC LIMIT 1",
-        params![prompt, label],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    pub(super) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let p = dir.join(format!("{name}.toml"));
         std::fs::write(&p, text).unwrap();
         p
     }
 
-    fn tmp(name: &str) -> PathBuf {
+    pub(super) fn tmp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("trestle-prompts-{name}-{}", std::process::id()))
     }
 
-    const SUPPORT: &str = "description = \"Answers support questions\"\nvariables = { shop = { type = \"string\", required = true }, tier = { type = \"integer\", default = 1 } }\n[[versions]]\nversion = 1\nsystem = \"You are a helpful support agent for {{ shop }}.\"\n[[versions]]\nversion = 2\nsystem = \"You are a concise support agent for {{ shop }} (tier {{ tier }}). Answer in one sentence.\"\nparams = { temperature = 0.2, max_tokens = 120 }\n[labels]\nproduction = 1\n";
+    pub(super) const SUPPORT: &str = "description = \"Answers support questions\"\nvariables = { shop = { type = \"string\", required = true }, tier = { type = \"integer\", default = 1 } }\n[[versions]]\nversion = 1\nsystem = \"You are a helpful support agent for {{ shop }}.\"\n[[versions]]\nversion = 2\nsystem = \"You are a concise support agent for {{ shop }} (tier {{ tier }}). Answer in one sentence.\"\nparams = { temperature = 0.2, max_tokens = 120 }\n[labels]\nproduction = 1\n";
 
     #[test]
     fn renders_with_declared_variables_and_names_bad_ones() {
@@ -783,59 +542,6 @@ mod tests {
             let e = Prompt::load(&write(&dir, name, text)).err().unwrap();
             assert!(e.contains(want), "{name}: {e}");
         }
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn labels_move_by_file_and_api_and_versions_stay_immutable() {
-        let dir = tmp("labels");
-        write(&dir, "support-answer", SUPPORT);
-        let db = dir.join("t.db");
-        let labels = PromptLabels::new(Some(db.clone()));
-        let prompts = Prompts::load(&dir).unwrap();
-        labels.sync(&prompts).unwrap();
-        assert_eq!(labels.get("support-answer", "production"), Some(1));
-        let m = labels
-            .promote(&prompts, "support-answer", "production", 2, "ana")
-            .unwrap();
-        assert_eq!((m.from, m.to), (Some(1), 2));
-        // A restart (a new PromptLabels on the same store) keeps the API's move.
-        let again = PromptLabels::new(Some(db.clone()));
-        again.sync(&prompts).unwrap();
-        assert_eq!(again.get("support-answer", "production"), Some(2));
-        // The file moving the label wins, and is recorded.
-        write(
-            &dir,
-            "support-answer",
-            &SUPPORT.replace("production = 1", "production = 1\ncanary = 2"),
-        );
-        let prompts = Prompts::load(&dir).unwrap();
-        again.sync(&prompts).unwrap();
-        assert_eq!(again.get("support-answer", "canary"), Some(2));
-        assert_eq!(
-            again.get("support-answer", "production"),
-            Some(2),
-            "the file did not move production"
-        );
-        let history = again.history("support-answer").unwrap();
-        assert_eq!(
-            history
-                .iter()
-                .filter(|m| m.source == "api" && m.by == "ana")
-                .count(),
-            1
-        );
-        // Editing a served version is refused.
-        write(
-            &dir,
-            "support-answer",
-            &SUPPORT.replace("helpful support agent", "friendly support agent"),
-        );
-        let e = again.sync(&Prompts::load(&dir).unwrap()).unwrap_err();
-        assert!(
-            e.contains("version 1 of prompt support-answer changed"),
-            "{e}"
-        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -2,11 +2,11 @@
 //! cases on a rubric, and pick the better of two versions' answers without knowing which is
 //! which. Labels are kept in the trace store and read back as JSON Lines in the shape
 //! `trestle eval calibrate --labels` takes (`id`, `criterion`, `score`, `rater`,
-//! `category`), so a judge can be calibrated against them.
+//! `category`), so a judge can be calibrated against them. Labels are kept where the traces
+//! are: the SQLite file, or the PostgreSQL database several gateways share.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -15,6 +15,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::db::{Db, PgPool};
 use crate::error::GatewayError;
 use crate::state::SharedState;
 
@@ -98,36 +99,32 @@ impl Label {
     }
 }
 
-/// The review labels' place in the trace store.
+/// The review labels' place in the store: the SQLite file or PostgreSQL.
 pub struct Review {
-    conn: Option<Mutex<Connection>>,
+    place: Option<Place>,
+}
+
+enum Place {
+    Sqlite(Mutex<Connection>),
+    Postgres(Arc<PgPool>),
 }
 
 impl Review {
-    /// Opens the store at `db` (none: labels cannot be kept).
-    pub fn new(db: Option<PathBuf>) -> Self {
-        let conn = db.and_then(|path| {
-            let open = || -> rusqlite::Result<Connection> {
-                let c = Connection::open(&path)?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
-                c.execute_batch(SCHEMA)?;
-                Ok(c)
-            };
-            open()
-                .map_err(|e| tracing::warn!("review labels unavailable: {e}"))
+    /// Opens the store at `db` (none: labels cannot be kept). May be called from inside the
+    /// async runtime: PostgreSQL is migrated on a thread of its own.
+    pub fn new(db: Option<Db>) -> Self {
+        let place = db.and_then(|db| {
+            open(db)
+                .map_err(|e| tracing::warn!("review labels unavailable: {e:#}"))
                 .ok()
         });
-        Review {
-            conn: conn.map(Mutex::new),
-        }
+        Review { place }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
-        self.conn
+    fn place(&self) -> Result<&Place, String> {
+        self.place
             .as_ref()
-            .ok_or("human review needs the trace store ([store] enabled)")?
-            .lock()
-            .map_err(|_| "review store poisoned".to_string())
+            .ok_or_else(|| "human review needs the trace store ([store] enabled)".to_string())
     }
 
     /// Keeps labels, all or none.
@@ -135,72 +132,212 @@ impl Review {
         for l in labels {
             l.validate()?;
         }
-        let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO review_labels (id, criterion, score, rater, category, source, a, b, comment, created_at_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .map_err(|e| e.to_string())?;
-            let now = crate::store::now_ms();
-            for l in labels {
-                insert
-                    .execute(params![
-                        l.id,
-                        l.criterion,
-                        l.score,
-                        l.rater,
-                        l.category,
-                        l.source,
-                        l.a,
-                        l.b,
-                        l.comment,
-                        now
-                    ])
-                    .map_err(|e| e.to_string())?;
-            }
+        let now = crate::store::now_ms();
+        match self.place()? {
+            Place::Sqlite(conn) => sqlite_add(&mut *lock(conn)?, labels, now),
+            Place::Postgres(pool) => pool
+                .with(|c| pg::add(c, labels, now))
+                .map_err(|e| format!("review store: {e:#}")),
         }
-        tx.commit().map_err(|e| e.to_string())
     }
 
     /// Every label, oldest first.
     pub fn labels(&self) -> Result<Vec<Label>, String> {
-        let conn = self.lock()?;
-        let mut st = conn
-            .prepare_cached(
-                "SELECT id, criterion, score, rater, category, source, a, b, comment FROM review_labels ORDER BY seq",
-            )
-            .map_err(|e| e.to_string())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(Label {
-                    id: r.get(0)?,
-                    criterion: r.get(1)?,
-                    score: r.get(2)?,
-                    rater: r.get(3)?,
-                    category: r.get(4)?,
-                    source: r.get(5)?,
-                    a: r.get(6)?,
-                    b: r.get(7)?,
-                    comment: r.get(8)?,
-                })
-            })
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+        match self.place()? {
+            Place::Sqlite(conn) => sqlite_labels(&*lock(conn)?).map_err(|e| e.to_string()),
+            Place::Postgres(pool) => pool
+                .with(pg::labels)
+                .map_err(|e| format!("review store: {e:#}")),
+        }
     }
 
-    /// The items that have a label from `source` already.
+    /// The items that have a label from a source starting with `source_prefix` already
+    /// (ASCII case ignored, as SQLite's `LIKE` does).
     pub fn labelled(&self, source_prefix: &str) -> Result<HashSet<String>, String> {
-        let conn = self.lock()?;
-        let mut st = conn
-            .prepare_cached("SELECT DISTINCT id FROM review_labels WHERE source LIKE ?1 || '%'")
+        match self.place()? {
+            Place::Sqlite(conn) => {
+                let conn = lock(conn)?;
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT DISTINCT id FROM review_labels WHERE source LIKE ?1 || '%'",
+                    )
+                    .map_err(|e| e.to_string())?;
+                let rows = st
+                    .query_map([source_prefix], |r| r.get(0))
+                    .map_err(|e| e.to_string())?;
+                rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+            }
+            Place::Postgres(pool) => pool
+                .with(|c| pg::labelled(c, source_prefix))
+                .map_err(|e| format!("review store: {e:#}")),
+        }
+    }
+}
+
+fn open(db: Db) -> anyhow::Result<Place> {
+    match db {
+        Db::Sqlite(path) => {
+            let c = Connection::open(&path)?;
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            c.execute_batch(SCHEMA)?;
+            Ok(Place::Sqlite(Mutex::new(c)))
+        }
+        Db::Postgres(pool) => {
+            std::thread::scope(|s| s.spawn(|| pool.migrate("review", pg::MIGRATIONS)).join())
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("migrating review labels panicked")))?;
+            Ok(Place::Postgres(pool))
+        }
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
+    conn.lock().map_err(|_| "review store poisoned".to_string())
+}
+
+fn sqlite_add(conn: &mut Connection, labels: &[Label], now: i64) -> Result<(), String> {
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO review_labels (id, criterion, score, rater, category, source, a, b, comment, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
             .map_err(|e| e.to_string())?;
-        let rows = st
-            .query_map([source_prefix], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+        for l in labels {
+            insert
+                .execute(params![
+                    l.id,
+                    l.criterion,
+                    l.score,
+                    l.rater,
+                    l.category,
+                    l.source,
+                    l.a,
+                    l.b,
+                    l.comment,
+                    now
+                ])
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn sqlite_labels(conn: &Connection) -> rusqlite::Result<Vec<Label>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {LABEL_COLUMNS} FROM review_labels ORDER BY seq"
+    ))?;
+    let rows = st.query_map([], |r| {
+        Ok(Label {
+            id: r.get(0)?,
+            criterion: r.get(1)?,
+            score: r.get(2)?,
+            rater: r.get(3)?,
+            category: r.get(4)?,
+            source: r.get(5)?,
+            a: r.get(6)?,
+            b: r.get(7)?,
+            comment: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The columns a label is read back with, in this order, on both backends.
+const LABEL_COLUMNS: &str = "id, criterion, score, rater, category, source, a, b, comment";
+
+/// Brings the `review` tables in PostgreSQL up to date (`trestle migrate`).
+pub fn migrate(pool: &crate::db::PgPool) -> anyhow::Result<i32> {
+    pool.migrate("review", pg::MIGRATIONS)
+}
+
+/// `review_labels` on PostgreSQL: the SQLite table's columns, in PostgreSQL's types.
+mod pg {
+    use std::collections::HashSet;
+
+    use postgres::Client;
+
+    use super::{LABEL_COLUMNS, Label};
+
+    /// Each step brings the table from the version before it; a released step is never
+    /// changed, a later one is added.
+    pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, SCHEMA_1)];
+
+    const SCHEMA_1: &str = "
+CREATE TABLE IF NOT EXISTS review_labels (
+    seq BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL,
+    criterion TEXT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    rater TEXT,
+    category TEXT,
+    source TEXT NOT NULL,
+    a TEXT,
+    b TEXT,
+    comment TEXT,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS review_labels_item ON review_labels (id);
+";
+
+    /// Every label in one statement (one array per column), numbered in the order given.
+    pub(super) fn add(c: &mut Client, labels: &[Label], now: i64) -> anyhow::Result<()> {
+        let text = |f: fn(&Label) -> &String| labels.iter().map(f).collect::<Vec<_>>();
+        let maybe = |f: fn(&Label) -> &Option<String>| labels.iter().map(f).collect::<Vec<_>>();
+        let scores: Vec<f64> = labels.iter().map(|l| l.score).collect();
+        c.execute(
+            "INSERT INTO review_labels (id, criterion, score, rater, category, source, a, b, comment, created_at_ms) \
+             SELECT id, criterion, score, rater, category, source, a, b, comment, $10 \
+             FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+                  WITH ORDINALITY AS l(id, criterion, score, rater, category, source, a, b, comment, n) \
+             ORDER BY n",
+            &[
+                &text(|l| &l.id),
+                &text(|l| &l.criterion),
+                &scores,
+                &maybe(|l| &l.rater),
+                &maybe(|l| &l.category),
+                &text(|l| &l.source),
+                &maybe(|l| &l.a),
+                &maybe(|l| &l.b),
+                &maybe(|l| &l.comment),
+                &now,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn labels(c: &mut Client) -> anyhow::Result<Vec<Label>> {
+        let rows = c.query(
+            &format!("SELECT {LABEL_COLUMNS} FROM review_labels ORDER BY seq"),
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Label {
+                    id: r.try_get(0)?,
+                    criterion: r.try_get(1)?,
+                    score: r.try_get(2)?,
+                    rater: r.try_get(3)?,
+                    category: r.try_get(4)?,
+                    source: r.try_get(5)?,
+                    a: r.try_get(6)?,
+                    b: r.try_get(7)?,
+                    comment: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `ILIKE`: SQLite's `LIKE` ignores ASCII case, and both backends answer alike.
+    pub(super) fn labelled(c: &mut Client, source_prefix: &str) -> anyhow::Result<HashSet<String>> {
+        c.query(
+            "SELECT DISTINCT id FROM review_labels WHERE source ILIKE $1::text || '%'",
+            &[&source_prefix],
+        )?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
     }
 }
 
@@ -265,41 +402,4 @@ pub async fn post(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn label(id: &str, criterion: &str, score: f64) -> Label {
-        Label {
-            id: id.into(),
-            criterion: criterion.into(),
-            score,
-            rater: Some("ana".into()),
-            category: Some("billing".into()),
-            source: "trace".into(),
-            a: None,
-            b: None,
-            comment: None,
-        }
-    }
-
-    #[test]
-    fn labels_round_trip_in_the_calibrate_format() {
-        let dir = std::env::temp_dir().join(format!("trestle-review-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let review = Review::new(Some(dir.join("r.db")));
-        review
-            .add(&[label("t1", "accuracy", 4.0), label("t1", "tone", 5.0)])
-            .unwrap();
-        assert!(review.add(&[label("t2", "accuracy", 9.0)]).is_err());
-        assert!(review.add(&[label("t2", PREFERENCE, 0.5)]).is_err());
-        let text = jsonl(&review.labels().unwrap());
-        let read = trestle_eval::calibrate::read_labels(&text).unwrap();
-        assert_eq!(read.len(), 2);
-        assert_eq!(read[0].id, "t1");
-        assert_eq!(read[0].criterion, "accuracy");
-        assert_eq!(read[0].score, 4.0);
-        assert_eq!(read[0].rater.as_deref(), Some("ana"));
-        assert!(review.labelled("trace").unwrap().contains("t1"));
-        std::fs::remove_dir_all(dir).ok();
-    }
-}
+mod tests;

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,7 +23,7 @@ use crate::pipeline;
 use crate::resilience::Registry;
 use crate::runtime::Runtime;
 use crate::state::{AppState, SharedState};
-use crate::store::{Recorder, SqliteStore, TraceFilter, TraceStore};
+use crate::store::{Recorder, TraceFilter, TraceReader, TraceStore};
 
 /// Builds the state for a config: providers, routes, trace store. `config_path` is the file
 /// a reload re-reads.
@@ -46,34 +46,30 @@ pub fn build_state(
             otel.feed(),
         )
     };
-    let (recorder, reader) = if store_cfg.enabled {
-        let writer: Box<dyn TraceStore> = match store_cfg.kind {
-            trestle_core::store::StoreKind::Sqlite => {
-                Box::new(SqliteStore::open(&store_cfg.path)?.with_redaction(redactor(&config)?))
-            }
-            trestle_core::store::StoreKind::Postgres => {
-                let store = crate::store::postgres_open_configured(&store_cfg)?;
-                tracing::warn!("{}", crate::store::NOT_YET_ON_POSTGRES);
-                Box::new(store.with_redaction(redactor(&config)?))
-            }
-        };
-        let reader = SqliteStore::open(&store_cfg.path)?;
-        (start_recorder(writer)?, Some(Arc::new(Mutex::new(reader))))
-    } else if otel.enabled() {
+    let db = crate::db::Db::from_config(&store_cfg)?;
+    let (recorder, reader) = match &db {
+        Some(db) => {
+            let writer = crate::store::open_writer(db, redactor(&config)?)?;
+            (
+                start_recorder(writer)?,
+                Some(crate::store::open_reader(db)?),
+            )
+        }
         // No store, but traces still go through the recorder's queue to the exporter.
-        (start_recorder(Box::new(crate::store::Discard))?, None)
-    } else {
-        (Recorder::disabled(), None)
+        None if otel.enabled() => (start_recorder(Box::new(crate::store::Discard))?, None),
+        None => (Recorder::disabled(), None),
     };
-    let online = if store_cfg.enabled {
-        let queue = config.evals.online.as_ref().map_or(1024, |o| o.queue);
-        crate::evals::OnlineEvaluator::start(store_cfg.path.clone(), queue)
-    } else {
-        crate::evals::OnlineEvaluator::disabled()
+    let online = match &db {
+        Some(db) => {
+            let queue = config.evals.online.as_ref().map_or(1024, |o| o.queue);
+            crate::evals::OnlineEvaluator::start(db.clone(), queue)
+        }
+        None => crate::evals::OnlineEvaluator::disabled(),
     };
-    let db = store_cfg.enabled.then(|| store_cfg.path.clone());
-    let limiter = crate::limiter::from_config(&config.state)?;
-    let registry = Arc::new(Registry::new(&config.cache));
+    // `[state]`: the Redis every instance shares limits, pauses and caches through.
+    let link = crate::limiter::link::Link::from_config(&config.state)?;
+    let limiter = crate::limiter::on(link.clone());
+    let registry = Arc::new(Registry::with_link(&config.cache, link));
     let runtime = Runtime::build(config, registry.clone())?;
     report_levels(&runtime);
     let prompt_labels = crate::prompts::PromptLabels::new(db.clone());
@@ -94,8 +90,9 @@ pub fn build_state(
         keys: crate::keys::Keys::with_limiter(db.clone(), limiter),
         spans: crate::otlp::SpanStore::new(db.clone()),
         prompt_labels,
-        experiments: crate::experiments::ExperimentStates::new(db),
+        experiments: crate::experiments::ExperimentStates::new(db.clone()),
         online,
+        db: db.clone(),
         reader,
         metrics,
         draining: Default::default(),
@@ -279,7 +276,8 @@ async fn tool_get(
         .registry
         .caches
         .tools
-        .get(&tool_namespace(&caller, &namespace), &key)
+        .fetch(&tool_namespace(&caller, &namespace), &key)
+        .await
     {
         Some((entry, age)) => {
             crate::metrics::tool_cache(&namespace, "hit");
@@ -315,7 +313,8 @@ async fn tool_delete(
         .registry
         .caches
         .tools
-        .delete(&tool_namespace(&caller, &namespace), &key);
+        .remove(&tool_namespace(&caller, &namespace), &key)
+        .await;
     axum::Json(json!({"namespace": namespace, "key": key, "deleted": deleted})).into_response()
 }
 
@@ -577,7 +576,7 @@ async fn route_stats(
 /// Runs a read against the store off the async runtime.
 async fn read<T: Send + 'static>(
     state: &SharedState,
-    f: impl FnOnce(&SqliteStore) -> anyhow::Result<T> + Send + 'static,
+    f: impl FnOnce(&dyn TraceReader) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, GatewayError> {
     let Some(reader) = state.reader.clone() else {
         return Err(GatewayError::NotFound {
@@ -585,15 +584,10 @@ async fn read<T: Send + 'static>(
             code: "store_disabled",
         });
     };
-    tokio::task::spawn_blocking(move || {
-        let store = reader
-            .lock()
-            .map_err(|_| anyhow::anyhow!("trace reader poisoned"))?;
-        f(&store)
-    })
-    .await
-    .map_err(|e| GatewayError::Internal(e.to_string()))?
-    .map_err(|e| GatewayError::Internal(format!("trace store: {e}")))
+    tokio::task::spawn_blocking(move || f(&*reader))
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(|e| GatewayError::Internal(format!("trace store: {e}")))
 }
 
 /// `POST /v1/guardrails/{name}/check`: one guardrail on one text, as apps and evals call
@@ -743,18 +737,16 @@ async fn online_evals(
         "sample": plan.map(|p| p.sample),
         "counters": state.online.stats.snapshot(),
     });
-    if !config.store.enabled {
+    let Some(db) = state.db.clone() else {
         return axum::Json(head).into_response();
-    }
-    let path = config.store.path.clone();
+    };
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let since = trestle_eval::store::utc(now_s - i64::from(days - 1) * 86_400)[..10].to_string();
-    let read = tokio::task::spawn_blocking(move || {
-        trestle_eval::online::OnlineStore::open(&path)?.daily(&since, route.as_deref())
-    })
-    .await;
+    let read =
+        tokio::task::spawn_blocking(move || crate::evals::daily(&db, &since, route.as_deref()))
+            .await;
     match read {
         Ok(Ok(daily)) => {
             let mut body = head;
@@ -785,7 +777,8 @@ async fn ready(State(state): State<SharedState>) -> Response {
             "store_error": stats.store_error(),
         },
         "otel": state.otel.snapshot(),
-        // Where per-key limits are counted; `healthy: false` with Redis means local limits.
+        // Where limits, pauses and caches are shared; `healthy: false` with Redis means local
+        // limits and caches.
         "state": state.keys.state(),
     });
     let status = if state.draining.load(Ordering::Relaxed) {

@@ -2,8 +2,8 @@
 //! registry that outlives reloads, the recorder, the trace reader, and the shutdown signals.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::resilience::Registry;
 use crate::runtime::Runtime;
-use crate::store::{Recorder, SqliteStore};
+use crate::store::{Recorder, TraceReader};
 
 pub struct AppState {
     /// The current config's runtime; a request keeps the one it started with.
@@ -37,8 +37,11 @@ pub struct AppState {
     pub experiments: crate::experiments::ExperimentStates,
     /// `[evals.online]`: the queue to the scoring worker.
     pub online: crate::evals::OnlineEvaluator,
+    /// Where rows are kept (`[store]`; `None` when it is off): drift, alerts, experiment
+    /// readouts and online eval figures are read from it, off the async runtime.
+    pub db: Option<crate::db::Db>,
     /// A read connection to the trace store, used from `spawn_blocking`.
-    pub reader: Option<Arc<Mutex<SqliteStore>>>,
+    pub reader: Option<Arc<dyn TraceReader>>,
     pub metrics: Option<PrometheusHandle>,
     /// Set once shutdown starts: `/ready` answers 503 and new requests are refused.
     pub draining: AtomicBool,

@@ -166,9 +166,12 @@ fn main() -> ExitCode {
         let quiet = matches!(cli.command, Command::Eval { .. } | Command::Dataset { .. });
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
     });
+    // Logs go to stderr: what a command prints on stdout (a new key, a report) stays clean
+    // for scripts.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Config {

@@ -2,6 +2,10 @@
 //! (moka, bounded by entry count). A hit within the route's `ttl_s` is served before
 //! inference; the `cache` fallback level serves older entries too (up to
 //! `fallback.cache_max_age_s`), marked stale. Survives config reloads, not restarts.
+//!
+//! With `[state] kind = "redis"` every instance shares its entries through Redis
+//! ([`super::remote`]): [`ExactCache::lookup`] asks Redis after a local miss, and
+//! [`ExactCache::store`] writes there off the request path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 use trestle_core::openai::ChatCompletion;
+
+use super::remote::{self, ExactValue, Remote};
 
 /// An answer as it was served: the upstream's bytes (no copy of a parsed body on the hot
 /// path) or a completion the gateway assembled from a stream.
@@ -43,24 +49,90 @@ pub struct Entry {
 
 pub struct ExactCache {
     entries: moka::sync::Cache<u64, Arc<Entry>>,
+    /// The entries every instance shares, with `[state] kind = "redis"`.
+    remote: Option<Arc<Remote>>,
 }
 
 impl ExactCache {
     pub fn new(capacity: u64) -> Self {
+        ExactCache::with_remote(capacity, None)
+    }
+
+    pub fn with_remote(capacity: u64, remote: Option<Arc<Remote>>) -> Self {
         ExactCache {
             entries: moka::sync::Cache::new(capacity.max(1)),
+            remote,
         }
     }
 
+    /// Stores an entry in this instance only.
     pub fn put(&self, key: u64, entry: Entry) {
         self.entries.insert(key, Arc::new(entry));
     }
 
-    /// The entry and its age, if it is not older than `max_age`.
+    /// Stores an entry, and shares it for `keep` (how long any reader may serve it) when the
+    /// cache is shared; that write is spawned.
+    pub fn store(&self, key: u64, entry: Entry, keep: Duration) {
+        let entry = Arc::new(entry);
+        self.entries.insert(key, entry.clone());
+        if let Some(remote) = &self.remote {
+            let stored_ms = crate::store::now_ms()
+                - i64::try_from(entry.stored_at.elapsed().as_millis()).unwrap_or(0);
+            remote.set(remote.exact_key(key), keep, move || {
+                let answer = match &entry.answer {
+                    Answer::Raw(b) => b.clone(),
+                    Answer::Parsed(c) => Bytes::from(serde_json::to_vec(c).ok()?),
+                };
+                ExactValue {
+                    answer,
+                    served_by: entry.served_by.clone(),
+                    cost_usd: entry.cost_usd,
+                    stored_ms,
+                }
+                .encode()
+            });
+        }
+    }
+
+    /// The entry and its age, if it is not older than `max_age`, from this instance.
     pub fn get(&self, key: u64, max_age: Duration) -> Option<(Arc<Entry>, Duration)> {
         let hit = self.entries.get(&key)?;
         let age = hit.stored_at.elapsed();
         (age <= max_age).then_some((hit, age))
+    }
+
+    /// [`get`](Self::get), then the shared entries when this instance has none as young.
+    /// What Redis has is kept here too, also when it is older than `max_age` (the `cache`
+    /// fallback level may serve it).
+    pub async fn lookup(&self, key: u64, max_age: Duration) -> Option<(Arc<Entry>, Duration)> {
+        if let Some(hit) = self.get(key, max_age) {
+            return Some(hit);
+        }
+        let remote = self.remote.as_ref()?;
+        let raw = remote.get(remote.exact_key(key)).await??;
+        let value = ExactValue::decode(&raw)?;
+        let age = remote::age(value.stored_ms);
+        let local = self.entries.get(&key);
+        let entry = match local {
+            // This instance's copy is as young: nothing new.
+            Some(e) if e.stored_at.elapsed() <= age => e,
+            _ => {
+                let now = Instant::now();
+                // The same key is the same query: a semantic index's embedding carries over.
+                let entry = Arc::new(Entry {
+                    answer: Answer::Raw(value.answer),
+                    served_by: value.served_by,
+                    stored_at: now.checked_sub(age).unwrap_or(now),
+                    cost_usd: value.cost_usd,
+                    embedding: local.as_ref().and_then(|e| e.embedding.clone()),
+                    query: local.as_ref().and_then(|e| e.query.clone()),
+                });
+                self.entries.insert(key, entry.clone());
+                entry
+            }
+        };
+        let age = entry.stored_at.elapsed();
+        (age <= max_age).then_some((entry, age))
     }
 
     pub fn entry_count(&self) -> u64 {

@@ -1,17 +1,24 @@
 //! Caching (DESIGN.md §4): the exact response cache, the semantic cache over it, and the
 //! tool-response cache. All in memory, bounded, and kept across config reloads (they live in
 //! the [`Registry`](crate::resilience::Registry)); keys cover the route, its prompt version
-//! and models, so a config change never serves an answer made under another.
+//! and models, so a config change never serves an answer made under another. With `[state]
+//! kind = "redis"` the exact and tool caches are shared by every instance too ([`remote`]);
+//! the semantic index stays each instance's own.
 
 pub mod embed;
 pub mod eval;
 pub mod exact;
 pub mod guard;
 pub mod key;
+pub mod remote;
 pub mod semantic;
 pub mod tool;
 
+use std::sync::Arc;
+
 use trestle_core::config::CacheConfig;
+
+use crate::limiter::link::Link;
 
 pub struct Caches {
     pub exact: exact::ExactCache,
@@ -21,10 +28,16 @@ pub struct Caches {
 
 impl Caches {
     pub fn new(cfg: &CacheConfig) -> Self {
+        Caches::with_link(cfg, None)
+    }
+
+    /// Caches whose exact and tool entries are shared through `link` when there is one.
+    pub fn with_link(cfg: &CacheConfig, link: Option<Arc<Link>>) -> Self {
+        let remote = link.map(|l| Arc::new(remote::Remote::new(l)));
         Caches {
-            exact: exact::ExactCache::new(cfg.max_entries),
+            exact: exact::ExactCache::with_remote(cfg.max_entries, remote.clone()),
             semantic: semantic::SemanticIndex::new(cfg.semantic_max_entries),
-            tools: tool::ToolCache::new(cfg),
+            tools: tool::ToolCache::with_remote(cfg, remote),
         }
     }
 }

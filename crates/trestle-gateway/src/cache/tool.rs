@@ -1,6 +1,11 @@
 //! The tool-response cache: a key/value store apps use for their tools' results through
 //! `PUT/GET/DELETE /v1/cache/{namespace}/{key}`, with per-namespace freshness (specs for
 //! hours, prices and stock for minutes). In memory, bounded by entry count.
+//!
+//! With `[state] kind = "redis"` every instance shares the entries through Redis
+//! ([`super::remote`]): [`ToolCache::fetch`] asks Redis after a local miss, [`ToolCache::put`]
+//! writes there off the request path, and [`ToolCache::remove`] deletes there too. Another
+//! instance's local copy of a deleted or replaced entry lives on until it goes stale.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 use trestle_core::config::CacheConfig;
+
+use super::remote::{self, Remote, ToolValue};
 
 /// One stored tool result.
 #[derive(Debug)]
@@ -22,13 +29,20 @@ pub struct ToolEntry {
 pub struct ToolCache {
     entries: moka::sync::Cache<(Arc<str>, Arc<str>), Arc<ToolEntry>>,
     ttls: std::sync::RwLock<(Duration, BTreeMap<String, Duration>)>,
+    /// The entries every instance shares, with `[state] kind = "redis"`.
+    remote: Option<Arc<Remote>>,
 }
 
 impl ToolCache {
     pub fn new(cfg: &CacheConfig) -> Self {
+        ToolCache::with_remote(cfg, None)
+    }
+
+    pub fn with_remote(cfg: &CacheConfig, remote: Option<Arc<Remote>>) -> Self {
         let cache = ToolCache {
             entries: moka::sync::Cache::new(cfg.tool_max_entries.max(1)),
             ttls: std::sync::RwLock::new((Duration::ZERO, BTreeMap::new())),
+            remote,
         };
         cache.configure(cfg);
         cache
@@ -63,19 +77,54 @@ impl ToolCache {
         ttl: Option<Duration>,
     ) -> Duration {
         let ttl = ttl.unwrap_or_else(|| self.ttl(namespace));
-        self.entries.insert(
-            (Arc::from(namespace), Arc::from(key)),
-            Arc::new(ToolEntry {
-                value,
-                content_type,
-                stored_at: Instant::now(),
-                ttl,
-            }),
-        );
+        let entry = Arc::new(ToolEntry {
+            value,
+            content_type,
+            stored_at: Instant::now(),
+            ttl,
+        });
+        self.entries
+            .insert((Arc::from(namespace), Arc::from(key)), entry.clone());
+        if let Some(remote) = &self.remote {
+            let stored_ms = crate::store::now_ms();
+            remote.set(remote.tool_key(namespace, key), ttl, move || {
+                ToolValue {
+                    value: entry.value.clone(),
+                    content_type: entry.content_type.clone(),
+                    stored_ms,
+                    ttl: entry.ttl,
+                }
+                .encode()
+            });
+        }
         ttl
     }
 
-    /// A fresh entry and its age.
+    /// [`get`](Self::get), then the shared entries.
+    pub async fn fetch(&self, namespace: &str, key: &str) -> Option<(Arc<ToolEntry>, Duration)> {
+        if let Some(hit) = self.get(namespace, key) {
+            return Some(hit);
+        }
+        let remote = self.remote.as_ref()?;
+        let raw = remote.get(remote.tool_key(namespace, key)).await??;
+        let value = ToolValue::decode(&raw)?;
+        let age = remote::age(value.stored_ms);
+        if age > value.ttl {
+            return None;
+        }
+        let now = Instant::now();
+        let entry = Arc::new(ToolEntry {
+            value: value.value,
+            content_type: value.content_type,
+            stored_at: now.checked_sub(age).unwrap_or(now),
+            ttl: value.ttl,
+        });
+        self.entries
+            .insert((Arc::from(namespace), Arc::from(key)), entry.clone());
+        Some((entry, age))
+    }
+
+    /// A fresh entry and its age, from this instance.
     pub fn get(&self, namespace: &str, key: &str) -> Option<(Arc<ToolEntry>, Duration)> {
         let k = (Arc::from(namespace), Arc::from(key));
         let hit = self.entries.get(&k)?;
@@ -87,10 +136,22 @@ impl ToolCache {
         Some((hit, age))
     }
 
+    /// Deletes an entry from this instance.
     pub fn delete(&self, namespace: &str, key: &str) -> bool {
         self.entries
             .remove(&(Arc::from(namespace), Arc::from(key)))
             .is_some()
+    }
+
+    /// [`delete`](Self::delete), and from the shared entries (waiting at most `[state]
+    /// timeout_ms`); whether either had it.
+    pub async fn remove(&self, namespace: &str, key: &str) -> bool {
+        let here = self.delete(namespace, key);
+        let Some(remote) = &self.remote else {
+            return here;
+        };
+        let shared = remote.delete(remote.tool_key(namespace, key)).await;
+        here || shared == Some(true)
     }
 }
 

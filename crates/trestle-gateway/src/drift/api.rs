@@ -1,18 +1,17 @@
 //! `GET /v1/drift`, `GET /v1/alerts`, and the monitor that computes the report every
 //! `[drift] interval` and updates the alerts.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query as QueryParams, State};
 use axum::response::{IntoResponse, Response};
-use rusqlite::Connection;
 use serde_json::json;
 use trestle_core::Config;
 use trestle_core::drift::parse_duration;
 
 use super::{Query, alerts, now_ms, run};
+use crate::db::Db;
 use crate::error::GatewayError;
 use crate::runtime::Runtime;
 use crate::state::{AppState, SharedState};
@@ -26,14 +25,12 @@ pub struct DriftParams {
     end_ms: Option<i64>,
 }
 
-fn store_path(config: &Config) -> Result<PathBuf, GatewayError> {
-    if !config.store.enabled {
-        return Err(GatewayError::NotFound {
-            message: "the trace store is disabled (store.enabled = false): drift needs it".into(),
-            code: "store_disabled",
-        });
-    }
-    Ok(config.store.path.clone())
+/// The store drift reads (SQLite or PostgreSQL).
+fn store(state: &AppState) -> Result<Db, GatewayError> {
+    state.db.clone().ok_or_else(|| GatewayError::NotFound {
+        message: "the trace store is disabled (store.enabled = false): drift needs it".into(),
+        code: "store_disabled",
+    })
 }
 
 /// The configured embedder for topic drift, when there is one.
@@ -65,8 +62,8 @@ pub async fn report(
     };
     let runtime = state.runtime();
     let config = &runtime.config;
-    let path = match store_path(config) {
-        Ok(p) => p,
+    let db = match store(&state) {
+        Ok(db) => db,
         Err(e) => return e.into_response(),
     };
     let mut query = Query::from_config(&config.drift);
@@ -90,7 +87,7 @@ pub async fn report(
     }
     query.route = p.route;
     query.end_ms = p.end_ms;
-    match run(path, config.drift.clone(), query, embedder(&runtime)).await {
+    match run(db, config.drift.clone(), query, embedder(&runtime)).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => GatewayError::Internal(format!("drift report: {e:#}")).into_response(),
     }
@@ -117,15 +114,13 @@ pub async fn list(
         }
     };
     let runtime = state.runtime();
-    let path = match store_path(&runtime.config) {
-        Ok(p) => p,
+    let db = match store(&state) {
+        Ok(db) => db,
         Err(e) => return e.into_response(),
     };
     let ui = ui_url(&runtime.config);
     let read = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<alerts::Alert>> {
-        let conn = open_rw(&path)?;
-        alerts::open(&conn)?;
-        Ok(alerts::list(&conn, filter.as_deref(), &ui)?)
+        alerts::Alerts::open(&db)?.list(filter.as_deref(), &ui)
     })
     .await;
     match read {
@@ -135,13 +130,6 @@ pub async fn list(
     }
 }
 
-fn open_rw(path: &std::path::Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open the trace store {}: {e}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
-}
-
 /// How often the monitor looks again when `[drift] interval` is off (a reload can set it).
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
@@ -149,7 +137,7 @@ const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// reload changes it) it computes the report over the configured windows and updates the
 /// alerts. It stops when the gateway shuts down. Nothing happens without a trace store.
 pub fn spawn_monitor(state: &SharedState) {
-    if !state.runtime().config.store.enabled {
+    if state.db.is_none() {
         return;
     }
     let weak = Arc::downgrade(state);
@@ -188,9 +176,9 @@ pub fn spawn_monitor(state: &SharedState) {
 async fn tick(state: &AppState, client: &reqwest::Client) -> anyhow::Result<()> {
     let runtime = state.runtime();
     let config = &runtime.config;
-    let path = config.store.path.clone();
+    let db = store(state)?;
     let report = run(
-        path.clone(),
+        db.clone(),
         config.drift.clone(),
         Query::from_config(&config.drift),
         embedder(&runtime),
@@ -201,13 +189,12 @@ async fn tick(state: &AppState, client: &reqwest::Client) -> anyhow::Result<()> 
     let ui = ui_url(config);
     let has_webhook = webhook.is_some();
     let now = now_ms();
-    let db = path.clone();
+    let at = db.clone();
     let (changes, pending, firing) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut conn = open_rw(&db)?;
-        alerts::open(&conn)?;
-        let changes = alerts::update(&mut conn, &report, now, has_webhook)?;
-        let firing = alerts::list(&conn, Some("firing"), &ui)?.len();
-        Ok((changes, alerts::undelivered(&conn, &ui)?, firing))
+        let mut alerts = alerts::Alerts::open(&at)?;
+        let changes = alerts.update(&report, now, has_webhook)?;
+        let firing = alerts.list(Some("firing"), &ui)?.len();
+        Ok((changes, alerts.undelivered(&ui)?, firing))
     })
     .await??;
     metrics::gauge!("trestle_alerts_firing").set(firing as f64);
@@ -220,9 +207,9 @@ async fn tick(state: &AppState, client: &reqwest::Client) -> anyhow::Result<()> 
     let timeout = Duration::from_millis(config.alerts.timeout_ms);
     for alert in pending {
         if alerts::send(client, &url, &alert, timeout, config.alerts.retries).await {
-            let db = path.clone();
+            let at = db.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                Ok(alerts::delivered(&open_rw(&db)?, &alert.id, &alert.state)?)
+                alerts::Alerts::open(&at)?.delivered(&alert.id, &alert.state)
             })
             .await??;
         }

@@ -3,7 +3,7 @@
 //! (`GET /v1/drift`, `trestle drift report`) and on a schedule (`[drift] interval`), and
 //! the schedule turns drifted signals into alerts (`GET /v1/alerts`, a webhook).
 //!
-//! - [`read`]: the windows from the trace store;
+//! - [`read`]: the windows from the trace store (SQLite; PostgreSQL in `read_pg`);
 //! - [`report`]: the signals and their verdicts (the statistics are `trestle_eval::drift`);
 //! - [`alerts`]: alert state in the store, deduplicated and resolved, and webhook delivery;
 //! - [`api`]: the endpoints and the scheduled monitor.
@@ -11,15 +11,17 @@
 pub mod alerts;
 pub mod api;
 pub mod read;
+mod read_pg;
 pub mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use trestle_core::drift::DriftConfig;
 
 use crate::cache::embed::Embedder;
+use crate::db::Db;
 pub use report::Report;
 
 /// What a report covers.
@@ -90,7 +92,7 @@ struct Read {
 }
 
 fn read_all(
-    conn: &Connection,
+    src: &mut dyn read::Source,
     config: &DriftConfig,
     query: &Query,
     now: i64,
@@ -99,10 +101,18 @@ fn read_all(
     let route = query.route.as_deref();
     Ok(Read {
         spans,
-        reference: read::window(conn, spans.0, route, config.max_texts)?,
-        current: read::window(conn, spans.1, route, config.max_texts)?,
-        seen: read::providers(conn, spans.0, spans.1, route)?,
+        reference: src.window(spans.0, route, config.max_texts)?,
+        current: src.window(spans.1, route, config.max_texts)?,
+        seen: src.providers(spans.0, spans.1, route)?,
     })
+}
+
+/// Reads a query's windows from the store `db`. Blocks: call it off the async runtime.
+fn read_db(db: &Db, config: &DriftConfig, query: &Query, now: i64) -> anyhow::Result<Read> {
+    match db {
+        Db::Sqlite(path) => read_all(&mut open(path)?, config, query, now),
+        Db::Postgres(pool) => pool.with(|client| read_all(client, config, query, now)),
+    }
 }
 
 fn build(
@@ -123,10 +133,14 @@ fn build(
     })
 }
 
-/// A report computed on this thread from an open connection, with TF-IDF topic features.
-pub fn compute(conn: &Connection, config: &DriftConfig, query: &Query) -> anyhow::Result<Report> {
+/// A report computed on this thread from an open store, with TF-IDF topic features.
+pub fn compute(
+    src: &mut dyn read::Source,
+    config: &DriftConfig,
+    query: &Query,
+) -> anyhow::Result<Report> {
     let now = now_ms();
-    let read = read_all(conn, config, query, now)?;
+    let read = read_all(src, config, query, now)?;
     Ok(build(&read, config, query, None, now))
 }
 
@@ -134,14 +148,14 @@ pub fn compute(conn: &Connection, config: &DriftConfig, query: &Query) -> anyhow
 /// texts are embedded with `embedder` (its name, and it) when given, else topic drift uses
 /// TF-IDF. An embedder that fails falls back to TF-IDF, with a warning.
 pub async fn run(
-    db: PathBuf,
+    db: Db,
     config: DriftConfig,
     query: Query,
     embedder: Option<(String, Embedder)>,
 ) -> anyhow::Result<Report> {
     let now = now_ms();
     let (c, q) = (config.clone(), query.clone());
-    let read = tokio::task::spawn_blocking(move || read_all(&open(&db)?, &c, &q, now)).await??;
+    let read = tokio::task::spawn_blocking(move || read_db(&db, &c, &q, now)).await??;
     let vectors = match embedder {
         None => None,
         Some((name, e)) => match embed(&e, &read).await {

@@ -3,6 +3,9 @@
 //! to `[drift] max_texts` requests with bodies a window, rates are counted in SQL, and the
 //! provider's `(model, system_fingerprint)` pairs are grouped in SQL so a rare new one is
 //! never sampled away.
+//!
+//! A [`Source`] reads them: the SQLite store here, PostgreSQL in `read_pg` (the same
+//! queries in its dialect). The bodies are parsed here, once, for both.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -69,6 +72,50 @@ pub struct Seen {
     pub in_current: bool,
 }
 
+/// A store the windows are read from.
+pub trait Source {
+    /// Reads one window; `route` limits it to one route.
+    fn window(
+        &mut self,
+        span: Span,
+        route: Option<&str>,
+        max_texts: usize,
+    ) -> anyhow::Result<Window>;
+    /// The `(model, system_fingerprint)` pairs each target answered with across both
+    /// windows, oldest first.
+    fn providers(
+        &mut self,
+        reference: Span,
+        current: Span,
+        route: Option<&str>,
+    ) -> anyhow::Result<Vec<Seen>>;
+}
+
+impl Source for Connection {
+    fn window(
+        &mut self,
+        span: Span,
+        route: Option<&str>,
+        max_texts: usize,
+    ) -> anyhow::Result<Window> {
+        Ok(window(self, span, route, max_texts)?)
+    }
+
+    fn providers(
+        &mut self,
+        reference: Span,
+        current: Span,
+        route: Option<&str>,
+    ) -> anyhow::Result<Vec<Seen>> {
+        Ok(providers(self, reference, current, route)?)
+    }
+}
+
+/// Every how many rows one is read, so that at most about `cap` of `rows` are.
+pub(super) fn stride(rows: i64, cap: i64) -> i64 {
+    (rows + cap - 1).div_euclid(cap.max(1)).max(1)
+}
+
 const SCOPE: &str = "CASE WHEN prompt_version IS NOT NULL THEN 'prompt:' || prompt_version ELSE 'route:' || route END";
 
 /// Reads one window; `route` limits it to one route.
@@ -84,7 +131,6 @@ pub fn window(
         params![span.start_ms, span.end_ms, route],
         |r| r.get(0),
     )?;
-    let stride = |cap: i64| (requests + cap - 1).div_euclid(cap.max(1)).max(1);
     let mut w = Window {
         requests: requests as usize,
         ..Window::default()
@@ -95,7 +141,12 @@ pub fn window(
     ))?;
     w.numbers = stmt
         .query_map(
-            params![span.start_ms, span.end_ms, route, stride(MAX_ROWS)],
+            params![
+                span.start_ms,
+                span.end_ms,
+                route,
+                stride(requests, MAX_ROWS)
+            ],
             |r| {
                 Ok(Numbers {
                     route: r.get(0)?,
@@ -112,9 +163,7 @@ pub fn window(
         params![span.start_ms, span.end_ms, route],
         |r| r.get(0),
     )?;
-    let text_stride = (with_bodies + max_texts as i64 - 1)
-        .div_euclid((max_texts as i64).max(1))
-        .max(1);
+    let text_stride = stride(with_bodies, max_texts as i64);
     let mut stmt = conn.prepare(&format!(
         "SELECT route, {SCOPE}, request, CASE WHEN status = 200 THEN response END FROM requests \
          WHERE {filter} AND request IS NOT NULL AND id % ?4 = 0"

@@ -5,19 +5,23 @@
 //! settles what a finished request cost. Two backends implement it: [`memory::Memory`]
 //! (each instance counts alone) and [`redis::RedisLimiter`] (every instance counts in one
 //! Redis, one script per decision, falling back to the memory limits divided by
-//! `[state] instances` while Redis does not answer).
+//! `[state] instances` while Redis does not answer). [`link::Link`] is the gateway's one
+//! connection to that Redis, which per-target limits and pauses and the caches use too.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
-use trestle_core::config::{StateConfig, StateKind};
+use trestle_core::config::StateConfig;
 
 use crate::keys::{KeyRecord, Usage};
 
+pub mod link;
 pub mod memory;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -70,9 +74,13 @@ pub struct Status {
 /// The limiter `[state]` asks for. A Redis that does not answer at start is not an error:
 /// decisions fall back to local limits until it does.
 pub fn from_config(config: &StateConfig) -> anyhow::Result<Arc<dyn Limiter>> {
-    Ok(match (config.kind, &config.url) {
-        (StateKind::Redis, Some(url)) => redis::RedisLimiter::start(url, config)?,
-        (StateKind::Redis, None) => anyhow::bail!("state.url: kind = \"redis\" needs a url"),
-        (StateKind::Memory, _) => Arc::new(memory::Memory::new(1)),
-    })
+    Ok(on(link::Link::from_config(config)?))
+}
+
+/// The limiter on a gateway's link to the shared state (memory without one).
+pub fn on(link: Option<Arc<link::Link>>) -> Arc<dyn Limiter> {
+    match link {
+        Some(link) => redis::RedisLimiter::on(link),
+        None => Arc::new(memory::Memory::new(1)),
+    }
 }

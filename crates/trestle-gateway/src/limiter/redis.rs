@@ -7,21 +7,18 @@
 //! kept a day past the period's end. Redis's clock decides the buckets, so instances with
 //! skewed clocks still share one window.
 //!
-//! A decision waits at most `[state] timeout_ms`. On a timeout or an error the instance
-//! falls back to [`Memory`] with the limits divided by `[state] instances` (its share), says
-//! so once in the log and in `GET /ready`, counts `trestle_state_fallback_total` for each
-//! decision made so, and a background probe reconnects once Redis answers again. This
-//! process's [`Usage`] counts every request either way, so a fallback starts from what this
-//! instance served.
+//! A decision waits at most `[state] timeout_ms` (the [`Link`]). On a timeout or an error the
+//! instance falls back to [`Memory`] with the limits divided by `[state] instances` (its
+//! share), counting `trestle_state_fallback_total{use="keys"}` for each decision made so,
+//! until the link's probe gets an answer again. This process's [`Usage`] counts every
+//! request either way, so a fallback starts from what this instance served.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use trestle_core::config::StateConfig;
 
+use super::link::{self, Link};
 use super::memory::Memory;
 use super::{Decision, Limiter, Refusal, Settled, Status};
 use crate::keys::{KeyRecord, Usage};
@@ -75,49 +72,36 @@ end
 return 0
 ";
 
-/// How often the probe pings Redis.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
-
 pub struct RedisLimiter {
-    client: redis::Client,
-    /// `None` until connected, and again after a failure (the probe reconnects).
-    conn: ArcSwapOption<MultiplexedConnection>,
+    link: Arc<Link>,
     admit: redis::Script,
     settle: redis::Script,
-    prefix: String,
-    timeout: Duration,
     /// Decisions while Redis does not answer.
     fallback: Memory,
-    healthy: AtomicBool,
-    since_ms: AtomicI64,
-    url: String,
 }
 
 impl RedisLimiter {
-    /// A limiter on the Redis at `url`, connecting in the background (decisions fall back
-    /// until it answers). Needs a tokio runtime.
+    /// A limiter on its own link to the Redis at `url`, connecting in the background
+    /// (decisions fall back until it answers). Needs a tokio runtime.
     pub fn start(url: &str, config: &StateConfig) -> anyhow::Result<Arc<dyn Limiter>> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("state.url: {e}"))?;
-        let limiter = Arc::new(RedisLimiter {
-            client,
-            conn: ArcSwapOption::empty(),
+        Ok(RedisLimiter::on(Link::start(url, config)?))
+    }
+
+    /// A limiter on a gateway's link.
+    pub fn on(link: Arc<Link>) -> Arc<dyn Limiter> {
+        Arc::new(RedisLimiter {
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
-            prefix: config.prefix.clone(),
-            timeout: Duration::from_millis(config.timeout_ms.max(1)),
-            fallback: Memory::new(config.instances),
-            healthy: AtomicBool::new(false),
-            since_ms: AtomicI64::new(crate::store::now_ms()),
-            url: redacted(url),
-        });
-        spawn_probe(Arc::downgrade(&limiter));
-        Ok(limiter)
+            fallback: Memory::new(link.instances),
+            link,
+        })
     }
 
     fn keys(&self, key: &KeyRecord, now_ms: i64) -> (String, String, i64) {
         let (start, end) = key.budget.map_or((0, now_ms), |b| b.period.bounds(now_ms));
-        let spend = format!("{}spend:{}:{start}", self.prefix, key.id);
-        let window = format!("{}win:{}", self.prefix, key.id);
+        let prefix = &self.link.prefix;
+        let spend = format!("{prefix}spend:{}:{start}", key.id);
+        let window = format!("{prefix}win:{}", key.id);
         // Kept a day past the period's end.
         let ttl_s = ((end - now_ms) / 1000).max(1) + 86_400;
         (spend, window, ttl_s)
@@ -187,79 +171,28 @@ impl RedisLimiter {
             .await
             .map(drop)
     }
-
-    /// The connection while Redis is healthy.
-    fn connection(&self) -> Option<MultiplexedConnection> {
-        if !self.healthy.load(Ordering::Relaxed) {
-            return None;
-        }
-        self.conn.load_full().map(|c| c.as_ref().clone())
-    }
-
-    fn mark_down(&self, why: &str) {
-        self.conn.store(None);
-        if self.healthy.swap(false, Ordering::Relaxed) {
-            self.since_ms
-                .store(crate::store::now_ms(), Ordering::Relaxed);
-            tracing::warn!(
-                "shared state: Redis at {} does not answer ({why}); limits are local (each instance enforces its share, [state] instances) until it does",
-                self.url
-            );
-        }
-    }
-
-    fn mark_up(&self, conn: MultiplexedConnection) {
-        self.conn.store(Some(Arc::new(conn)));
-        if !self.healthy.swap(true, Ordering::Relaxed) {
-            self.since_ms
-                .store(crate::store::now_ms(), Ordering::Relaxed);
-            tracing::info!(
-                "shared state: Redis at {} answers; limits are shared",
-                self.url
-            );
-        }
-    }
-
-    /// Connects (when not connected) and pings.
-    async fn probe(&self) -> Result<(), String> {
-        let budget = self.timeout.max(Duration::from_millis(500));
-        let mut conn = match self.conn.load_full() {
-            Some(c) => c.as_ref().clone(),
-            None => tokio::time::timeout(budget, self.client.get_multiplexed_async_connection())
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?,
-        };
-        let pong: String = tokio::time::timeout(budget, redis::cmd("PING").query_async(&mut conn))
-            .await
-            .map_err(|_| "ping timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        if pong != "PONG" {
-            return Err(format!("PING answered {pong}"));
-        }
-        self.mark_up(conn);
-        Ok(())
-    }
 }
 
 impl Limiter for RedisLimiter {
     fn admit<'a>(&'a self, key: &'a KeyRecord, usage: &'a Usage) -> Decision<'a> {
         Box::pin(async move {
-            if let Some(mut conn) = self.connection() {
-                match tokio::time::timeout(self.timeout, self.decide(&mut conn, key, usage)).await {
-                    Ok(Ok(decision)) => {
-                        if decision.is_ok() {
-                            // Counted here too, for a fallback to start from.
-                            usage.count_request();
-                        }
-                        return decision;
+            let decided = self
+                .link
+                .run(|mut conn| async move { self.decide(&mut conn, key, usage).await })
+                .await;
+            match decided {
+                Some(decision) => {
+                    if decision.is_ok() {
+                        // Counted here too, for a fallback to start from.
+                        usage.count_request();
                     }
-                    Ok(Err(e)) => self.mark_down(&e.to_string()),
-                    Err(_) => self.mark_down(&format!("no answer in {:?}", self.timeout)),
+                    decision
+                }
+                None => {
+                    link::fell_back("keys");
+                    self.fallback.decide(key, usage)
                 }
             }
-            metrics::counter!("trestle_state_fallback_total").increment(1);
-            self.fallback.decide(key, usage)
         })
     }
 
@@ -272,62 +205,18 @@ impl Limiter for RedisLimiter {
     ) -> Settled<'a> {
         usage.settle(cost_usd, tokens);
         Box::pin(async move {
-            let Some(mut conn) = self.connection() else {
-                return;
+            let add = |mut conn: MultiplexedConnection| async move {
+                self.add(&mut conn, key, usage, cost_usd, tokens).await
             };
-            let added = self.add(&mut conn, key, usage, cost_usd, tokens);
-            match tokio::time::timeout(self.timeout, added).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.mark_down(&e.to_string()),
-                Err(_) => self.mark_down(&format!("no answer in {:?}", self.timeout)),
-            }
+            self.link.run(add).await;
         })
     }
 
     fn status(&self) -> Status {
-        Status {
-            kind: "redis",
-            healthy: self.healthy.load(Ordering::Relaxed),
-            since_ms: self.since_ms.load(Ordering::Relaxed),
-        }
+        self.link.status()
     }
-}
-
-/// Pings Redis every [`PROBE_EVERY`] while the limiter lives: a failure starts the
-/// fallback, an answer ends it.
-fn spawn_probe(limiter: Weak<RedisLimiter>) {
-    tokio::spawn(async move {
-        let mut first = true;
-        loop {
-            let Some(l) = limiter.upgrade() else {
-                return;
-            };
-            if let Err(why) = l.probe().await {
-                if first {
-                    tracing::warn!(
-                        "shared state: cannot reach Redis at {} ({why}); limits are local (each instance enforces its share, [state] instances) until it answers",
-                        l.url
-                    );
-                }
-                l.mark_down(&why);
-            }
-            first = false;
-            drop(l);
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
-    });
 }
 
 fn micro(usd: f64) -> i64 {
     (usd.max(0.0) * 1e6).round() as i64
-}
-
-/// The URL without its password, for the log.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }

@@ -1,5 +1,6 @@
-//! Cache: before inference, the exact cache (normalized key, within the route's `ttl_s`),
-//! then the semantic cache (the query's embedding against earlier ones in the same scope,
+//! Cache: before inference, the exact cache (normalized key, within the route's `ttl_s`;
+//! this instance's, then the one shared in Redis with `[state] kind = "redis"`), then the
+//! semantic cache (the query's embedding against earlier ones in the same scope,
 //! at or above the route's threshold). A miss carries what the answer will be stored under.
 //!
 //! `cache-control: no-cache` on the request skips the lookup; `no-store` skips storing.
@@ -74,7 +75,7 @@ pub async fn lookup(
     let caches = &runtime.registry.caches;
     let ttl = Duration::from_secs(cfg.ttl_s);
     let exact_key = key::exact_key(route, variant, req, &cfg.normalize);
-    if reads && let Some((entry, age)) = caches.exact.get(exact_key, ttl) {
+    if reads && let Some((entry, age)) = caches.exact.lookup(exact_key, ttl).await {
         route.metrics.cache_lookup("exact");
         return Outcome::Hit(Hit {
             layer: "exact",
@@ -143,9 +144,16 @@ pub async fn lookup(
     if cfg.mode.reads() {
         route.metrics.cache_lookup("miss");
     }
+    let fallback = &route.config.fallback;
+    let keep = match (writes, fallback.cache) {
+        (true, true) => ttl.max(Duration::from_secs(fallback.cache_max_age_s)),
+        (true, false) => ttl,
+        (false, _) => Duration::from_secs(fallback.cache_max_age_s),
+    };
     Outcome::Miss(stores.then(|| Remember {
         registry: runtime.registry.clone(),
         key: exact_key,
+        keep,
         semantic,
     }))
 }

@@ -47,7 +47,7 @@ enum Answer {
 /// The first fallback level that can answer. `omit` goes straight to `omitted` (capability
 /// level 1); `only_fallbacks` ends at `omitted` even when the route did not ask for it
 /// (capability level 2: the route turned its models off on purpose).
-pub fn choose(
+pub async fn choose(
     runtime: &Runtime,
     r: &Request<'_>,
     error: &GatewayError,
@@ -57,9 +57,11 @@ pub fn choose(
     let cfg = &r.route.config.fallback;
     if !omit {
         let max_age = std::time::Duration::from_secs(cfg.cache_max_age_s);
-        if let Some((hit, age)) = r
-            .key
-            .and_then(|key| runtime.registry.caches.exact.get(key, max_age))
+        let cached = match r.key {
+            Some(key) => runtime.registry.caches.exact.lookup(key, max_age).await,
+            None => None,
+        };
+        if let Some((hit, age)) = cached
             && let Some(completion) = hit.answer.completion()
         {
             return Some(Fallback {

@@ -138,7 +138,7 @@ pub async fn run(
             ));
             break;
         }
-        let admission = match target.health.admit(chain.tokens, now) {
+        let admission = match target.health.admit_shared(chain.tokens, now).await {
             Ok(a) => a,
             Err(skip) => {
                 chain.skipped(&target, &skip, now);
@@ -576,7 +576,7 @@ impl Chain<'_> {
                 break;
             }
             let t = order[lvl].clone();
-            match t.health.admit(self.tokens, now) {
+            match t.health.admit_shared(self.tokens, now).await {
                 Ok(adm) => {
                     tries[lvl] -= 1;
                     second = Some((t, lvl, adm));

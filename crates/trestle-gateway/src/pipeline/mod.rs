@@ -297,7 +297,7 @@ pub async fn chat(
                 identity: &identity,
                 key,
             };
-            match fallback::choose(&runtime, &vars, &e, omit, only_fallbacks) {
+            match fallback::choose(&runtime, &vars, &e, omit, only_fallbacks).await {
                 None => {
                     guard.fail(&e);
                     deliver::error(e, served(level, "miss", None, false))

@@ -27,6 +27,9 @@ pub struct Remember {
     pub registry: Arc<Registry>,
     /// The exact-cache key.
     pub key: u64,
+    /// How long the answer may be served, from the cache or as the `cache` fallback level
+    /// (how long a shared copy is kept).
+    pub keep: Duration,
     /// Where the query goes in the semantic index, when the route has a semantic cache.
     pub semantic: Option<SemanticWrite>,
 }
@@ -241,7 +244,7 @@ impl TraceGuard {
             entry.embedding = Some(s.vector.clone());
             entry.query = Some(s.query.clone());
         }
-        r.registry.caches.exact.put(r.key, entry);
+        r.registry.caches.exact.store(r.key, entry, r.keep);
         if let Some(SemanticWrite { scope, vector, .. }) = r.semantic {
             // An HNSW insert is CPU work: off the request's thread.
             let (registry, key) = (r.registry, r.key);

@@ -6,6 +6,11 @@
 //! Rate limits are a sliding minute of 12 buckets rather than a GCRA limiter (governor): a
 //! token reservation is an estimate made before the call and must be settled to the
 //! provider's reported usage afterwards, which a GCRA cell cannot give back.
+//!
+//! With `[state] kind = "redis"` the minute and the pause are shared by every instance
+//! ([`super::shared`], [`TargetHealth::admit_shared`]); this instance's minute still counts
+//! what it sent, and decides with the limits divided by `[state] instances` while Redis does
+//! not answer.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,6 +23,7 @@ use trestle_core::config::ModelConfig;
 use rand::Rng;
 
 use super::breaker::{Breaker, BreakerState, Refusal};
+use super::shared::{SharedTargets, Verdict};
 use super::throttle::Throttle;
 use super::window::Window;
 
@@ -187,6 +193,17 @@ pub struct TargetHealth {
     cooldown_until: Mutex<Option<Instant>>,
     throttle: Mutex<Throttle>,
     latency: Mutex<Ewma>,
+    /// The minute and pause every instance shares, with `[state] kind = "redis"`.
+    shared: Option<Arc<SharedTargets>>,
+}
+
+/// How an admission uses this instance's minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Minute {
+    /// Checks it against the limits divided by this (1: the whole limits), and counts.
+    Share(u64),
+    /// Only counts (the shared minute decides).
+    Count,
 }
 
 impl TargetHealth {
@@ -204,7 +221,14 @@ impl TargetHealth {
             rate: Mutex::new(Window::new(MINUTE, 12, now)),
             cooldown_until: Mutex::new(None),
             latency: Mutex::new(Ewma::default()),
+            shared: None,
         }
+    }
+
+    /// Shares the minute and the pause through `shared` (the gateway's Redis).
+    pub fn with_shared(mut self, shared: Option<Arc<SharedTargets>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     pub fn reconfigure(&self, cfg: &ModelConfig, now: Instant) {
@@ -256,6 +280,9 @@ impl TargetHealth {
             (None, _) => return false,
         };
         self.pause(pause, now);
+        if let Some(shared) = &self.shared {
+            shared.pause(&self.name, pause);
+        }
         true
     }
 
@@ -280,9 +307,66 @@ impl TargetHealth {
         self.breaker.state()
     }
 
-    /// Asks to send one attempt of about `tokens` tokens. Checks run cheapest first, and
-    /// whatever was taken is given back when a later check refuses.
+    /// Asks to send one attempt of about `tokens` tokens, on this instance's state alone.
+    /// Checks run cheapest first, and whatever was taken is given back when a later check
+    /// refuses.
     pub fn admit(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Admission, Skip> {
+        self.admit_local(tokens, now, Minute::Share(1))
+    }
+
+    /// [`admit`](Self::admit), with the minute and the pause shared by every instance when
+    /// the target has shared state: the local checks first (a pause already known, the
+    /// throttle, `max_concurrency`, the breaker), then one script on Redis that may refuse
+    /// for a pause another instance took or for the shared minute. While Redis does not
+    /// answer, this instance's minute decides with the limits divided by `[state]
+    /// instances`.
+    pub async fn admit_shared(
+        self: &Arc<Self>,
+        tokens: u64,
+        now: Instant,
+    ) -> Result<Admission, Skip> {
+        let Some(shared) = &self.shared else {
+            return self.admit(tokens, now);
+        };
+        let share = Minute::Share(u64::from(shared.instances()));
+        if !shared.up() {
+            crate::limiter::link::fell_back("targets");
+            return self.admit_local(tokens, now, share);
+        }
+        let mut admission = self.admit_local(tokens, now, Minute::Count)?;
+        let limits = self.limits();
+        let (rpm, tpm) = (limits.requests_per_minute, limits.tokens_per_minute);
+        match shared.admit(&self.name, rpm, tpm, tokens).await {
+            Some(Verdict::Admitted { bucket }) => {
+                admission.shared = bucket.map(|b| (b, tokens));
+                Ok(admission)
+            }
+            Some(Verdict::Paused(remaining)) => {
+                // Known here too: the next attempts skip without asking.
+                self.pause(remaining, now);
+                Err(Skip::CoolingDown { remaining })
+            }
+            Some(Verdict::OverRequests) => Err(Skip::OverRequests {
+                limit: rpm.unwrap_or(0),
+            }),
+            Some(Verdict::OverTokens) => Err(Skip::OverTokens {
+                limit: tpm.unwrap_or(0),
+            }),
+            None => {
+                // Redis stopped answering: decide again on this instance's share.
+                drop(admission);
+                crate::limiter::link::fell_back("targets");
+                self.admit_local(tokens, now, share)
+            }
+        }
+    }
+
+    fn admit_local(
+        self: &Arc<Self>,
+        tokens: u64,
+        now: Instant,
+        minute: Minute,
+    ) -> Result<Admission, Skip> {
         if let Ok(c) = self.cooldown_until.lock()
             && let Some(until) = *c
             && now < until
@@ -301,6 +385,7 @@ impl TargetHealth {
             health: self.clone(),
             counted: false,
             reservation: None,
+            shared: None,
             probe: false,
             reported: false,
         };
@@ -316,13 +401,19 @@ impl TargetHealth {
                 return Ok(admission);
             };
             let [used_tokens, used_requests] = rate.sum(now);
-            if let Some(limit) = limits.requests_per_minute
+            // This instance's share of a limit; none when the shared minute decides.
+            let part = |limit: Option<u64>| match minute {
+                Minute::Share(1) => limit,
+                Minute::Share(n) => limit.map(|l| (l / n.max(1)).max(1)),
+                Minute::Count => None,
+            };
+            if let Some(limit) = part(limits.requests_per_minute)
                 && used_requests + 1 > limit
             {
                 return Err(Skip::OverRequests { limit });
             }
             // One request larger than the whole budget still goes when the minute is empty.
-            if let Some(limit) = limits.tokens_per_minute
+            if let Some(limit) = part(limits.tokens_per_minute)
                 && used_tokens > 0
                 && used_tokens + tokens > limit
             {
@@ -348,6 +439,8 @@ pub struct Admission {
     counted: bool,
     /// (bucket, tokens) taken from the rate window.
     reservation: Option<(u64, u64)>,
+    /// (bucket, tokens) taken from the shared minute in Redis.
+    shared: Option<(i64, u64)>,
     probe: bool,
     reported: bool,
 }
@@ -373,6 +466,15 @@ impl Admission {
 
     /// Replaces the token estimate with the provider's reported usage.
     pub fn settle_tokens(&mut self, actual: u64, now: Instant) {
+        if let Some((bucket, estimate)) = self.shared.take()
+            && let Some(shared) = &self.health.shared
+        {
+            let (add, back) = (
+                actual.saturating_sub(estimate),
+                estimate.saturating_sub(actual),
+            );
+            shared.settle(&self.health.name, bucket, add, back, 0);
+        }
         let Some((bucket, estimate)) = self.reservation.take() else {
             return;
         };
@@ -400,6 +502,17 @@ impl Drop for Admission {
             && let Ok(mut rate) = self.health.rate.lock()
         {
             rate.sub(Instant::now(), bucket, tokens, u64::from(!self.reported));
+        }
+        if let Some((bucket, tokens)) = self.shared.take()
+            && let Some(shared) = &self.health.shared
+        {
+            shared.settle(
+                &self.health.name,
+                bucket,
+                0,
+                tokens,
+                u64::from(!self.reported),
+            );
         }
     }
 }

@@ -5,13 +5,15 @@
 //! `omitted`).
 //!
 //! Health lives in a [`Registry`] that outlives config reloads, so a reload never resets a
-//! breaker that is open or a level that is lowered.
+//! breaker that is open or a level that is lowered. With `[state] kind = "redis"` a target's
+//! minute and 429 pause are shared by every instance ([`shared`]).
 
 pub mod breaker;
 pub mod capability;
 pub mod fallback;
 pub mod health;
 pub mod served;
+pub mod shared;
 pub mod throttle;
 pub mod window;
 
@@ -22,8 +24,10 @@ use tokio::time::Instant;
 use trestle_core::config::ModelConfig;
 
 use crate::cache::Caches;
+use crate::limiter::link::Link;
 use capability::RouteHealth;
 use health::TargetHealth;
+use shared::SharedTargets;
 use trestle_core::config::CacheConfig;
 
 /// Health state by target and route name, shared by every runtime built from a config.
@@ -36,16 +40,30 @@ pub struct Registry {
     served: Mutex<HashMap<String, Arc<served::Served>>>,
     /// The response and tool caches (the `cache` fallback level reads the exact one).
     pub caches: Caches,
+    /// The targets' shared minute and pauses (`[state] kind = "redis"`).
+    shared: Option<Arc<SharedTargets>>,
 }
 
 impl Registry {
+    /// Health and caches in this process only.
     pub fn new(cache: &CacheConfig) -> Self {
+        Registry::with_link(cache, None)
+    }
+
+    /// Health and caches that share the targets' minute and pauses, and the exact and tool
+    /// caches, through `link` (the gateway's Redis) when there is one.
+    pub fn with_link(cache: &CacheConfig, link: Option<Arc<Link>>) -> Self {
         Registry {
             targets: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
-            caches: Caches::new(cache),
+            caches: Caches::with_link(cache, link.clone()),
+            shared: link.map(|l| Arc::new(SharedTargets::new(l))),
         }
+    }
+
+    fn new_target(&self, name: &str, cfg: &ModelConfig, now: Instant) -> Arc<TargetHealth> {
+        Arc::new(TargetHealth::new(name, cfg, now).with_shared(self.shared.clone()))
     }
 
     /// The target's health, made on first use; its limits follow `cfg`. `provider` is a
@@ -54,7 +72,7 @@ impl Registry {
     pub fn target(&self, name: &str, cfg: &ModelConfig, provider: u64) -> Arc<TargetHealth> {
         let now = Instant::now();
         let Ok(mut map) = self.targets.lock() else {
-            return Arc::new(TargetHealth::new(name, cfg, now));
+            return self.new_target(name, cfg, now);
         };
         match map.get(name) {
             Some((fingerprint, h)) if *fingerprint == provider => {
@@ -62,7 +80,7 @@ impl Registry {
                 h.clone()
             }
             _ => {
-                let h = Arc::new(TargetHealth::new(name, cfg, now));
+                let h = self.new_target(name, cfg, now);
                 map.insert(name.to_string(), (provider, h.clone()));
                 h
             }

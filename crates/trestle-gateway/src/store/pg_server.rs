@@ -21,7 +21,7 @@ static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
 /// A URL to a new, empty database on the test server; `None` when PostgreSQL is missing
 /// and `TRESTLE_SKIP_POSTGRES=1`.
-pub(crate) fn database() -> Option<String> {
+pub fn database() -> Option<String> {
     let server = match SERVER.get_or_init(start) {
         Ok(s) => s,
         Err(e) if std::env::var("TRESTLE_SKIP_POSTGRES").as_deref() == Ok("1") => {
@@ -39,11 +39,14 @@ pub(crate) fn database() -> Option<String> {
         NEXT_DB.fetch_add(1, Ordering::Relaxed)
     );
     let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
-    let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("test PostgreSQL at port {}: {e}", server.port));
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    // Tests call this from inside async tests too, where the sync client cannot run.
+    crate::db::off_runtime(|| {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("test PostgreSQL at port {}: {e}", server.port));
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    });
     Some(format!(
         "postgres://postgres@127.0.0.1:{}/{name}",
         server.port

@@ -6,19 +6,19 @@
 //! readers run in `spawn_blocking`, like SQLite's. The client runs its own small runtime, so
 //! it must never be called from inside an async task.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::Arc;
 
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use serde_json::{Map, Value, json};
 
 use super::sqlite::{body_text, body_value, time_bound};
 use super::{Attempt, Trace, TraceFilter, TraceStore, TraceSummary, now_ms};
+use crate::db::PgPool;
 
 /// Each step brings the schema from the version before it; a step is never changed once
 /// released, a later one is added.
-const MIGRATIONS: &[(i32, &str)] = &[(1, SCHEMA_1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, SCHEMA_1), (2, SCHEMA_2)];
 
 const SCHEMA_1: &str = "
 CREATE SEQUENCE IF NOT EXISTS requests_id_seq;
@@ -102,8 +102,30 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 ";
 
-/// Held while migrating, so two gateways starting at once do not both apply a step.
-const MIGRATION_LOCK: i64 = 0x7472_6573_746c_6501;
+/// The app's OTLP spans (`POST /v1/traces`), joined to requests by trace id and
+/// conversation id.
+const SCHEMA_2: &str = "
+CREATE TABLE IF NOT EXISTS app_spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    service TEXT,
+    start_ms DOUBLE PRECISION NOT NULL,
+    end_ms DOUBLE PRECISION NOT NULL,
+    status_code INTEGER NOT NULL,
+    status_message TEXT,
+    attributes JSONB NOT NULL,
+    events JSONB NOT NULL,
+    conversation_id TEXT,
+    tenant TEXT,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS app_spans_conversation ON app_spans (conversation_id)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS app_spans_failed ON app_spans (start_ms) WHERE status_code = 2;
+";
 
 const REQUEST_COLUMNS: &[&str] = &[
     "id",
@@ -181,50 +203,8 @@ const MAX_PARAMS: usize = 65_535;
 
 type Param = Box<dyn ToSql + Sync>;
 
-/// A few open connections, reused; one is made when none is idle, and at most `size` are
-/// kept.
-struct Pool {
-    config: postgres::Config,
-    address: String,
-    idle: Mutex<Vec<Client>>,
-    size: usize,
-}
-
-impl Pool {
-    fn connect(&self) -> anyhow::Result<Client> {
-        self.config.connect(NoTls).map_err(|e| {
-            // The client's message is general ("error connecting to server"); its cause says
-            // what happened (refused, timed out, authentication).
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "store.url: cannot connect to PostgreSQL at {}: {e}{cause}",
-                self.address
-            )
-        })
-    }
-
-    /// Runs `f` on a pooled connection; a connection that broke is not kept.
-    fn with<T>(&self, f: impl FnOnce(&mut Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut client = match idle {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect()?,
-        };
-        let out = f(&mut client);
-        if !client.is_closed()
-            && let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.size
-        {
-            idle.push(client);
-        }
-        out
-    }
-}
-
 pub struct PostgresStore {
-    pool: Pool,
+    pool: Arc<PgPool>,
     /// Applied to every string in request and response bodies before they are written
     /// (`[store] redact`).
     redactor: Option<super::Redactor>,
@@ -235,19 +215,11 @@ impl PostgresStore {
     /// the schema up to date. An unreachable server is an error naming `store.url` and the
     /// address (never the URL: it may hold a password).
     pub fn open(url: &str, pool_size: usize) -> anyhow::Result<Self> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("store.url: not a PostgreSQL URL: {e}"))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        let address = address(&config);
-        let pool = Pool {
-            config,
-            address,
-            idle: Mutex::new(Vec::new()),
-            size: pool_size.max(1),
-        };
+        Self::on(Arc::new(PgPool::open(url, pool_size)?))
+    }
+
+    /// The store on an open pool, its schema brought up to date.
+    pub fn on(pool: Arc<PgPool>) -> anyhow::Result<Self> {
         let store = PostgresStore {
             pool,
             redactor: None,
@@ -265,72 +237,13 @@ impl PostgresStore {
     /// Applies the migrations not yet applied (`schema_version`), in one transaction under
     /// an advisory lock; running it again does nothing. Returns the schema version.
     pub fn migrate(&self) -> anyhow::Result<i32> {
-        self.pool.with(|client| {
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (
-                     component TEXT PRIMARY KEY,
-                     version INTEGER NOT NULL,
-                     applied_at_ms BIGINT NOT NULL)",
-            )?;
-            let current: i32 = tx
-                .query_opt(
-                    "SELECT version FROM schema_version WHERE component = 'traces'",
-                    &[],
-                )?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            let mut version = current;
-            for (step, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-                tracing::info!("trace store (PostgreSQL): applying migration {step}");
-                tx.batch_execute(sql)
-                    .map_err(|e| anyhow::anyhow!("migration {step}: {e}"))?;
-                version = *step;
-            }
-            if version != current {
-                tx.execute(
-                    "INSERT INTO schema_version (component, version, applied_at_ms) \
-                     VALUES ('traces', $1, $2) \
-                     ON CONFLICT (component) DO UPDATE SET version = $1, applied_at_ms = $2",
-                    &[&version, &now_ms()],
-                )?;
-            }
-            tx.commit()?;
-            Ok(version)
-        })
+        Self::migrate_on(&self.pool)
     }
-}
 
-/// Opens the store `[store]` names (`kind = "postgres"`), from any thread: the client runs
-/// its own runtime, so it is opened on a thread of its own, never inside an async task.
-pub fn open_configured(store: &trestle_core::config::StoreConfig) -> anyhow::Result<PostgresStore> {
-    let url = store
-        .url
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("store.url: is required when kind = \"postgres\""))?;
-    let pool_size = store.pool_size;
-    std::thread::spawn(move || PostgresStore::open(&url, pool_size))
-        .join()
-        .map_err(|_| anyhow::anyhow!("store.url: opening the PostgreSQL store failed"))?
-}
-
-/// What `[store] kind = "postgres"` does not cover yet, logged when the gateway starts.
-pub const NOT_YET_ON_POSTGRES: &str = "[store] kind = \"postgres\": traces are written to \
-     PostgreSQL, but reads (GET /v1/traces, the UI, conversations, route stats, drift, online \
-     evals) and feedback, prompt labels, experiment stops, eval runs, review labels, alerts, \
-     keys and app spans still use the SQLite file at [store] path";
-
-/// `host:port` of the first host a config names, for messages.
-fn address(config: &postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
+    /// Brings the trace tables on `pool` up to date.
+    pub fn migrate_on(pool: &PgPool) -> anyhow::Result<i32> {
+        pool.migrate("traces", MIGRATIONS)
+    }
 }
 
 /// `($1, $2, …), ($n+1, …)` for `rows` rows of `columns` parameters; `casts` adds a cast
@@ -758,5 +671,8 @@ fn filter_sql(
     Ok((sql, args))
 }
 
+mod read;
 #[cfg(test)]
 mod tests;
+
+pub use read::write_app_spans;

@@ -532,3 +532,102 @@ mod postgres {
 
     super::store_suite!(open());
 }
+
+/// The read views (what the API and the UI show) on one place: traces through the
+/// recorder's writer, app spans through the OTLP span store, read back through the reader.
+fn views(db: crate::db::Db) {
+    let mut writer = super::open_writer(&db, None).unwrap();
+    let reader = super::open_reader(&db).unwrap();
+    let mut traces = Vec::new();
+    for (i, tenant) in ["a", "a", "b"].iter().enumerate() {
+        let mut t = at(&format!("t{i}"), 1_700_000_000_000 + i as i64);
+        t.conversation_id = Some("conv".into());
+        t.tenant = Some(tenant.to_string());
+        t.class = "sync".into();
+        t.duration_ms = 100.0 * (i + 1) as f64;
+        t.attempts[0].cold_start = i == 2;
+        t.request = Some(super::Body::Raw(bytes::Bytes::from(
+            json!({"messages": [{"role": "user", "content": format!("question {i}")}]}).to_string(),
+        )));
+        t.response = Some(super::Body::Raw(bytes::Bytes::from(
+            json!({"choices": [{"message": {"role": "assistant", "content": format!("answer {i}")}}]})
+                .to_string(),
+        )));
+        traces.push(t);
+    }
+    writer.write_batch(&traces).unwrap();
+
+    let span = |trace: &str, id: &str, status: i32| crate::otlp::AppSpan {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_span_id: None,
+        name: "tool.search".into(),
+        kind: 1,
+        service: Some("agent".into()),
+        start_ms: 1_700_000_000_000.5,
+        end_ms: 1_700_000_000_010.25,
+        status_code: status,
+        status_message: String::new(),
+        attributes: json!({"gen_ai.operation.name": "execute_tool", "n": 3})
+            .as_object()
+            .unwrap()
+            .clone(),
+        events: vec![json!({"name": "input", "attributes": {"q": "x"}})],
+        conversation_id: None,
+    };
+    let spans = crate::otlp::SpanStore::new(Some(db.clone()));
+    spans.write(&[span("t0", "p1", 0)], Some("a")).unwrap();
+    spans.write(&[span("t1", "p2", 2)], Some("a")).unwrap();
+    // Sent twice: kept once.
+    spans.write(&[span("t1", "p2", 2)], Some("a")).unwrap();
+
+    let turns = reader.conversation("conv", None).unwrap();
+    assert_eq!(turns.len(), 3);
+    assert_eq!(turns[0].question.as_deref(), Some("question 0"));
+    assert_eq!(turns[2].answer.as_deref(), Some("answer 2"));
+    assert_eq!(turns[1].tokens_in, 10);
+    assert_eq!(reader.conversation("conv", Some("a")).unwrap().len(), 2);
+    assert!(reader.conversation("conv", Some("c")).unwrap().is_empty());
+
+    let app = reader.app_spans("t0").unwrap();
+    assert_eq!(app.len(), 1);
+    assert_eq!(app[0]["attributes"]["n"], 3);
+    assert_eq!(app[0]["events"][0]["attributes"]["q"], "x");
+    assert_eq!(app[0]["start_ms"], 1_700_000_000_000.5);
+    assert_eq!(app[0]["tenant"], "a");
+    assert_eq!(reader.conversation_spans("conv", None).unwrap().len(), 2);
+    assert!(
+        reader
+            .conversation_spans("conv", Some("b"))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(reader.traces_with_failed_spans(10).unwrap(), vec!["t1"]);
+
+    let stats = reader.route_stats(0, i64::MAX).unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].requests, 3);
+    assert_eq!(stats[0].cold_starts, 1);
+    assert_eq!(stats[0].p50_ms, Some(100.0));
+    assert_eq!(stats[0].cold_p50_ms, Some(300.0));
+    assert_eq!(reader.distinct("route").unwrap(), vec!["chat"]);
+    assert!(reader.distinct("request").is_err());
+}
+
+#[test]
+fn views_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("trestle-views-suite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    views(crate::db::Db::Sqlite(dir.join("t.db")));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn views_on_postgres() {
+    let Some(url) = super::pg_server::database() else {
+        return;
+    };
+    let pool = crate::db::PgPool::open(&url, 2).unwrap();
+    views(crate::db::Db::Postgres(std::sync::Arc::new(pool)));
+}

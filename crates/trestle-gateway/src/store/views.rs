@@ -65,7 +65,7 @@ pub struct RouteStats {
 }
 
 /// The most rows a stats window reads (the newest).
-const STATS_ROWS: i64 = 200_000;
+pub(super) const STATS_ROWS: i64 = 200_000;
 
 /// Keeps the rows (requests or app spans, as JSON) of a tenant; all of them without one.
 pub fn retain_tenant(rows: &mut Vec<Value>, tenant: Option<&str>) {
@@ -88,6 +88,114 @@ pub fn scoped_trace(
     retain_tenant(&mut spans, tenant);
     let empty = trace["requests"].as_array().is_none_or(Vec::is_empty);
     (!empty || !spans.is_empty()).then_some((trace, spans))
+}
+
+/// The columns a route's figures are computed from; `?1`/`$1` since, `?2`/`$2` until,
+/// `?3`/`$3` the row limit (the same text runs on both backends).
+pub(super) const STATS_SQL: &str = "SELECT route, class, duration_ms, ttft_ms, fallback_level, cache, cost_usd, \
+     conversation_id, user_id, status, \
+     EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = requests.id AND a.cold_start) \
+     FROM requests WHERE started_at_ms >= $1 AND started_at_ms < $2 \
+     ORDER BY started_at_ms DESC LIMIT $3";
+
+/// One request as route figures see it.
+pub(super) struct StatsRow {
+    pub route: String,
+    pub class: String,
+    pub duration: f64,
+    pub ttft: Option<f64>,
+    pub fallback: String,
+    pub cache: String,
+    pub cost: f64,
+    pub conversation: Option<String>,
+    pub user: Option<String>,
+    pub error: bool,
+    pub cold: bool,
+}
+
+/// Per-route figures of a window's requests, whichever store they came from.
+pub(super) fn route_stats(rows: Vec<StatsRow>) -> Vec<RouteStats> {
+    let mut by_route: BTreeMap<String, Vec<StatsRow>> = BTreeMap::new();
+    for row in rows {
+        by_route.entry(row.route.clone()).or_default().push(row);
+    }
+    let mut out = Vec::with_capacity(by_route.len());
+    for (route, rows) in by_route {
+        let class = rows.first().map(|r| r.class.clone()).unwrap_or_default();
+        let (budget_ms, ttft_budget_ms) = match class.as_str() {
+            "sync" => (1_000, None),
+            "progressive" => (5_000, Some(500)),
+            _ => (20_000, None),
+        };
+        let n = rows.len() as f64;
+        let warm = sorted(
+            rows.iter()
+                .filter(|r| !r.cold)
+                .map(|r| r.duration)
+                .collect(),
+        );
+        let cold = sorted(rows.iter().filter(|r| r.cold).map(|r| r.duration).collect());
+        let ttft = sorted(rows.iter().filter_map(|r| r.ttft).collect());
+        let over = rows
+            .iter()
+            .filter(|r| crate::anomaly::over_budget(&r.class, r.duration, r.ttft))
+            .count();
+        let mut levels: BTreeMap<String, f64> = BTreeMap::new();
+        for r in &rows {
+            *levels.entry(r.fallback.clone()).or_default() += 1.0;
+        }
+        levels.values_mut().for_each(|c| *c /= n);
+        let cost: f64 = rows.iter().map(|r| r.cost).sum();
+        let per = |key: fn(&StatsRow) -> Option<&String>| -> Option<f64> {
+            let mut sums: HashMap<&String, f64> = HashMap::new();
+            for r in &rows {
+                if let Some(k) = key(r) {
+                    *sums.entry(k).or_default() += r.cost;
+                }
+            }
+            (!sums.is_empty()).then(|| sums.values().sum::<f64>() / sums.len() as f64)
+        };
+        out.push(RouteStats {
+            route,
+            class: class.clone(),
+            budget_ms,
+            ttft_budget_ms,
+            requests: rows.len() as u64,
+            p50_ms: percentile(&warm, 0.50),
+            p90_ms: percentile(&warm, 0.90),
+            p99_ms: percentile(&warm, 0.99),
+            cold_starts: cold.len() as u64,
+            cold_p50_ms: percentile(&cold, 0.50),
+            cold_p90_ms: percentile(&cold, 0.90),
+            ttft_p50_ms: percentile(&ttft, 0.50),
+            ttft_p90_ms: percentile(&ttft, 0.90),
+            over_budget: over as f64 / n,
+            error_rate: rows.iter().filter(|r| r.error).count() as f64 / n,
+            cache_hit_rate: rows.iter().filter(|r| r.cache != "miss").count() as f64 / n,
+            fallback_levels: levels,
+            cost_usd: cost,
+            cost_per_request: cost / n,
+            cost_per_conversation: per(|r| r.conversation.as_ref()),
+            cost_per_user: per(|r| r.user.as_ref()),
+        });
+    }
+    out
+}
+
+/// Gives each turn its feedback (`(trace id, feedback)` rows, oldest first), once each.
+pub(super) fn attach_feedback(turns: &mut [ConversationTurn], rows: Vec<(String, Value)>) {
+    let mut by_trace: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (trace, v) in rows {
+        if seen.insert((trace.clone(), v.to_string())) {
+            by_trace.entry(trace).or_default().push(v);
+        }
+    }
+    for t in turns {
+        if let Some(f) = by_trace.remove(&t.trace_id) {
+            t.feedback = f;
+        }
+    }
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -192,7 +300,6 @@ impl SqliteStore {
              FROM feedback WHERE conversation_id = ?1 OR trace_id IN \
              (SELECT trace_id FROM requests WHERE conversation_id = ?1) ORDER BY created_at_ms",
         )?;
-        let mut by_trace: HashMap<String, Vec<Value>> = HashMap::new();
         let rows = fb.query_map(params![conversation_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -206,18 +313,7 @@ impl SqliteStore {
                 }),
             ))
         })?;
-        let mut seen = HashSet::new();
-        for row in rows {
-            let (trace, v) = row?;
-            if seen.insert((trace.clone(), v.to_string())) {
-                by_trace.entry(trace).or_default().push(v);
-            }
-        }
-        for t in &mut turns {
-            if let Some(f) = by_trace.remove(&t.trace_id) {
-                t.feedback = f;
-            }
-        }
+        attach_feedback(&mut turns, rows.collect::<Result<Vec<_>, _>>()?);
         Ok(turns)
     }
 
@@ -235,28 +331,9 @@ impl SqliteStore {
 
     /// Per-route figures for requests started in `[since_ms, until_ms)`.
     pub fn route_stats(&self, since_ms: i64, until_ms: i64) -> anyhow::Result<Vec<RouteStats>> {
-        struct Row {
-            route: String,
-            class: String,
-            duration: f64,
-            ttft: Option<f64>,
-            fallback: String,
-            cache: String,
-            cost: f64,
-            conversation: Option<String>,
-            user: Option<String>,
-            error: bool,
-            cold: bool,
-        }
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT route, class, duration_ms, ttft_ms, fallback_level, cache, cost_usd, \
-             conversation_id, user_id, status, \
-             EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = requests.id AND a.cold_start) \
-             FROM requests WHERE started_at_ms >= ?1 AND started_at_ms < ?2 \
-             ORDER BY started_at_ms DESC LIMIT ?3",
-        )?;
+        let mut stmt = self.conn.prepare_cached(STATS_SQL)?;
         let rows = stmt.query_map(params![since_ms, until_ms, STATS_ROWS], |r| {
-            Ok(Row {
+            Ok(StatsRow {
                 route: r.get(0)?,
                 class: r.get(1)?,
                 duration: r.get(2)?,
@@ -270,72 +347,7 @@ impl SqliteStore {
                 cold: r.get(10)?,
             })
         })?;
-        let mut by_route: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-        for row in rows {
-            let row = row?;
-            by_route.entry(row.route.clone()).or_default().push(row);
-        }
-        let mut out = Vec::with_capacity(by_route.len());
-        for (route, rows) in by_route {
-            let class = rows.first().map(|r| r.class.clone()).unwrap_or_default();
-            let (budget_ms, ttft_budget_ms) = match class.as_str() {
-                "sync" => (1_000, None),
-                "progressive" => (5_000, Some(500)),
-                _ => (20_000, None),
-            };
-            let n = rows.len() as f64;
-            let warm = sorted(
-                rows.iter()
-                    .filter(|r| !r.cold)
-                    .map(|r| r.duration)
-                    .collect(),
-            );
-            let cold = sorted(rows.iter().filter(|r| r.cold).map(|r| r.duration).collect());
-            let ttft = sorted(rows.iter().filter_map(|r| r.ttft).collect());
-            let over = rows
-                .iter()
-                .filter(|r| crate::anomaly::over_budget(&r.class, r.duration, r.ttft))
-                .count();
-            let mut levels: BTreeMap<String, f64> = BTreeMap::new();
-            for r in &rows {
-                *levels.entry(r.fallback.clone()).or_default() += 1.0;
-            }
-            levels.values_mut().for_each(|c| *c /= n);
-            let cost: f64 = rows.iter().map(|r| r.cost).sum();
-            let per = |key: fn(&Row) -> Option<&String>| -> Option<f64> {
-                let mut sums: HashMap<&String, f64> = HashMap::new();
-                for r in &rows {
-                    if let Some(k) = key(r) {
-                        *sums.entry(k).or_default() += r.cost;
-                    }
-                }
-                (!sums.is_empty()).then(|| sums.values().sum::<f64>() / sums.len() as f64)
-            };
-            out.push(RouteStats {
-                route,
-                class: class.clone(),
-                budget_ms,
-                ttft_budget_ms,
-                requests: rows.len() as u64,
-                p50_ms: percentile(&warm, 0.50),
-                p90_ms: percentile(&warm, 0.90),
-                p99_ms: percentile(&warm, 0.99),
-                cold_starts: cold.len() as u64,
-                cold_p50_ms: percentile(&cold, 0.50),
-                cold_p90_ms: percentile(&cold, 0.90),
-                ttft_p50_ms: percentile(&ttft, 0.50),
-                ttft_p90_ms: percentile(&ttft, 0.90),
-                over_budget: over as f64 / n,
-                error_rate: rows.iter().filter(|r| r.error).count() as f64 / n,
-                cache_hit_rate: rows.iter().filter(|r| r.cache != "miss").count() as f64 / n,
-                fallback_levels: levels,
-                cost_usd: cost,
-                cost_per_request: cost / n,
-                cost_per_conversation: per(|r| r.conversation.as_ref()),
-                cost_per_user: per(|r| r.user.as_ref()),
-            });
-        }
-        Ok(out)
+        Ok(route_stats(rows.collect::<Result<_, _>>()?))
     }
 
     /// Traces whose app spans (OTLP) include a failed one, newest first.
@@ -353,10 +365,7 @@ impl SqliteStore {
 
     /// Every distinct value of a column seen recently (for the UI's filter lists).
     pub fn distinct(&self, column: &str) -> anyhow::Result<Vec<String>> {
-        let column = match column {
-            "route" | "outcome" | "fallback_level" | "experiment" | "prompt_version" => column,
-            other => anyhow::bail!("no filter list for `{other}`"),
-        };
+        let column = super::distinct_column(column)?;
         let mut stmt = self.conn.prepare(&format!(
             "SELECT DISTINCT {column} FROM (SELECT {column} FROM requests ORDER BY id DESC LIMIT 20000) \
              WHERE {column} IS NOT NULL ORDER BY 1 LIMIT 200"

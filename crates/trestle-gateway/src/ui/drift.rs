@@ -62,13 +62,13 @@ pub async fn page(
     };
     let runtime = state.runtime();
     let config = &runtime.config;
-    if !config.store.enabled {
+    let Some(db) = state.db.clone() else {
         return error_page(
             StatusCode::NOT_FOUND,
             "No store",
             "Drift is computed from the trace store, which is disabled.",
         );
-    }
+    };
     let mut query = crate::drift::Query::from_config(&config.drift);
     for (name, text, slot) in [
         ("window", &q.window, &mut query.window),
@@ -95,9 +95,8 @@ pub async fn page(
         }
     }
     query.route = q.route.clone().filter(|r| !r.is_empty());
-    let path = config.store.path.clone();
     let report = crate::drift::run(
-        path.clone(),
+        db.clone(),
         config.drift.clone(),
         query.clone(),
         crate::drift::api::embedder(&runtime),
@@ -116,10 +115,7 @@ pub async fn page(
     let ui = crate::drift::api::ui_url(config);
     let alerts = tokio::task::spawn_blocking(
         move || -> anyhow::Result<Vec<crate::drift::alerts::Alert>> {
-            let conn = rusqlite::Connection::open(&path)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            crate::drift::alerts::open(&conn)?;
-            Ok(crate::drift::alerts::list(&conn, None, &ui)?)
+            crate::drift::alerts::Alerts::open(&db)?.list(None, &ui)
         },
     )
     .await

@@ -100,9 +100,16 @@ fn eval_store(state: &SharedState) -> Option<std::path::PathBuf> {
     (rt.config.store.enabled && path.exists()).then_some(path)
 }
 
-/// `GET /ui/evals`: eval runs, newest first, and online evals by day.
+/// `GET /ui/evals`: eval runs, newest first, and online evals by day. Online evals are read
+/// from the store (SQLite or PostgreSQL); eval runs from the SQLite file `trestle eval run`
+/// writes, when there is one.
 pub async fn runs(State(state): State<SharedState>) -> Response {
-    let Some(path) = eval_store(&state) else {
+    let runs_at = eval_store(&state);
+    let db = match &state.db {
+        Some(crate::db::Db::Sqlite(_)) if runs_at.is_none() => None,
+        db => db.clone(),
+    };
+    let Some(db) = db else {
         return error_page(
             StatusCode::NOT_FOUND,
             "No store",
@@ -111,8 +118,11 @@ pub async fn runs(State(state): State<SharedState>) -> Response {
     };
     let since = utc(trestle_eval::store::now_s() - 13 * 86_400)[..10].to_string();
     let read = tokio::task::spawn_blocking(move || {
-        let runs = EvalStore::open(&path)?.runs(100)?;
-        let online = trestle_eval::online::OnlineStore::open(&path)?.daily(&since, None)?;
+        let runs = match &runs_at {
+            Some(path) => EvalStore::open(path)?.runs(100)?,
+            None => Vec::new(),
+        };
+        let online = crate::evals::daily(&db, &since, None)?;
         Ok::<_, String>((runs, online))
     })
     .await;

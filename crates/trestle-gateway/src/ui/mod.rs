@@ -24,7 +24,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 
 use crate::state::SharedState;
-use crate::store::SqliteStore;
+use crate::store::TraceReader;
 
 const STYLE: &str = include_str!("style.css");
 const SCRIPT: &str = include_str!("app.js");
@@ -206,7 +206,7 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
 /// disabled.
 async fn read<T: Send + 'static>(
     state: &SharedState,
-    f: impl FnOnce(&SqliteStore) -> anyhow::Result<T> + Send + 'static,
+    f: impl FnOnce(&dyn TraceReader) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, Response> {
     let Some(reader) = state.reader.clone() else {
         return Err(error_page(
@@ -215,13 +215,7 @@ async fn read<T: Send + 'static>(
             "The trace store is disabled ([store] enabled = false): there is nothing to show.",
         ));
     };
-    let out = tokio::task::spawn_blocking(move || {
-        let store = reader
-            .lock()
-            .map_err(|_| anyhow::anyhow!("trace reader poisoned"))?;
-        f(&store)
-    })
-    .await;
+    let out = tokio::task::spawn_blocking(move || f(&*reader)).await;
     match out {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(error_page(

@@ -13,7 +13,7 @@ use trestle_eval::store::EvalStore;
 use super::{enc, error_page, flags, layout, read};
 use crate::review::{Label, PREFERENCE, RUBRIC};
 use crate::state::SharedState;
-use crate::store::{TraceFilter, TraceStore};
+use crate::store::TraceFilter;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use maud::html;
 
 use super::{enc, error_page, flags, layout, ms, opt_ms, outcome_class, read, usd, when};
 use crate::state::SharedState;
-use crate::store::{TraceFilter, TraceStore};
+use crate::store::TraceFilter;
 
 const WINDOWS: [(&str, &str); 6] = [
     ("15m", "last 15 minutes"),

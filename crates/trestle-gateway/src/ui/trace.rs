@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::{enc, error_page, flags, json_block, layout, ms, outcome_class, read, usd, when};
 use crate::state::SharedState;
-use crate::store::TraceStore;
 
 /// One row of the waterfall.
 struct Span {

@@ -1,5 +1,6 @@
 //! `trestle drift report`: the drift report as a table (or JSON), from a running gateway
-//! (`--url`) or straight from the trace store of a config (`--config`).
+//! (`--url`) or straight from the trace store of a config (`--config`: its SQLite file or
+//! PostgreSQL database).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use trestle_core::Config;
 use trestle_core::drift::parse_duration;
+use trestle_gateway::db::Db;
 use trestle_gateway::drift::{self, Query};
 use trestle_gateway::resilience::Registry;
 use trestle_gateway::runtime::Runtime;
@@ -76,10 +78,16 @@ async fn local(path: &std::path::Path, args: &ReportArgs) -> anyhow::Result<Valu
         query.reference = duration("--reference", r)?;
     }
     query.route.clone_from(&args.route);
-    let db = config.store.path.clone();
-    if !db.exists() {
-        anyhow::bail!("no trace store at {}", db.display());
-    }
+    let db = match Db::from_config(&config.store)? {
+        Some(Db::Sqlite(file)) if !file.exists() => {
+            anyhow::bail!("no trace store at {}", file.display())
+        }
+        Some(db) => db,
+        None => anyhow::bail!(
+            "{}: [store] is disabled: there are no traces to compare",
+            path.display()
+        ),
+    };
     let drift_config = config.drift.clone();
     let embedder = if drift_config.embedder.is_some() {
         let registry = Arc::new(Registry::new(&config.cache));

@@ -1,9 +1,13 @@
 //! `trestle keys create|list|revoke|rotate`: client keys in the store (docs/configuration.md,
 //! "Keys and tenants"). A key is printed once, when it is made; the store keeps its hash.
+//! The store is the one the gateway reads keys from: the config's `[store]` (SQLite or
+//! PostgreSQL), or the SQLite file `--db` names.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use trestle_gateway::db::Db;
 use trestle_gateway::keys::{KeyStore, NewKey, parse_budget};
 
 use super::gateway::DbArgs;
@@ -81,6 +85,32 @@ fn expires_at(text: &str, now: i64) -> anyhow::Result<i64> {
     })
 }
 
+/// Where keys are kept: the SQLite file `--db` names; else the config's `[store]` (the
+/// PostgreSQL database when `kind = "postgres"`); else `.trestle/trestle.db`, as the
+/// gateway's default.
+fn place(args: &DbArgs) -> anyhow::Result<Db> {
+    if let Some(path) = &args.db {
+        return Ok(Db::Sqlite(path.clone()));
+    }
+    let default = || Db::Sqlite(PathBuf::from(".trestle/trestle.db"));
+    let Some(config) = args.load_config()? else {
+        return Ok(default());
+    };
+    let db = Db::from_config(&config.store).map_err(|e| {
+        let file = args
+            .config
+            .as_deref()
+            .unwrap_or(std::path::Path::new("config"));
+        anyhow::anyhow!("{}: {e:#}", file.display())
+    })?;
+    Ok(db.unwrap_or_else(default))
+}
+
+/// The key store `--db` or `--config` names, its table made or brought up to date.
+fn open(args: &DbArgs) -> anyhow::Result<KeyStore> {
+    KeyStore::on(&place(args)?)
+}
+
 pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
     match command {
         KeysCommand::Create(a) => {
@@ -106,7 +136,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            let store = KeyStore::open(&a.db.path()?)?;
+            let store = open(&a.db)?;
             let (secret, key) = store.create(
                 &NewKey {
                     name: a.name,
@@ -128,7 +158,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::List(a) => {
-            let store = KeyStore::open(&a.db.path()?)?;
+            let store = open(&a.db)?;
             let keys = store.all()?;
             let now = now_ms();
             if a.json {
@@ -167,13 +197,13 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke(a) => {
-            let store = KeyStore::open(&a.db.path()?)?;
+            let store = open(&a.db)?;
             let key = store.revoke(&a.key, now_ms())?;
             println!("revoked {} ({})", key.id, key.name);
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Rotate(a) => {
-            let store = KeyStore::open(&a.db.path()?)?;
+            let store = open(&a.db)?;
             let (secret, key) = store.rotate(&a.key, now_ms())?;
             println!("{secret}");
             eprintln!(
@@ -183,5 +213,74 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn args(db: Option<&Path>, config: Option<&Path>) -> DbArgs {
+        DbArgs {
+            db: db.map(Path::to_path_buf),
+            config: config.map(Path::to_path_buf),
+        }
+    }
+
+    fn config(dir: &Path, name: &str, store: &str) -> PathBuf {
+        let path = dir.join(name);
+        let text = format!(
+            "[store]\n{store}\n[providers.local]\nkind = \"placeholder\"\n[routes.chat]\ntargets = [\"local/echo\"]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn keys_go_to_the_store_the_config_names() {
+        let dir = std::env::temp_dir().join(format!("trestle-keys-cli-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.db");
+        let lite = config(
+            &dir,
+            "lite.toml",
+            &format!("path = {:?}", file.display().to_string()),
+        );
+        // Nothing listens on port 1: the error shows PostgreSQL is what was opened.
+        let pg = config(
+            &dir,
+            "pg.toml",
+            "kind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/db?connect_timeout=2\"",
+        );
+        let e = open(&args(None, Some(&pg))).err().unwrap().to_string();
+        assert!(e.contains("pg.toml: store.url: cannot connect"), "{e}");
+        // The SQLite config: its `[store] path`.
+        let store = open(&args(None, Some(&lite))).unwrap();
+        store
+            .create(
+                &NewKey {
+                    name: "app".into(),
+                    tenant: "acme".into(),
+                    ..Default::default()
+                },
+                1,
+            )
+            .unwrap();
+        drop(store);
+        assert!(file.exists());
+        assert!(matches!(place(&args(None, Some(&lite))).unwrap(), Db::Sqlite(p) if p == file));
+        // `--db` names a SQLite file, whatever the config says.
+        let other = dir.join("other.db");
+        assert!(
+            matches!(place(&args(Some(&other), Some(&pg))).unwrap(), Db::Sqlite(p) if p == other)
+        );
+        assert!(matches!(
+            place(&args(None, None)).unwrap(),
+            Db::Sqlite(p) if p == Path::new(".trestle/trestle.db")
+        ));
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -1,12 +1,13 @@
-//! `trestle migrate --config F`: brings the trace store `[store]` names up to date and
-//! exits, so a deployment can migrate before it starts gateways.
+//! `trestle migrate --config F`: brings the store `[store]` names up to date (on
+//! PostgreSQL every component's tables) and exits, so a deployment can migrate before it starts gateways.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use trestle_core::Config;
 use trestle_core::store::StoreKind;
-use trestle_gateway::store::{PostgresStore, SqliteStore};
+use trestle_gateway::db::Db;
+use trestle_gateway::store::SqliteStore;
 
 #[derive(clap::Args)]
 pub struct MigrateArgs {
@@ -25,11 +26,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             println!("trace store (SQLite, {}): up to date", store.path.display());
         }
         StoreKind::Postgres => {
-            let url = store.url.as_deref().ok_or_else(|| {
-                anyhow::anyhow!("store.url: is required when kind = \"postgres\"")
-            })?;
-            let version = PostgresStore::open(url, 1)?.migrate()?;
-            println!("trace store (PostgreSQL): schema version {version}, up to date");
+            let Some(Db::Postgres(pool)) = Db::from_config(store)? else {
+                anyhow::bail!("[store] enabled = false: there is nothing to migrate");
+            };
+            for (component, version) in trestle_gateway::db::migrate_all(&pool)? {
+                println!("{component} (PostgreSQL): schema version {version}, up to date");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 use trestle_core::Config;
 use trestle_core::experiment::PromptRef;
+use trestle_gateway::db::Db;
 use trestle_gateway::prompts::{PromptLabels, Prompts};
 
 #[derive(Subcommand)]
@@ -63,6 +64,8 @@ pub struct Common {
 struct Loaded {
     prompts: Prompts,
     labels: PromptLabels,
+    /// The labels are in PostgreSQL, which running gateways read every few seconds.
+    shared: bool,
 }
 
 fn load(common: &Common) -> anyhow::Result<Loaded> {
@@ -70,11 +73,20 @@ fn load(common: &Common) -> anyhow::Result<Loaded> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
         .config;
     let prompts = Prompts::load(&config.prompts_dir()).map_err(anyhow::Error::msg)?;
-    let db =
-        (config.store.enabled && config.store.path.exists()).then(|| config.store.path.clone());
+    // Labels are kept where `[store]` says; a SQLite file never made has none (and is not
+    // made here).
+    let db = match Db::from_config(&config.store)? {
+        Some(Db::Sqlite(path)) if !path.exists() => None,
+        db => db,
+    };
+    let shared = matches!(db, Some(Db::Postgres(_)));
     let labels = PromptLabels::new(db);
     labels.sync(&prompts).map_err(anyhow::Error::msg)?;
-    Ok(Loaded { prompts, labels })
+    Ok(Loaded {
+        prompts,
+        labels,
+        shared,
+    })
 }
 
 fn resolve(l: &Loaded, spec: &str) -> anyhow::Result<(String, u32)> {
@@ -264,8 +276,16 @@ pub fn run(cmd: PromptCommand) -> anyhow::Result<ExitCode> {
                         .labels
                         .promote(&l.prompts, &name, &label, version, &by)
                         .map_err(anyhow::Error::msg)?;
+                    let when = if l.shared {
+                        format!(
+                            "running gateways pick it up within {} s",
+                            trestle_gateway::prompts::labels::REFRESH.as_secs()
+                        )
+                    } else {
+                        "a running gateway picks it up on its next reload".to_string()
+                    };
                     println!(
-                        "{name}: label {label} {} → {version} (recorded; a running gateway picks it up on its next reload)",
+                        "{name}: label {label} {} → {version} (recorded; {when})",
                         m.from.map_or("-".into(), |f| f.to_string())
                     );
                 }

@@ -269,3 +269,45 @@ pub fn keys_cli(db: &std::path::Path, args: &[&str]) -> String {
         .trim()
         .to_string()
 }
+
+/// A `redis-server` on a free loopback port, stopped when dropped; `None` when the binary is
+/// missing and `TRESTLE_SKIP_REDIS=1`.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start() -> Option<Redis> {
+        let port = free_port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) if std::env::var("TRESTLE_SKIP_REDIS").as_deref() == Ok("1") => {
+                eprintln!("skipping: cannot run redis-server: {e}");
+                return None;
+            }
+            Err(e) => panic!(
+                "cannot run redis-server ({e}): install it (apt-get install redis-server) or set TRESTLE_SKIP_REDIS=1"
+            ),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Redis { port, child })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

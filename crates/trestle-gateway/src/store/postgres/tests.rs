@@ -12,7 +12,7 @@ fn migrations_run_once_and_reopening_keeps_the_traces() {
     };
     let mut store = PostgresStore::open(&url, 1).unwrap();
     store.write_batch(&[sample("m1", "s1", "c1")]).unwrap();
-    assert_eq!(store.migrate().unwrap(), 1);
+    assert_eq!(store.migrate().unwrap(), 2);
     drop(store);
     let store = PostgresStore::open(&url, 1).unwrap();
     assert!(store.get("m1").unwrap().is_some());
@@ -20,7 +20,7 @@ fn migrations_run_once_and_reopening_keeps_the_traces() {
         .pool
         .with(|c| {
             Ok(c.query_one(
-                "SELECT count(*) FROM schema_version WHERE component = 'traces' AND version = 1",
+                "SELECT count(*) FROM schema_version WHERE component = 'traces' AND version = 2",
                 &[],
             )?
             .get(0))
