@@ -124,6 +124,32 @@ pub struct SemanticConfig {
     /// (docs/caching.md shows why). Turn off only for queries without such details.
     #[serde(default = "default_true")]
     pub guard: bool,
+    /// Learn each entry's threshold from feedback and verification, keeping the expected
+    /// share of wrong semantic answers under `max_false_hit_rate`; off: `threshold` alone.
+    #[serde(default = "default_true")]
+    pub learn: bool,
+    /// The share of served semantic answers allowed to be wrong (learned thresholds).
+    #[serde(default = "default_max_false_hit_rate")]
+    pub max_false_hit_rate: f32,
+    /// The lowest similarity a learned threshold may reach (default: `threshold` − 0.15).
+    #[serde(default)]
+    pub min_threshold: Option<f32>,
+    /// Share of semantic hits answered fresh instead and compared with the cached answer
+    /// (each costs an upstream call).
+    #[serde(default)]
+    pub verify_rate: f32,
+    /// Share of near misses (a neighbour within reach, below its learned threshold) whose
+    /// fresh answer is compared with the neighbour's (costs an embedding of both answers).
+    #[serde(default = "default_explore_rate")]
+    pub explore_rate: f32,
+}
+
+fn default_max_false_hit_rate() -> f32 {
+    0.01
+}
+
+fn default_explore_rate() -> f32 {
+    1.0
 }
 
 fn default_true() -> bool {
@@ -141,6 +167,10 @@ pub enum EmbedderConfig {
     /// all-MiniLM-L6-v2 in process (`model.safetensors`, `tokenizer.json`, `config.json` in
     /// `path`; default: `$TRESTLE_MINILM_DIR`). Needs the `local-embeddings` build feature.
     Minilm { path: Option<PathBuf> },
+    /// all-mpnet-base-v2 in process (the same files, plus `sentence_bert_config.json`, in
+    /// `path`; default: `$TRESTLE_MPNET_DIR`, then `.venv*/models/all-mpnet-base-v2`). Same
+    /// build feature; about 8× MiniLM's compute per query (docs/caching.md, "Which encoder").
+    Mpnet { path: Option<PathBuf> },
     /// Any configured `provider/model` with an OpenAI-compatible embeddings endpoint.
     Provider { target: String },
 }
@@ -159,6 +189,9 @@ pub struct CacheConfig {
     pub tool_ttl_s: u64,
     /// `[cache.tools.NAMESPACE] ttl_s = …`: e.g. specs for hours, prices for minutes.
     pub tools: BTreeMap<String, ToolNamespace>,
+    /// Keep the exact cache, the semantic index and the tool cache in the store (`[store]`)
+    /// and load them at start, so they survive a restart. Nothing is kept with the store off.
+    pub persist: bool,
 }
 
 impl Default for CacheConfig {
@@ -169,6 +202,7 @@ impl Default for CacheConfig {
             tool_max_entries: 100_000,
             tool_ttl_s: 3_600,
             tools: BTreeMap::new(),
+            persist: true,
         }
     }
 }
@@ -180,8 +214,49 @@ pub struct ToolNamespace {
 }
 
 impl SemanticConfig {
+    /// How far below `threshold` a learned threshold may go when `min_threshold` is unset.
+    pub const DEFAULT_REACH: f32 = 0.15;
+
     pub fn check(&self) -> Option<String> {
         (!(0.0..=1.0).contains(&self.threshold))
             .then(|| "threshold is a cosine similarity between 0 and 1".to_string())
+    }
+
+    /// The learned thresholds' settings: (field, message) for each one out of range.
+    pub fn check_learning(&self) -> Vec<(&'static str, String)> {
+        let mut issues = Vec::new();
+        if !(self.max_false_hit_rate > 0.0 && self.max_false_hit_rate < 1.0) {
+            issues.push((
+                "max_false_hit_rate",
+                "a share above 0 and below 1 (0.01: one wrong answer in a hundred)".to_string(),
+            ));
+        }
+        if let Some(m) = self.min_threshold
+            && !(0.0..=self.threshold).contains(&m)
+        {
+            issues.push((
+                "min_threshold",
+                format!(
+                    "a cosine similarity between 0 and `threshold` ({})",
+                    self.threshold
+                ),
+            ));
+        }
+        for (field, rate) in [
+            ("verify_rate", self.verify_rate),
+            ("explore_rate", self.explore_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                issues.push((field, "a share between 0 and 1".to_string()));
+            }
+        }
+        issues
+    }
+
+    /// The lowest similarity a learned threshold may reach.
+    pub fn floor(&self) -> f32 {
+        self.min_threshold
+            .unwrap_or(self.threshold - Self::DEFAULT_REACH)
+            .clamp(0.0, self.threshold)
     }
 }

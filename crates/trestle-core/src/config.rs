@@ -1200,6 +1200,40 @@ impl Config {
                         message,
                     );
                 }
+                for (field, message) in sem.check_learning() {
+                    issue(
+                        line,
+                        format!("routes.{name}.cache.semantic.{field}"),
+                        message,
+                    );
+                }
+            }
+            if fb.cache_semantic {
+                match &route.cache.semantic {
+                    None => issue(
+                        line,
+                        format!("routes.{name}.fallback.cache_semantic"),
+                        "needs a semantic cache on the route ([routes.NAME.cache.semantic])".into(),
+                    ),
+                    Some(sem) if !(sem.threshold..=1.0).contains(&fb.cache_semantic_threshold) => {
+                        issue(
+                            line,
+                            format!("routes.{name}.fallback.cache_semantic_threshold"),
+                            format!(
+                                "a cosine similarity between the route's cache.semantic.threshold ({}) and 1",
+                                sem.threshold
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
+                if !fb.cache {
+                    issue(
+                        line,
+                        format!("routes.{name}.fallback.cache_semantic"),
+                        "is part of the `cache` level: needs `cache = true`".into(),
+                    );
+                }
             }
             let total = route.total_timeout_ms();
             if let Some(ttft) = route.ttft_timeout_ms
@@ -1573,6 +1607,13 @@ target = "nowhere/e5"
 [routes.r]
 targets = ["p/m"]
 cache = { mode = "on", semantic = { embedder = "missing", threshold = 1.5 } }
+[routes.l]
+targets = ["p/m"]
+cache = { semantic = { embedder = "remote", max_false_hit_rate = 0.0, verify_rate = 2.0, min_threshold = 0.9 } }
+fallback = { cache_semantic = true, cache_semantic_threshold = 0.5 }
+[routes.f]
+targets = ["p/m"]
+fallback = { cache_semantic = true }
 [routes.s]
 targets = ["p/m"]
 cache = { mode = "sometimes" }
@@ -1585,6 +1626,11 @@ cache = { mode = "sometimes" }
             "embedders.remote.target",
             "routes.r.cache.semantic.embedder",
             "routes.r.cache.semantic.threshold",
+            "routes.l.cache.semantic.max_false_hit_rate",
+            "routes.l.cache.semantic.verify_rate",
+            "routes.l.cache.semantic.min_threshold",
+            "routes.l.fallback.cache_semantic_threshold",
+            "routes.f.fallback.cache_semantic",
         ] {
             assert!(err.contains(key), "{key} missing from:\n{err}");
         }

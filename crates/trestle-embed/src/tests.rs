@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use super::*;
 
 /// The model, loaded once for all tests.
-fn model() -> &'static MiniLm {
-    static MODEL: OnceLock<MiniLm> = OnceLock::new();
+fn model() -> &'static SentenceEncoder {
+    static MODEL: OnceLock<SentenceEncoder> = OnceLock::new();
     MODEL.get_or_init(|| {
         let dir = std::env::var_os(MODEL_DIR_ENV)
             .filter(|v| !v.is_empty())
@@ -19,7 +19,7 @@ fn model() -> &'static MiniLm {
                  .venv-models/lib/python3.11/site-packages/{PACKAGE_MODEL_DIR})"
                 )
             });
-        MiniLm::load(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"))
+        SentenceEncoder::load(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 
@@ -39,6 +39,8 @@ fn norm(v: &[f32]) -> f32 {
 #[test]
 fn embeddings_have_384_dims_and_unit_norm() {
     assert_eq!(model().dims(), 384);
+    assert_eq!(model().architecture(), Architecture::Bert);
+    assert_eq!(model().max_tokens(), 256);
     let texts = [
         "How do I reset my password?",
         "",
@@ -123,12 +125,12 @@ fn fallback_config_matches_the_shipped_config_json() {
     let dir = std::env::var_os(MODEL_DIR_ENV).unwrap_or_default();
     let path = Path::new(&dir).join(CONFIG_FILE);
     assert!(path.is_file(), "{} missing", path.display());
-    assert_eq!(load_config(&path).unwrap(), minilm_l6_config());
+    assert_eq!(bert::load_config(&path).unwrap(), bert::minilm_l6_config());
 }
 
 #[test]
 fn missing_files_are_named_in_the_error() {
-    let err = MiniLm::load(Path::new("/nonexistent/minilm"))
+    let err = SentenceEncoder::load(Path::new("/nonexistent/minilm"))
         .err()
         .unwrap();
     assert!(matches!(err, EmbedError::MissingFile { .. }), "{err:?}");

@@ -2,6 +2,10 @@
 //! something went wrong that a person would want a test for: negative feedback (a correction
 //! becomes `expected`), a guardrail that acted on the answer, a fallback answer (cache,
 //! template, omitted), a server-side error, low confidence, or a low online-eval score.
+//!
+//! [`mine`] reads a SQLite trace store; the gateway reads PostgreSQL with the same query in
+//! its dialect (`trestle_gateway::evals::mining`), and both turn a [`TraceRow`] into a
+//! [`Candidate`] here.
 
 use std::path::Path;
 
@@ -116,7 +120,7 @@ pub fn mine(db: &Path, opts: &MineOptions) -> Result<Vec<Candidate>, String> {
                 opts.limit as i64
             ],
             |r| {
-                Ok(Row {
+                Ok(TraceRow {
                     trace_id: r.get(0)?,
                     route: r.get(1)?,
                     started_at_ms: r.get(2)?,
@@ -144,24 +148,31 @@ pub fn mine(db: &Path, opts: &MineOptions) -> Result<Vec<Candidate>, String> {
     Ok(out)
 }
 
-struct Row {
-    trace_id: String,
-    route: String,
-    started_at_ms: i64,
-    status: i64,
-    error: Option<String>,
-    fallback_level: String,
-    guardrails: Option<String>,
-    confidence: Option<f64>,
-    request: Option<String>,
-    response: Option<String>,
-    negative_feedback: Option<String>,
-    correction: Option<String>,
-    online_pass: Option<i64>,
+/// What the mining query reads of a trace, with its feedback and online evals joined in.
+#[derive(Debug, Clone, Default)]
+pub struct TraceRow {
+    pub trace_id: String,
+    pub route: String,
+    pub started_at_ms: i64,
+    pub status: i64,
+    pub error: Option<String>,
+    pub fallback_level: String,
+    /// The guardrail records, as JSON.
+    pub guardrails: Option<String>,
+    pub confidence: Option<f64>,
+    pub request: Option<String>,
+    pub response: Option<String>,
+    /// Names of negative feedback, comma-separated.
+    pub negative_feedback: Option<String>,
+    pub correction: Option<String>,
+    /// 0 when an online eval failed the trace.
+    pub online_pass: Option<i64>,
 }
 
-impl Row {
-    fn candidate(self, min_confidence: f64) -> Option<Candidate> {
+impl TraceRow {
+    /// The candidate this trace makes, with its reasons; `None` when nothing went wrong or
+    /// the request has no messages.
+    pub fn candidate(self, min_confidence: f64) -> Option<Candidate> {
         let request: Value = serde_json::from_str(self.request.as_deref()?).ok()?;
         let messages = request["messages"].as_array()?.clone();
         let mut reasons = Vec::new();

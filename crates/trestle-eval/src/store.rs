@@ -1,6 +1,9 @@
-//! Where datasets and runs are kept: SQLite, in the same file as the traces by default
-//! (`.trestle/trestle.db`), in tables of their own. Dataset versions are immutable: a
-//! version is the hash of its cases, written once.
+//! Where datasets and runs are kept: in the gateway's store, in tables of their own
+//! (`eval_datasets`, `eval_runs`, `eval_results`). [`EvalStore`] is what every backend
+//! does; [`SqliteEvalStore`] keeps them in a SQLite file (the traces' file by default,
+//! `.trestle/trestle.db`), and the gateway implements the trait on PostgreSQL
+//! (`trestle_gateway::evals::runs`), so this crate does not depend on a server. Dataset
+//! versions are immutable: a version is the hash of its cases, written once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -49,7 +52,77 @@ CREATE TABLE IF NOT EXISTS eval_results (
 );
 ";
 
-pub struct EvalStore {
+/// Datasets and runs, on one backend. Every method blocks; the PostgreSQL one runs its
+/// queries off the async runtime itself.
+pub trait EvalStore: Send {
+    /// Stores a dataset version (a no-op when this name already has it). Returns the version
+    /// and whether it is new.
+    fn put_dataset(
+        &self,
+        name: &str,
+        dataset: &Dataset,
+        source: &str,
+    ) -> Result<(String, bool), String>;
+
+    /// A dataset by name, at a version (a unique prefix will do) or the newest.
+    fn dataset(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<(DatasetInfo, Dataset)>, String>;
+
+    /// Every stored version, by name, oldest first.
+    fn datasets(&self) -> Result<Vec<DatasetInfo>, String>;
+
+    /// Records the start of a run.
+    fn start_run(&self, run: &RunInfo) -> Result<(), String>;
+
+    /// Writes results (replacing a case's earlier result), in one transaction.
+    fn put_results(&mut self, run_id: &str, results: &[CaseResult]) -> Result<(), String>;
+
+    /// Records how a run ended, with its summary (figures, gates, comparison) as JSON.
+    fn finish_run(
+        &self,
+        run_id: &str,
+        cases: usize,
+        passed: usize,
+        cost: f64,
+        status: &str,
+        summary: &serde_json::Value,
+    ) -> Result<(), String>;
+
+    /// Runs, newest first.
+    fn runs(&self, limit: usize) -> Result<Vec<RunInfo>, String>;
+
+    /// A run by id (a unique prefix will do), with its summary.
+    fn run(&self, id: &str) -> Result<Option<(RunInfo, Option<serde_json::Value>)>, String>;
+
+    /// The newest finished run with a label (e.g. `production`) on a suite.
+    fn last_labelled(&self, label: &str, suite: &str) -> Result<Option<RunInfo>, String>;
+
+    /// Case id → passed, for pairing with a baseline.
+    fn passes(&self, run_id: &str) -> Result<HashMap<String, bool>, String>;
+
+    /// A run's results, failing ones first, at most `limit`.
+    fn results(
+        &self,
+        run_id: &str,
+        only_failing: bool,
+        limit: usize,
+    ) -> Result<Vec<CaseResult>, String>;
+
+    /// Answers of a run by case id (for a pairwise judge against it).
+    fn answers(&self, run_id: &str) -> Result<HashMap<String, String>, String> {
+        Ok(self
+            .results(run_id, false, usize::MAX >> 1)?
+            .into_iter()
+            .map(|r| (r.id, r.answer))
+            .collect())
+    }
+}
+
+/// The eval store in a SQLite file.
+pub struct SqliteEvalStore {
     conn: Connection,
 }
 
@@ -88,7 +161,8 @@ pub fn now_s() -> i64 {
         .unwrap_or(0)
 }
 
-impl EvalStore {
+impl SqliteEvalStore {
+    /// Opens the file (made with its folder when missing) and its tables.
     pub fn open(path: &Path) -> Result<Self, String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -102,12 +176,12 @@ impl EvalStore {
             conn.execute_batch(SCHEMA)
         };
         setup().map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
-        Ok(EvalStore { conn })
+        Ok(SqliteEvalStore { conn })
     }
+}
 
-    /// Stores a dataset version (a no-op when this name already has it). Returns the version
-    /// and whether it is new.
-    pub fn put_dataset(
+impl EvalStore for SqliteEvalStore {
+    fn put_dataset(
         &self,
         name: &str,
         dataset: &Dataset,
@@ -126,8 +200,7 @@ impl EvalStore {
         Ok((version, n == 1))
     }
 
-    /// A dataset by name, at a version (a unique prefix will do) or the newest.
-    pub fn dataset(
+    fn dataset(
         &self,
         name: &str,
         version: Option<&str>,
@@ -153,7 +226,7 @@ impl EvalStore {
         }
     }
 
-    pub fn datasets(&self) -> Result<Vec<DatasetInfo>, String> {
+    fn datasets(&self) -> Result<Vec<DatasetInfo>, String> {
         let mut st = self
             .conn
             .prepare("SELECT name, version, created_at, source, cases, balance FROM eval_datasets ORDER BY name, created_at, rowid")
@@ -162,8 +235,7 @@ impl EvalStore {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    /// Records the start of a run.
-    pub fn start_run(&self, run: &RunInfo) -> Result<(), String> {
+    fn start_run(&self, run: &RunInfo) -> Result<(), String> {
         self.conn
             .execute(
                 "INSERT INTO eval_runs (id, created_at, suite, label, dataset, dataset_version, route, target)
@@ -174,8 +246,7 @@ impl EvalStore {
         Ok(())
     }
 
-    /// Writes results in one transaction.
-    pub fn put_results(&mut self, run_id: &str, results: &[CaseResult]) -> Result<(), String> {
+    fn put_results(&mut self, run_id: &str, results: &[CaseResult]) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(db)?;
         {
             let mut st = tx
@@ -190,8 +261,7 @@ impl EvalStore {
         tx.commit().map_err(db)
     }
 
-    /// Records how a run ended, with its summary (figures, gates, comparison) as JSON.
-    pub fn finish_run(
+    fn finish_run(
         &self,
         run_id: &str,
         cases: usize,
@@ -209,8 +279,7 @@ impl EvalStore {
         Ok(())
     }
 
-    /// Runs, newest first.
-    pub fn runs(&self, limit: usize) -> Result<Vec<RunInfo>, String> {
+    fn runs(&self, limit: usize) -> Result<Vec<RunInfo>, String> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -221,8 +290,7 @@ impl EvalStore {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    /// A run by id (a unique prefix will do), with its summary.
-    pub fn run(&self, id: &str) -> Result<Option<(RunInfo, Option<serde_json::Value>)>, String> {
+    fn run(&self, id: &str) -> Result<Option<(RunInfo, Option<serde_json::Value>)>, String> {
         let mut st = self
             .conn
             .prepare(&format!("SELECT {RUN_COLUMNS}, summary FROM eval_runs WHERE id LIKE ?1 || '%' ORDER BY created_at DESC LIMIT 2"))
@@ -243,8 +311,7 @@ impl EvalStore {
             .map(|(info, summary)| (info, summary.and_then(|s| serde_json::from_str(&s).ok()))))
     }
 
-    /// The newest finished run with a label (e.g. `production`) on a suite.
-    pub fn last_labelled(&self, label: &str, suite: &str) -> Result<Option<RunInfo>, String> {
+    fn last_labelled(&self, label: &str, suite: &str) -> Result<Option<RunInfo>, String> {
         self.conn
             .query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM eval_runs WHERE label = ?1 AND suite = ?2 AND status != 'running' ORDER BY created_at DESC, rowid DESC LIMIT 1"),
@@ -255,8 +322,7 @@ impl EvalStore {
             .map_err(db)
     }
 
-    /// Case id → passed, for pairing with a baseline.
-    pub fn passes(&self, run_id: &str) -> Result<HashMap<String, bool>, String> {
+    fn passes(&self, run_id: &str) -> Result<HashMap<String, bool>, String> {
         let mut st = self
             .conn
             .prepare("SELECT case_id, pass FROM eval_results WHERE run_id = ?1")
@@ -267,8 +333,7 @@ impl EvalStore {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    /// A run's results, failing ones first, at most `limit`.
-    pub fn results(
+    fn results(
         &self,
         run_id: &str,
         only_failing: bool,
@@ -292,15 +357,6 @@ impl EvalStore {
             );
         }
         Ok(out)
-    }
-
-    /// Answers of a run by case id (for a pairwise judge against it).
-    pub fn answers(&self, run_id: &str) -> Result<HashMap<String, String>, String> {
-        Ok(self
-            .results(run_id, false, usize::MAX >> 1)?
-            .into_iter()
-            .map(|r| (r.id, r.answer))
-            .collect())
     }
 }
 
@@ -366,7 +422,7 @@ mod tests {
     #[test]
     fn datasets_are_immutable_versions() {
         let dir = std::env::temp_dir().join(format!("trestle-eval-store-{}", std::process::id()));
-        let store = EvalStore::open(&dir.join("t.db")).unwrap();
+        let store = SqliteEvalStore::open(&dir.join("t.db")).unwrap();
         let a = Dataset::parse(r#"{"id": "a", "input": "hi", "category": "x"}"#).unwrap();
         let b = Dataset::parse("{\"id\": \"a\", \"input\": \"hi\", \"category\": \"x\"}\n{\"id\": \"b\", \"input\": \"yo\"}").unwrap();
         let (va, new) = store.put_dataset("support", &a, "a.jsonl").unwrap();

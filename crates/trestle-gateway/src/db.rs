@@ -1,8 +1,8 @@
 //! Where what must last is kept (docs/architecture.md, "Storage"): one SQLite file by
 //! default (`[store] path`), or one PostgreSQL database (`[store] kind = "postgres"`) that
 //! several gateways share. Every component that keeps rows (traces, feedback, keys, prompt
-//! labels, experiment stops, review labels, alerts, app spans, online evals) takes a [`Db`]
-//! and keeps its tables in that one place.
+//! labels, experiment stops, review labels, alerts, app spans, online evals, eval datasets
+//! and runs, caches) takes a [`Db`] and keeps its tables in that one place.
 //!
 //! PostgreSQL is reached with the synchronous `postgres` client, like SQLite through
 //! `rusqlite`: every call blocks, so callers run it on a plain thread or in
@@ -205,6 +205,8 @@ pub fn migrate_all(pool: &PgPool) -> anyhow::Result<Vec<(&'static str, i32)>> {
         ("experiments", crate::experiments::stops::migrate(pool)?),
         ("drift", crate::drift::alerts::migrate(pool)?),
         ("online_evals", crate::evals::scores::migrate(pool)?),
+        ("cache", crate::cache::persist::store::migrate(pool)?),
+        ("eval_runs", crate::evals::runs::migrate(pool)?),
     ])
 }
 

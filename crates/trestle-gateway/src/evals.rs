@@ -27,6 +27,8 @@ use crate::db::Db;
 use crate::runtime::Runtime;
 use crate::store::{Body, Trace};
 
+pub mod mining;
+pub mod runs;
 pub mod scores;
 
 pub use scores::{OnlineScores, daily};

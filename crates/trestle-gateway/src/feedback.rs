@@ -84,51 +84,71 @@ impl Feedback {
     }
 
     /// A request's question in a conversation: when it repeats the last one, the last answer
-    /// was regenerated, which is recorded as feedback `regenerated` on that answer's trace.
-    /// Called on the request path: on PostgreSQL the row is written on a blocking thread.
-    pub fn question(&self, conversation_id: &str, question: &str, trace_id: &str) {
-        use std::hash::{Hash, Hasher};
+    /// was regenerated, which is recorded as feedback `regenerated` on that answer's trace
+    /// (returned). Called on the request path: on PostgreSQL the row is written on a
+    /// blocking thread.
+    pub fn question(
+        &self,
+        conversation_id: &str,
+        question: &str,
+        trace_id: &str,
+    ) -> Option<String> {
+        let previous = self.regenerated(conversation_id, question, trace_id)?;
         let Some(store) = &self.store else {
-            return;
+            return Some(previous);
         };
+        let on_postgres = matches!(**store, Store::Postgres(_));
+        let cached = self.recent.get(&previous).map(|m| (*m).clone());
+        let store = store.clone();
+        let id = format!("{previous}:regenerated:{trace_id}");
+        let regenerated = previous.clone();
+        let write = move || {
+            let meta = cached.or_else(|| store.trace_meta(&regenerated).ok().flatten());
+            let row = Row {
+                id,
+                trace_id: regenerated,
+                name: "regenerated".into(),
+                value_num: Some(1.0),
+                value_text: None,
+                negative: true,
+                comment: None,
+                correction: None,
+                source: "implicit",
+                meta: meta.unwrap_or_default(),
+            };
+            if let Err(e) = store.insert(&row) {
+                tracing::warn!("regeneration of {}: {e}", row.trace_id);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if on_postgres => {
+                rt.spawn_blocking(write);
+            }
+            _ => write(),
+        }
+        Some(previous)
+    }
+
+    /// The trace whose answer this question regenerates (the conversation's last question,
+    /// asked again within ten minutes), without recording anything; remembers the question.
+    pub fn regenerated(
+        &self,
+        conversation_id: &str,
+        question: &str,
+        trace_id: &str,
+    ) -> Option<String> {
+        use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         question.trim().hash(&mut h);
         let hash = h.finish();
-        if let Some((last, previous)) = self.last_question.get(conversation_id)
-            && last == hash
-            && previous != trace_id
-        {
-            let on_postgres = matches!(**store, Store::Postgres(_));
-            let cached = self.recent.get(&previous).map(|m| (*m).clone());
-            let store = store.clone();
-            let id = format!("{previous}:regenerated:{trace_id}");
-            let write = move || {
-                let meta = cached.or_else(|| store.trace_meta(&previous).ok().flatten());
-                let row = Row {
-                    id,
-                    trace_id: previous,
-                    name: "regenerated".into(),
-                    value_num: Some(1.0),
-                    value_text: None,
-                    negative: true,
-                    comment: None,
-                    correction: None,
-                    source: "implicit",
-                    meta: meta.unwrap_or_default(),
-                };
-                if let Err(e) = store.insert(&row) {
-                    tracing::warn!("regeneration of {}: {e}", row.trace_id);
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) if on_postgres => {
-                    rt.spawn_blocking(write);
-                }
-                _ => write(),
-            }
-        }
+        let previous = self
+            .last_question
+            .get(conversation_id)
+            .filter(|(last, previous)| *last == hash && previous != trace_id)
+            .map(|(_, previous)| previous);
         self.last_question
             .insert(conversation_id.to_string(), (hash, trace_id.to_string()));
+        previous
     }
 
     /// A trace's meta: recent traces first, then the store; `None` when neither has it.
@@ -311,6 +331,7 @@ pub async fn post(
     };
     let fb = state.feedback.clone();
     let trace_id = req.trace_id.clone();
+    let signalled = req.trace_id.clone();
     let scope = crate::auth::tenant(&caller);
     let work = tokio::task::spawn_blocking(move || -> Result<(StatusCode, Value), GatewayError> {
         let meta = fb
@@ -356,7 +377,13 @@ pub async fn post(
     })
     .await;
     match work {
-        Ok(Ok((status, body))) => (status, axum::Json(body)).into_response(),
+        Ok(Ok((status, body))) => {
+            if status == StatusCode::CREATED {
+                // An answer the semantic cache served learns from it (learned thresholds).
+                runtime.registry.caches.learned.signal(&signalled, negative);
+            }
+            (status, axum::Json(body)).into_response()
+        }
         Ok(Err(e)) => e.into_response(),
         Err(e) => GatewayError::Internal(e.to_string()).into_response(),
     }

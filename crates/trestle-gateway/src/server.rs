@@ -70,6 +70,12 @@ pub fn build_state(
     let link = crate::limiter::link::Link::from_config(&config.state)?;
     let limiter = crate::limiter::on(link.clone());
     let registry = Arc::new(Registry::with_link(&config.cache, link));
+    // `[cache] persist`: the caches as the last run left them, kept from now on.
+    if config.cache.persist
+        && let Some(db) = &db
+    {
+        crate::cache::persist::start(&registry, db.clone(), &config.cache)?;
+    }
     let runtime = Runtime::build(config, registry.clone())?;
     report_levels(&runtime);
     let prompt_labels = crate::prompts::PromptLabels::new(db.clone());
@@ -198,6 +204,10 @@ fn reload_inner(state: &AppState) -> Result<Vec<String>, ReloadError> {
     if config.otel != old.config.otel {
         notes.push("[otel] changed: it takes effect on restart".into());
         config.otel.clone_from(&old.config.otel);
+    }
+    if config.cache.persist != old.config.cache.persist {
+        notes.push("[cache] persist changed: it takes effect on restart".into());
+        config.cache.persist = old.config.cache.persist;
     }
     let runtime = Runtime::build(config, state.registry.clone())
         .map_err(|e| ReloadError::Invalid(format!("{}: {e}", path.display())))?;
@@ -877,6 +887,7 @@ pub async fn serve(
     }
     serve_router(listener, app, options, draining).await;
     state.recorder.close(Duration::from_secs(30)).await;
+    crate::cache::persist::close(state.registry.clone(), Duration::from_secs(10)).await;
     // The recorder's last batches are in the exporter's queue now.
     state.otel.close(Duration::from_secs(10)).await;
     let s = state.recorder.stats();

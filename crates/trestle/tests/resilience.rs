@@ -449,3 +449,99 @@ template = "busy"
     assert_eq!(header(&r, "x-trestle-fallback-level"), "template");
     assert!(started.elapsed() < Duration::from_millis(500));
 }
+
+fn semantic_fallback_config(up_url: &str, embed_url: &str) -> String {
+    format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{up_url}"
+[providers.emb]
+kind = "openai"
+base_url = "{embed_url}"
+[embedders.mock]
+kind = "provider"
+target = "emb/embed"
+[routes.answers]
+targets = ["up/m1"]
+retries = 0
+[routes.answers.cache]
+semantic = {{ embedder = "mock", threshold = 0.8 }}
+[routes.answers.fallback]
+cache_semantic = true
+cache_semantic_threshold = 0.9
+[routes.exact-only]
+targets = ["up/m1"]
+retries = 0
+[routes.exact-only.cache]
+semantic = {{ embedder = "mock", threshold = 0.8 }}
+"#
+    )
+}
+
+/// The `cache` level serves a semantic neighbour's answer, only where turned on, above its
+/// stricter threshold, and says so. The response cache itself is off (`mode` defaults to
+/// "off"): the answers are kept, and their queries indexed, for the fallback alone. The mock's
+/// pseudo-embeddings count shared words: "Please how do I reset my password" is at about 0.93
+/// of "How do I reset my password", "How do I change my password" at about 0.83.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_level_serves_a_close_semantic_neighbour_when_turned_on() {
+    let up = mock(&[]);
+    let embed = format!("{}/v1", up.url());
+    let gw = gateway(
+        &semantic_fallback_config(&format!("{}/v1", up.url()), &embed),
+        &[],
+    );
+    for route in ["answers", "exact-only"] {
+        let r = ask(&gw, route, "How do I reset my password", false).await;
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "primary");
+        assert_eq!(header(&r, "x-trestle-cache"), "miss");
+    }
+    // The index is written off the request path.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Every target fails from now on; the embedder still answers.
+    std::fs::write(
+        gw.dir.join("trestle.toml"),
+        semantic_fallback_config(DEAD, &embed),
+    )
+    .unwrap();
+    let (ok, out) = reload_cli(&gw);
+    assert!(ok, "{out}");
+
+    for stream in [false, true] {
+        let r = ask(&gw, "answers", "Please how do I reset my password", stream).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-trestle-fallback-level"), "cache");
+        assert_eq!(header(&r, "x-trestle-cache"), "semantic");
+        assert_eq!(header(&r, "x-trestle-cache-stale"), "true");
+        let id = trace_id(&r);
+        assert_eq!(answer_text(r).await, "How do I reset my password");
+        let t = trace(&gw, &id).await;
+        let req = &t["requests"][0];
+        assert_eq!(req["fallback_level"], "cache", "{req}");
+        assert_eq!(req["cache"], "semantic", "{req}");
+        assert_eq!(req["served_by"], "up/m1");
+        let similarity = req["cache_similarity"].as_f64().unwrap();
+        assert!((0.9..1.0).contains(&similarity), "{similarity}");
+    }
+
+    // Close enough for the route's semantic cache, not for the stricter fallback threshold.
+    let r = ask(&gw, "answers", "How do I change my password", false).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(header(&r, "x-trestle-cache"), "miss");
+
+    // Off by default: the same neighbour on a route without `cache_semantic`.
+    let r = ask(
+        &gw,
+        "exact-only",
+        "Please how do I reset my password",
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    // The exact answer is still the `cache` level's.
+    let r = ask(&gw, "exact-only", "how do I reset my password", false).await;
+    assert_eq!(header(&r, "x-trestle-fallback-level"), "cache");
+    assert_eq!(header(&r, "x-trestle-cache"), "exact");
+}

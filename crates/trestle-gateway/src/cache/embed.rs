@@ -1,10 +1,12 @@
 //! Embedders for the semantic cache: any configured `provider/model` with an
-//! OpenAI-compatible embeddings endpoint, or all-MiniLM-L6-v2 in process (the
-//! `local-embeddings` build feature). Vectors come back unit-length.
+//! OpenAI-compatible embeddings endpoint, or all-MiniLM-L6-v2 / all-mpnet-base-v2 in process
+//! (the `local-embeddings` build feature). Vectors come back unit-length.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Map;
+use trestle_core::config::EmbedderConfig;
 use trestle_core::openai::{EmbeddingInput, EmbeddingsRequest};
 
 use super::semantic::normalize;
@@ -14,7 +16,20 @@ use crate::runtime::Target;
 pub enum Embedder {
     Provider(Arc<Target>),
     #[cfg(feature = "local-embeddings")]
-    Local(Arc<trestle_embed::MiniLm>),
+    Local(Arc<trestle_embed::SentenceEncoder>),
+}
+
+/// The `[embedders.NAME]` for the in-process model in `dir` (`$TRESTLE_MINILM_DIR` without
+/// one): `mpnet` when the folder's config.json names MPNet, else `minilm`.
+pub fn local_config(dir: Option<PathBuf>) -> EmbedderConfig {
+    #[cfg(feature = "local-embeddings")]
+    {
+        let mpnet = dir.as_deref().map(trestle_embed::Architecture::detect);
+        if matches!(mpnet, Some(Ok(trestle_embed::Architecture::MpNet))) {
+            return EmbedderConfig::Mpnet { path: dir };
+        }
+    }
+    EmbedderConfig::Minilm { path: dir }
 }
 
 impl Embedder {
@@ -23,7 +38,7 @@ impl Embedder {
         match self {
             Embedder::Provider(t) => t.name.clone(),
             #[cfg(feature = "local-embeddings")]
-            Embedder::Local(_) => "all-MiniLM-L6-v2 (in process)".into(),
+            Embedder::Local(model) => format!("{} (in process)", model.describe()),
         }
     }
 

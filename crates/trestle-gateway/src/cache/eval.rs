@@ -56,6 +56,33 @@ pub struct Report {
     /// At the default threshold: the share of each kind served from the cache.
     pub served_by_kind: BTreeMap<String, f64>,
     pub default_threshold: f32,
+    /// Each pair's similarity and whether the guard lets it through, in set order, so any
+    /// threshold can be broken down afterwards (`bench/cache-encoders.sh` does).
+    pub scores: Vec<PairScore>,
+    /// Embedding latency, when the caller measured it (`trestle cache eval` does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// One pair's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairScore {
+    pub id: String,
+    pub kind: String,
+    pub same: bool,
+    pub similarity: f32,
+    pub guard: bool,
+}
+
+/// Embedding latency: queries one at a time, as the cache embeds them, and in batches.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Single queries timed.
+    pub queries: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Batches of 64 texts, per text.
+    pub batched_ms_per_text: f64,
 }
 
 fn at(similarities: &[(f32, bool)], threshold: f32) -> AtThreshold {
@@ -128,6 +155,18 @@ pub fn evaluate(
             .map(|(k, (served, n))| (k, served as f64 / n.max(1) as f64))
             .collect(),
         default_threshold,
+        scores: pairs
+            .iter()
+            .zip(similarity.iter().zip(guard))
+            .map(|(p, (v, ok))| PairScore {
+                id: p.id.clone(),
+                kind: p.kind.clone(),
+                same: p.same,
+                similarity: *v,
+                guard: *ok,
+            })
+            .collect(),
+        latency: None,
     }
 }
 
@@ -183,5 +222,7 @@ mod tests {
         let at_80 = guarded.sweep.iter().find(|s| s.threshold == 0.8).unwrap();
         assert_eq!((at_80.hit_rate, at_80.false_hit_rate), (1.0, 0.0));
         assert_eq!(guarded.sweep_raw, r.sweep_raw);
+        assert_eq!(guarded.scores.len(), 4);
+        assert!(!guarded.scores[2].guard && guarded.scores[2].similarity == 0.85);
     }
 }

@@ -1,19 +1,22 @@
 //! The exact response cache: answers by [`key::exact_key`](super::key::exact_key), in memory
 //! (moka, bounded by entry count). A hit within the route's `ttl_s` is served before
 //! inference; the `cache` fallback level serves older entries too (up to
-//! `fallback.cache_max_age_s`), marked stale. Survives config reloads, not restarts.
+//! `fallback.cache_max_age_s`), marked stale. Survives config reloads, and restarts when
+//! `[cache] persist` keeps it in the store ([`super::persist`]: [`ExactCache::store`] queues
+//! the entry for the store's writer; entries come back at start with their age).
 //!
 //! With `[state] kind = "redis"` every instance shares its entries through Redis
 //! ([`super::remote`]): [`ExactCache::lookup`] asks Redis after a local miss, and
 //! [`ExactCache::store`] writes there off the request path.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 use trestle_core::openai::ChatCompletion;
 
+use super::persist::Persist;
 use super::remote::{self, ExactValue, Remote};
 
 /// An answer as it was served: the upstream's bytes (no copy of a parsed body on the hot
@@ -45,12 +48,17 @@ pub struct Entry {
     pub embedding: Option<Arc<[f32]>>,
     /// The embedded query text, for the semantic guard.
     pub query: Option<Arc<str>>,
+    /// The semantic scope the query is indexed in (kept with the entry, to rebuild the index
+    /// after a restart).
+    pub scope: Option<u64>,
 }
 
 pub struct ExactCache {
     entries: moka::sync::Cache<u64, Arc<Entry>>,
     /// The entries every instance shares, with `[state] kind = "redis"`.
     remote: Option<Arc<Remote>>,
+    /// The store's writer, with `[cache] persist` (set once at start).
+    persist: OnceLock<Arc<Persist>>,
 }
 
 impl ExactCache {
@@ -62,7 +70,13 @@ impl ExactCache {
         ExactCache {
             entries: moka::sync::Cache::new(capacity.max(1)),
             remote,
+            persist: OnceLock::new(),
         }
+    }
+
+    /// Keeps every entry [`store`](Self::store)d from now on in the store too.
+    pub(crate) fn persist_to(&self, persist: Arc<Persist>) {
+        let _ = self.persist.set(persist);
     }
 
     /// Stores an entry in this instance only.
@@ -71,10 +85,21 @@ impl ExactCache {
     }
 
     /// Stores an entry, and shares it for `keep` (how long any reader may serve it) when the
-    /// cache is shared; that write is spawned.
+    /// cache is shared; that write is spawned. With `[cache] persist` the entry is queued for
+    /// the store (never waiting).
     pub fn store(&self, key: u64, entry: Entry, keep: Duration) {
+        self.store_as(key, entry, keep, true);
+    }
+
+    /// [`store`](Self::store), queuing the entry for the store only when `persist` (answers
+    /// kept just for the `cache` fallback level of a route whose cache is off are not: that
+    /// would be a write per request on every route).
+    pub fn store_as(&self, key: u64, entry: Entry, keep: Duration, persist: bool) {
         let entry = Arc::new(entry);
         self.entries.insert(key, entry.clone());
+        if persist && let Some(store) = self.persist.get() {
+            store.answer(key, &entry, keep);
+        }
         if let Some(remote) = &self.remote {
             let stored_ms = crate::store::now_ms()
                 - i64::try_from(entry.stored_at.elapsed().as_millis()).unwrap_or(0);
@@ -126,6 +151,7 @@ impl ExactCache {
                     cost_usd: value.cost_usd,
                     embedding: local.as_ref().and_then(|e| e.embedding.clone()),
                     query: local.as_ref().and_then(|e| e.query.clone()),
+                    scope: local.as_ref().and_then(|e| e.scope),
                 });
                 self.entries.insert(key, entry.clone());
                 entry
@@ -150,6 +176,7 @@ impl Entry {
             cost_usd,
             embedding: None,
             query: None,
+            scope: None,
         }
     }
 }

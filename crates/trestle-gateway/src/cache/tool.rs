@@ -1,6 +1,8 @@
 //! The tool-response cache: a key/value store apps use for their tools' results through
 //! `PUT/GET/DELETE /v1/cache/{namespace}/{key}`, with per-namespace freshness (specs for
-//! hours, prices and stock for minutes). In memory, bounded by entry count.
+//! hours, prices and stock for minutes). In memory, bounded by entry count; with `[cache]
+//! persist`, writes and deletes are queued for the store too and entries come back at start
+//! ([`super::persist`]).
 //!
 //! With `[state] kind = "redis"` every instance shares the entries through Redis
 //! ([`super::remote`]): [`ToolCache::fetch`] asks Redis after a local miss, [`ToolCache::put`]
@@ -8,13 +10,14 @@
 //! instance's local copy of a deleted or replaced entry lives on until it goes stale.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 use trestle_core::config::CacheConfig;
 
+use super::persist::Persist;
 use super::remote::{self, Remote, ToolValue};
 
 /// One stored tool result.
@@ -31,6 +34,8 @@ pub struct ToolCache {
     ttls: std::sync::RwLock<(Duration, BTreeMap<String, Duration>)>,
     /// The entries every instance shares, with `[state] kind = "redis"`.
     remote: Option<Arc<Remote>>,
+    /// The store's writer, with `[cache] persist` (set once at start).
+    persist: OnceLock<Arc<Persist>>,
 }
 
 impl ToolCache {
@@ -43,9 +48,21 @@ impl ToolCache {
             entries: moka::sync::Cache::new(cfg.tool_max_entries.max(1)),
             ttls: std::sync::RwLock::new((Duration::ZERO, BTreeMap::new())),
             remote,
+            persist: OnceLock::new(),
         };
         cache.configure(cfg);
         cache
+    }
+
+    /// Keeps every write and delete from now on in the store too.
+    pub(crate) fn persist_to(&self, persist: Arc<Persist>) {
+        let _ = self.persist.set(persist);
+    }
+
+    /// Puts back an entry loaded from the store (nothing is written anywhere).
+    pub(crate) fn restore(&self, namespace: &str, key: &str, entry: ToolEntry) {
+        self.entries
+            .insert((Arc::from(namespace), Arc::from(key)), Arc::new(entry));
     }
 
     /// Applies namespace TTLs (on start and reload).
@@ -85,6 +102,9 @@ impl ToolCache {
         });
         self.entries
             .insert((Arc::from(namespace), Arc::from(key)), entry.clone());
+        if let Some(persist) = self.persist.get() {
+            persist.tool(namespace, key, &entry);
+        }
         if let Some(remote) = &self.remote {
             let stored_ms = crate::store::now_ms();
             remote.set(remote.tool_key(namespace, key), ttl, move || {
@@ -136,8 +156,11 @@ impl ToolCache {
         Some((hit, age))
     }
 
-    /// Deletes an entry from this instance.
+    /// Deletes an entry from this instance (and from the store, with `[cache] persist`).
     pub fn delete(&self, namespace: &str, key: &str) -> bool {
+        if let Some(persist) = self.persist.get() {
+            persist.tool_delete(namespace, key);
+        }
         self.entries
             .remove(&(Arc::from(namespace), Arc::from(key)))
             .is_some()

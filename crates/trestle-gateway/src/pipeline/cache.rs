@@ -1,7 +1,9 @@
 //! Cache: before inference, the exact cache (normalized key, within the route's `ttl_s`;
 //! this instance's, then the one shared in Redis with `[state] kind = "redis"`), then the
-//! semantic cache (the query's embedding against earlier ones in the same scope,
-//! at or above the route's threshold). A miss carries what the answer will be stored under.
+//! semantic cache (the query's embedding against earlier ones in the same scope: the nearest
+//! one the guard accepts, served when its learned threshold allows, [`learned`]). A miss
+//! carries what the answer will be stored under, and a neighbour to compare the fresh answer
+//! with when one is to be verified.
 //!
 //! `cache-control: no-cache` on the request skips the lookup; `no-store` skips storing.
 
@@ -15,6 +17,7 @@ use trestle_core::openai::ChatRequest;
 use super::ingress::Identity;
 use super::record::{Remember, SemanticWrite};
 use crate::cache::exact::Entry;
+use crate::cache::learned::{self, Check, Pending};
 use crate::cache::{guard, key};
 use crate::metrics;
 use crate::runtime::{Route, Runtime};
@@ -30,8 +33,9 @@ pub struct Hit {
 
 pub enum Outcome {
     Hit(Hit),
-    /// Where the answer goes once made (none: nothing is stored).
-    Miss(Option<Remember>),
+    /// Where the answer goes once made (none: nothing is stored), and the semantic neighbour
+    /// to compare it with (learned thresholds).
+    Miss(Option<Remember>, Option<Pending>),
 }
 
 /// The tenant a request belongs to: `x-trestle-tenant-id`, else `metadata.tenant_id`.
@@ -70,8 +74,11 @@ pub async fn lookup(
     // The `cache` fallback level needs answers stored even when the cache itself is off.
     let stores = writes || route.config.fallback.cache;
     if !reads && !stores {
-        return Outcome::Miss(None);
+        return Outcome::Miss(None, None);
     }
+    // The `cache` level's semantic neighbours need the queries indexed even when the cache
+    // itself stores nothing.
+    let fallback_semantic = route.config.fallback.cache && route.config.fallback.cache_semantic;
     let caches = &runtime.registry.caches;
     let ttl = Duration::from_secs(cfg.ttl_s);
     let exact_key = key::exact_key(route, variant, req, &cfg.normalize);
@@ -85,8 +92,9 @@ pub async fn lookup(
         });
     }
     let mut semantic = None;
+    let mut pending = None;
     if let Some(sem) = &cfg.semantic
-        && (reads || writes)
+        && (reads || writes || fallback_semantic)
         && (sem.allow_tools || req.tools.as_ref().is_none_or(Vec::is_empty))
         && (sem.allow_temperature || req.temperature.is_none_or(|t| t == 0.0))
         && let Some(embedder) = runtime.embedders.get(&sem.embedder)
@@ -109,29 +117,74 @@ pub async fn lookup(
                     identity.user_id.as_deref(),
                     tenant(headers, req),
                 );
-                // The nearest live entry that also agrees on the facts (guard::compatible).
+                let learning = &caches.learned;
+                let query = learned::query_hash(&text);
+                // The nearest live entry that agrees on the facts (guard::compatible) and was
+                // never proven wrong for this query.
                 let usable = |k: u64| {
                     caches.exact.get(k, ttl).is_some_and(|(e, _)| {
                         !sem.guard
                             || e.query
                                 .as_deref()
                                 .is_none_or(|q| guard::compatible(q, &text))
-                    })
+                    }) && !(sem.learn && learning.proven_wrong(k, query))
                 };
                 if reads
                     && let Some(n) = caches.semantic.nearest(scope, &vector, usable)
-                    && n.similarity >= sem.threshold
                     && let Some((entry, age)) = caches.exact.get(n.key, ttl)
                 {
-                    route.metrics.cache_lookup("semantic");
-                    return Outcome::Hit(Hit {
-                        layer: "semantic",
-                        entry,
-                        age,
-                        similarity: Some(n.similarity),
-                    });
+                    let model = sem.learn.then(|| learning.model(&route.name, sem));
+                    // Without learning: the threshold. With it: the entry's risk at this
+                    // similarity; a share of hits is verified, a share of near misses explored.
+                    let check = match &model {
+                        None => (n.similarity < sem.threshold).then_some(Check::Explore),
+                        Some(m) if !m.allows(learning.risk(m, n.key, n.similarity)) => {
+                            Some(Check::Explore)
+                        }
+                        Some(_) if rand::random::<f32>() < sem.verify_rate => Some(Check::Verify),
+                        Some(_) => None,
+                    };
+                    match (check, model) {
+                        (None, model) => {
+                            route.metrics.cache_lookup("semantic");
+                            if let Some(model) = model {
+                                learning.served(
+                                    &identity.trace_id,
+                                    learned::Served {
+                                        model,
+                                        key: n.key,
+                                        similarity: n.similarity,
+                                        query,
+                                    },
+                                );
+                            }
+                            return Outcome::Hit(Hit {
+                                layer: "semantic",
+                                entry,
+                                age,
+                                similarity: Some(n.similarity),
+                            });
+                        }
+                        (Some(check), Some(model))
+                            if n.similarity >= model.floor()
+                                && (check == Check::Verify
+                                    || rand::random::<f32>() < sem.explore_rate) =>
+                        {
+                            pending = Some(Pending {
+                                registry: runtime.registry.clone(),
+                                model,
+                                key: n.key,
+                                similarity: n.similarity,
+                                query,
+                                cached: entry,
+                                embedder: embedder.clone(),
+                                check,
+                            });
+                        }
+                        _ => {}
+                    }
                 }
-                if writes {
+                if writes || fallback_semantic {
                     semantic = Some(SemanticWrite {
                         scope,
                         vector: Arc::from(vector),
@@ -150,10 +203,12 @@ pub async fn lookup(
         (true, false) => ttl,
         (false, _) => Duration::from_secs(fallback.cache_max_age_s),
     };
-    Outcome::Miss(stores.then(|| Remember {
+    let remember = stores.then(|| Remember {
         registry: runtime.registry.clone(),
         key: exact_key,
         keep,
         semantic,
-    }))
+        persist: writes,
+    });
+    Outcome::Miss(remember, pending)
 }

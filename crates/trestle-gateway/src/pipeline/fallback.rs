@@ -1,5 +1,7 @@
 //! Fallback: the levels below `model` (DESIGN.md §2), tried in order when no target served —
-//! `cache` (the last good answer to the same normalized request, even stale, marked so),
+//! `cache` (the last good answer to the same normalized request, even stale, marked so; with
+//! `cache_semantic`, else a semantic neighbour's above a stricter threshold, checked as a
+//! semantic hit is),
 //! `template` (the route's prewritten answer) and `omitted` (a structured
 //! `feature_unavailable` error an app uses to hide the feature). Each answers in the form the
 //! client asked for: JSON, or a well-formed stream.
@@ -11,7 +13,8 @@ use trestle_core::openai::{ChatCompletion, ChatRequest};
 
 use super::deliver::{self, Relay};
 use super::ingress::Identity;
-use super::record::TraceGuard;
+use super::record::{SemanticWrite, TraceGuard};
+use crate::cache::{guard, learned};
 use crate::error::GatewayError;
 use crate::resilience::fallback::{self, TemplateVars};
 use crate::runtime::{Route, Runtime};
@@ -23,6 +26,8 @@ pub struct Request<'a> {
     pub identity: &'a Identity,
     /// The normalized-request key, when the route remembers answers.
     pub key: Option<u64>,
+    /// The query's place in the semantic index, when the route has a semantic cache.
+    pub semantic: Option<SemanticWrite>,
 }
 
 /// The level that will answer, and its answer.
@@ -30,6 +35,8 @@ pub struct Fallback {
     pub level: &'static str,
     pub cache: &'static str,
     pub age_s: Option<u64>,
+    /// The neighbour's similarity, when a semantic neighbour answered.
+    pub similarity: Option<f32>,
     answer: Answer,
 }
 
@@ -68,11 +75,15 @@ pub async fn choose(
                 level: "cache",
                 cache: "exact",
                 age_s: Some(age.as_secs()),
+                similarity: None,
                 answer: Answer::Completion {
                     completion,
                     served_by: Some(hit.served_by.clone()),
                 },
             });
+        }
+        if let Some(fb) = semantic_neighbour(runtime, r, max_age) {
+            return Some(fb);
         }
         if let Some(template) = &r.route.template {
             let vars = TemplateVars {
@@ -88,6 +99,7 @@ pub async fn choose(
                         level: "template",
                         cache: "miss",
                         age_s: None,
+                        similarity: None,
                         answer: Answer::Completion {
                             completion: fallback::completion(&r.route.name, text),
                             served_by: None,
@@ -104,9 +116,69 @@ pub async fn choose(
         level: "omitted",
         cache: "miss",
         age_s: None,
+        similarity: None,
         answer: Answer::Omitted {
             status: cfg.omitted_status,
             body: fallback::omitted_body(cfg, &r.route.name, &error.to_string()),
+        },
+    })
+}
+
+/// The `cache` level's semantic answer (`cache_semantic`): the nearest neighbour up to
+/// `cache_max_age_s` old, at `cache_semantic_threshold` or more, that the guard accepts
+/// (whatever the route's `guard`) and, with learned thresholds, that was never proven wrong
+/// for this query and whose risk at this similarity is within `max_false_hit_rate`.
+fn semantic_neighbour(
+    runtime: &Runtime,
+    r: &Request<'_>,
+    max_age: std::time::Duration,
+) -> Option<Fallback> {
+    let cfg = &r.route.config.fallback;
+    let sem = r.route.config.cache.semantic.as_ref()?;
+    let probe = r.semantic.as_ref().filter(|_| cfg.cache_semantic)?;
+    let caches = &runtime.registry.caches;
+    let learning = &caches.learned;
+    let query = learned::query_hash(&probe.query);
+    let usable = |k: u64| {
+        caches.exact.get(k, max_age).is_some_and(|(e, _)| {
+            e.query
+                .as_deref()
+                .is_some_and(|q| guard::compatible(q, &probe.query))
+        }) && !(sem.learn && learning.proven_wrong(k, query))
+    };
+    let n = caches
+        .semantic
+        .nearest(probe.scope, &probe.vector, usable)?;
+    if n.similarity < cfg.cache_semantic_threshold {
+        return None;
+    }
+    let model = sem.learn.then(|| learning.model(&r.route.name, sem));
+    if let Some(m) = &model
+        && !m.allows(learning.risk(m, n.key, n.similarity))
+    {
+        return None;
+    }
+    let (hit, age) = caches.exact.get(n.key, max_age)?;
+    let completion = hit.answer.completion()?;
+    if let Some(model) = model {
+        learning.served(
+            &r.identity.trace_id,
+            learned::Served {
+                model,
+                key: n.key,
+                similarity: n.similarity,
+                query,
+            },
+        );
+    }
+    Some(Fallback {
+        level: "cache",
+        cache: "semantic",
+        age_s: Some(age.as_secs()),
+        similarity: Some(n.similarity),
+        answer: Answer::Completion {
+            completion,
+            served_by: Some(hit.served_by.clone()),
         },
     })
 }
@@ -139,6 +211,9 @@ pub fn deliver(
                 served_by,
                 &format!("served at fallback level {}: {error}", fb.level),
             );
+            if fb.similarity.is_some() {
+                guard.cache_fallback(fb.cache, fb.similarity);
+            }
             deliver::replay(completion, guard, stream, headers, relay)
         }
     }

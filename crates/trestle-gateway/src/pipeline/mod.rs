@@ -101,12 +101,24 @@ pub async fn chat(
     // Variant and prompt: the experiment's variant (sticky per unit) and the prompt version
     // it or the route names, rendered into the messages; then the route's caps.
     let mut req = req;
-    if let Some(conversation) = &identity.conversation_id
-        && runtime.uses_feedback()
-    {
-        state
-            .feedback
-            .question(conversation, &req.last_user_text(), &identity.trace_id);
+    if let Some(conversation) = &identity.conversation_id {
+        // A regeneration is feedback on the answer regenerated; on an answer the semantic
+        // cache served, it teaches that entry (and it is not served for this query again).
+        let question = req.last_user_text();
+        let regenerated = if runtime.uses_feedback() {
+            state
+                .feedback
+                .question(conversation, &question, &identity.trace_id)
+        } else if route.config.cache.semantic.is_some() {
+            state
+                .feedback
+                .regenerated(conversation, &question, &identity.trace_id)
+        } else {
+            None
+        };
+        if let Some(previous) = regenerated {
+            runtime.registry.caches.learned.signal(&previous, true);
+        }
     }
     let applied = match variant::apply(&state, &runtime, &route, &identity, &mut req) {
         Ok(applied) => applied,
@@ -193,7 +205,7 @@ pub async fn chat(
         None => applied.cache_scope.as_str().into(),
     };
     let lookup = match &input_blocked {
-        Some(_) => cache::Outcome::Miss(None),
+        Some(_) => cache::Outcome::Miss(None, None),
         None => cache::lookup(&runtime, &route, &cache_scope, &req, &identity, &headers).await,
     };
     let remember = match lookup {
@@ -209,9 +221,15 @@ pub async fn chat(
                 }
             };
         }
-        cache::Outcome::Miss(remember) => remember,
+        cache::Outcome::Miss(remember, pending) => {
+            if let Some(p) = pending {
+                guard.verify(p);
+            }
+            remember
+        }
     };
     let key = remember.as_ref().map(|r| r.key);
+    let semantic = remember.as_ref().and_then(|r| r.semantic.clone());
 
     // Infer: the target chain with breakers, capacity, retries, hedging and model fallback.
     let plan = Plan {
@@ -296,6 +314,7 @@ pub async fn chat(
                 req: &req,
                 identity: &identity,
                 key,
+                semantic,
             };
             match fallback::choose(&runtime, &vars, &e, omit, only_fallbacks).await {
                 None => {

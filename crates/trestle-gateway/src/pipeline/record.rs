@@ -32,9 +32,13 @@ pub struct Remember {
     pub keep: Duration,
     /// Where the query goes in the semantic index, when the route has a semantic cache.
     pub semantic: Option<SemanticWrite>,
+    /// Keep the answer in the store too (`[cache] persist`): when the route's cache stores
+    /// answers, not when only its `cache` fallback level does.
+    pub persist: bool,
 }
 
 /// A query's place in the semantic index.
+#[derive(Clone)]
 pub struct SemanticWrite {
     pub scope: u64,
     pub vector: Arc<[f32]>,
@@ -63,6 +67,8 @@ pub struct TraceGuard {
     experiment: Option<Arc<crate::experiments::Experiment>>,
     /// The caller's key, settled with the request's cost and tokens when it ends.
     caller: Option<crate::keys::Caller>,
+    /// A semantic neighbour to compare a good answer with (learned thresholds).
+    verify: Option<crate::cache::learned::Pending>,
 }
 
 impl TraceGuard {
@@ -132,6 +138,7 @@ impl TraceGuard {
             stream_guards: None,
             experiment: None,
             caller: None,
+            verify: None,
         }
     }
 
@@ -221,6 +228,19 @@ impl TraceGuard {
         self.remember = Some(remember);
     }
 
+    /// Compare the answer, if it ends well, with a semantic neighbour's.
+    pub fn verify(&mut self, pending: crate::cache::learned::Pending) {
+        self.verify = Some(pending);
+    }
+
+    /// Notes that the `cache` fallback level served from this cache layer.
+    pub fn cache_fallback(&mut self, layer: &str, similarity: Option<f32>) {
+        if let Some(t) = self.trace.as_mut() {
+            t.cache = layer.to_string();
+            t.cache_similarity = similarity.map(f64::from);
+        }
+    }
+
     /// Notes that a cache layer served the answer.
     pub fn cache_hit(&mut self, layer: &str, entry: &Entry, similarity: Option<f32>) {
         self.remember = None;
@@ -243,8 +263,12 @@ impl TraceGuard {
         if let Some(s) = &r.semantic {
             entry.embedding = Some(s.vector.clone());
             entry.query = Some(s.query.clone());
+            entry.scope = Some(s.scope);
         }
-        r.registry.caches.exact.store(r.key, entry, r.keep);
+        r.registry
+            .caches
+            .exact
+            .store_as(r.key, entry, r.keep, r.persist);
         if let Some(SemanticWrite { scope, vector, .. }) = r.semantic {
             // An HNSW insert is CPU work: off the request's thread.
             let (registry, key) = (r.registry, r.key);
@@ -263,6 +287,7 @@ impl TraceGuard {
     /// Notes that a fallback level served: `note` says why the models did not.
     pub fn fallback(&mut self, level: &str, served_by: Option<String>, note: &str) {
         self.remember = None;
+        self.verify = None;
         if let Some(t) = self.trace.as_mut() {
             t.fallback_level = level.to_string();
             t.served_by = served_by;
@@ -308,6 +333,9 @@ impl TraceGuard {
 
     pub fn complete(mut self, completion: &ChatCompletion, raw: Option<&Bytes>) {
         let keep = self.keep_bodies;
+        if let Some(pending) = self.verify.take() {
+            pending.compare(answer_text(completion));
+        }
         if self.remember.is_some() {
             let answer = match raw {
                 Some(b) => Answer::Raw(b.clone()),
@@ -378,9 +406,13 @@ impl TraceGuard {
             }
             if t.outcome != "ok" {
                 self.remember = None;
+                self.verify = None;
             }
-            if self.keep_bodies || self.remember.is_some() {
+            if self.keep_bodies || self.remember.is_some() || self.verify.is_some() {
                 let completion = s.into_completion();
+                if let Some(pending) = self.verify.take() {
+                    pending.compare(answer_text(&completion));
+                }
                 if self.remember.is_some() {
                     self.store(Answer::Parsed(completion.clone()), &t.usage);
                 }
@@ -494,6 +526,11 @@ struct StreamSummary {
     usage: Option<Usage>,
     /// The upstream's `system_fingerprint` (the first chunk that carries one).
     fingerprint: Option<String>,
+}
+
+/// The text of an answer's first choice.
+fn answer_text(completion: &ChatCompletion) -> Option<String> {
+    completion.choices.first()?.message.content.clone()
 }
 
 /// The `system_fingerprint` an OpenAI-compatible answer or chunk carries.

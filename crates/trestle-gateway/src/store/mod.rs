@@ -1,6 +1,7 @@
 //! Traces and where they are kept. A backend implements [`TraceStore`]; the [`Recorder`]
 //! feeds it in batches from a background thread, never from the request path.
 
+mod filter;
 #[cfg(any(test, feature = "test-support"))]
 #[allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 pub mod pg_server;

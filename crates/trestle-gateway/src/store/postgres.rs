@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
+use postgres::Row;
 use postgres::types::ToSql;
-use postgres::{Client, Row};
 use serde_json::{Map, Value, json};
 
-use super::sqlite::{body_text, body_value, time_bound};
+use super::filter::{Arg, Dialect, where_clause};
+use super::sqlite::{body_text, body_value};
 use super::{Attempt, Trace, TraceFilter, TraceStore, TraceSummary, now_ms};
 use crate::db::PgPool;
 
@@ -577,7 +578,20 @@ impl TraceStore for PostgresStore {
 
     fn list(&self, filter: &TraceFilter) -> anyhow::Result<Vec<TraceSummary>> {
         self.pool.with(|client| {
-            let (where_sql, args) = filter_sql(client, filter, now_ms())?;
+            let has_feedback: bool = client
+                .query_one("SELECT to_regclass('feedback') IS NOT NULL", &[])?
+                .try_get(0)?;
+            let (where_sql, args) =
+                where_clause(Dialect::Postgres, filter, now_ms(), has_feedback)?;
+            let args: Vec<Param> = args
+                .into_iter()
+                .map(|a| -> Param {
+                    match a {
+                        Arg::Text(t) => Box::new(t),
+                        Arg::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
             let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
             let sql = format!(
                 "SELECT {SUMMARY_COLUMNS} FROM requests {where_sql} \
@@ -587,88 +601,6 @@ impl TraceStore for PostgresStore {
             client.query(&sql, &params)?.iter().map(summary).collect()
         })
     }
-}
-
-/// The `WHERE` clause of a filter over `requests`, and its parameters: the same matches as
-/// the SQLite store's.
-fn filter_sql(
-    client: &mut Client,
-    filter: &TraceFilter,
-    now: i64,
-) -> anyhow::Result<(String, Vec<Param>)> {
-    let mut clauses: Vec<String> = Vec::new();
-    let mut args: Vec<Param> = Vec::new();
-    let arg = |v: Param, args: &mut Vec<Param>| {
-        args.push(v);
-        format!("${}", args.len())
-    };
-    for (column, value) in [
-        ("trace_id", &filter.trace_id),
-        ("conversation_id", &filter.conversation_id),
-        ("user_id", &filter.user_id),
-        ("route", &filter.route),
-        ("outcome", &filter.outcome),
-        ("fallback_level", &filter.fallback_level),
-        ("experiment", &filter.experiment),
-        ("prompt_version", &filter.prompt_version),
-        ("tenant", &filter.tenant),
-    ] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            let p = arg(Box::new(v.to_string()), &mut args);
-            clauses.push(format!("{column} = {p}"));
-        }
-    }
-    if let Some(since) = filter.since.as_deref().filter(|v| !v.is_empty()) {
-        let p = arg(Box::new(time_bound("since", since, now)?), &mut args);
-        clauses.push(format!("started_at_ms >= {p}"));
-    }
-    if let Some(until) = filter.until.as_deref().filter(|v| !v.is_empty()) {
-        let p = arg(Box::new(time_bound("until", until, now)?), &mut args);
-        clauses.push(format!("started_at_ms < {p}"));
-    }
-    if let Some(g) = filter.guardrail.as_deref().filter(|v| !v.is_empty()) {
-        let mut clause = "EXISTS (SELECT 1 FROM jsonb_array_elements(requests.guardrails) g \
-             WHERE g->>'outcome' != 'pass'"
-            .to_string();
-        if g != "any" {
-            let p = arg(Box::new(g.to_string()), &mut args);
-            clause.push_str(&format!(" AND g->>'guardrail' = {p}"));
-        }
-        clauses.push(clause + ")");
-    }
-    if let Some(flag) = filter.flag.as_deref().filter(|v| !v.is_empty()) {
-        if flag == "any" {
-            clauses.push("flags IS NOT NULL".into());
-        } else {
-            let p = arg(Box::new(flag.to_string()), &mut args);
-            clauses.push(format!("{p} = ANY(flags)"));
-        }
-    }
-    if let Some(fb) = filter.feedback.as_deref().filter(|v| !v.is_empty()) {
-        let which = match fb {
-            "negative" => " AND f.negative::int = 1",
-            "positive" => " AND f.negative::int = 0",
-            "any" => "",
-            other => anyhow::bail!("feedback `{other}`: use negative, positive or any"),
-        };
-        let has_feedback: bool = client
-            .query_one("SELECT to_regclass('feedback') IS NOT NULL", &[])?
-            .try_get(0)?;
-        if has_feedback {
-            clauses.push(format!(
-                "EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = requests.trace_id{which})"
-            ));
-        } else {
-            // No feedback was ever given: nothing matches.
-            clauses.push("FALSE".into());
-        }
-    }
-    let sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    Ok((sql, args))
 }
 
 mod read;

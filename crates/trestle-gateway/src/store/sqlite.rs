@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, Row, params};
 use serde_json::{Map, Value, json};
 
+use super::filter::{Arg, Dialect, where_clause};
 use super::{Attempt, Trace, TraceFilter, TraceStore, TraceSummary};
 
 /// Layout 2: integer row ids, so the table, its time indexes and the attempts table grow at
@@ -483,7 +484,12 @@ impl TraceStore for SqliteStore {
     }
 
     fn list(&self, filter: &TraceFilter) -> anyhow::Result<Vec<TraceSummary>> {
-        let (where_sql, args) = filter_sql(&self.conn, filter, now_ms())?;
+        let has_feedback = table_exists(&self.conn, "feedback")?;
+        let (where_sql, args) = where_clause(Dialect::Sqlite, filter, now_ms(), has_feedback)?;
+        let args = args.into_iter().map(|a| match a {
+            Arg::Text(t) => rusqlite::types::Value::Text(t),
+            Arg::Int(i) => rusqlite::types::Value::Integer(i),
+        });
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM requests {where_sql} ORDER BY started_at_ms DESC, id DESC LIMIT {limit}"
@@ -519,85 +525,6 @@ pub(super) fn time_bound(field: &str, text: &str, now: i64) -> anyhow::Result<i6
 pub(super) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
         .exists([table])
-}
-
-/// The `WHERE` clause of a filter over `requests`, and its arguments.
-pub(super) fn filter_sql(
-    conn: &Connection,
-    filter: &TraceFilter,
-    now: i64,
-) -> anyhow::Result<(String, Vec<rusqlite::types::Value>)> {
-    use rusqlite::types::Value as Sql;
-    let mut clauses: Vec<String> = Vec::new();
-    let mut args: Vec<Sql> = Vec::new();
-    let arg = |v: Sql, args: &mut Vec<Sql>| {
-        args.push(v);
-        format!("?{}", args.len())
-    };
-    for (column, value) in [
-        ("trace_id", &filter.trace_id),
-        ("conversation_id", &filter.conversation_id),
-        ("user_id", &filter.user_id),
-        ("route", &filter.route),
-        ("outcome", &filter.outcome),
-        ("fallback_level", &filter.fallback_level),
-        ("experiment", &filter.experiment),
-        ("prompt_version", &filter.prompt_version),
-        ("tenant", &filter.tenant),
-    ] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            let p = arg(Sql::Text(v.to_string()), &mut args);
-            clauses.push(format!("{column} = {p}"));
-        }
-    }
-    if let Some(since) = filter.since.as_deref().filter(|v| !v.is_empty()) {
-        let p = arg(Sql::Integer(time_bound("since", since, now)?), &mut args);
-        clauses.push(format!("started_at_ms >= {p}"));
-    }
-    if let Some(until) = filter.until.as_deref().filter(|v| !v.is_empty()) {
-        let p = arg(Sql::Integer(time_bound("until", until, now)?), &mut args);
-        clauses.push(format!("started_at_ms < {p}"));
-    }
-    if let Some(g) = filter.guardrail.as_deref().filter(|v| !v.is_empty()) {
-        let mut clause = "EXISTS (SELECT 1 FROM json_each(requests.guardrails) g \
-             WHERE json_extract(g.value, '$.outcome') != 'pass'"
-            .to_string();
-        if g != "any" {
-            let p = arg(Sql::Text(g.to_string()), &mut args);
-            clause.push_str(&format!(" AND json_extract(g.value, '$.guardrail') = {p}"));
-        }
-        clauses.push(clause + ")");
-    }
-    if let Some(flag) = filter.flag.as_deref().filter(|v| !v.is_empty()) {
-        if flag == "any" {
-            clauses.push("flags IS NOT NULL".into());
-        } else {
-            let p = arg(Sql::Text(format!("%,{flag},%")), &mut args);
-            clauses.push(format!("(',' || flags || ',') LIKE {p}"));
-        }
-    }
-    if let Some(fb) = filter.feedback.as_deref().filter(|v| !v.is_empty()) {
-        let which = match fb {
-            "negative" => " AND f.negative = 1",
-            "positive" => " AND f.negative = 0",
-            "any" => "",
-            other => anyhow::bail!("feedback `{other}`: use negative, positive or any"),
-        };
-        if table_exists(conn, "feedback")? {
-            clauses.push(format!(
-                "EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = requests.trace_id{which})"
-            ));
-        } else {
-            // No feedback was ever given: nothing matches.
-            clauses.push("0".into());
-        }
-    }
-    let sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    Ok((sql, args))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
 use serde_json::Value;
-use trestle_eval::store::{EvalStore, RunInfo, utc};
+use trestle_eval::store::{RunInfo, utc};
 
 use super::{enc, error_page, layout, pct, share_bar, usd};
 use crate::state::SharedState;
@@ -94,22 +94,10 @@ pub async fn experiments(State(state): State<SharedState>) -> Response {
     layout("Experiments", "experiments", content)
 }
 
-fn eval_store(state: &SharedState) -> Option<std::path::PathBuf> {
-    let rt = state.runtime();
-    let path = rt.config.store.path.clone();
-    (rt.config.store.enabled && path.exists()).then_some(path)
-}
-
-/// `GET /ui/evals`: eval runs, newest first, and online evals by day. Online evals are read
-/// from the store (SQLite or PostgreSQL); eval runs from the SQLite file `trestle eval run`
-/// writes, when there is one.
+/// `GET /ui/evals`: eval runs, newest first, and online evals by day, both read from the
+/// store (SQLite or PostgreSQL).
 pub async fn runs(State(state): State<SharedState>) -> Response {
-    let runs_at = eval_store(&state);
-    let db = match &state.db {
-        Some(crate::db::Db::Sqlite(_)) if runs_at.is_none() => None,
-        db => db.clone(),
-    };
-    let Some(db) = db else {
+    let Some(db) = state.db.clone() else {
         return error_page(
             StatusCode::NOT_FOUND,
             "No store",
@@ -118,10 +106,7 @@ pub async fn runs(State(state): State<SharedState>) -> Response {
     };
     let since = utc(trestle_eval::store::now_s() - 13 * 86_400)[..10].to_string();
     let read = tokio::task::spawn_blocking(move || {
-        let runs = match &runs_at {
-            Some(path) => EvalStore::open(path)?.runs(100)?,
-            None => Vec::new(),
-        };
+        let runs = crate::evals::runs::open(&db)?.runs(100)?;
         let online = crate::evals::daily(&db, &since, None)?;
         Ok::<_, String>((runs, online))
     })
@@ -196,7 +181,7 @@ fn run_row(r: &RunInfo) -> maud::Markup {
 
 /// `GET /ui/evals/{run}`: a run's cases, failing first.
 pub async fn run(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
-    let Some(path) = eval_store(&state) else {
+    let Some(db) = state.db.clone() else {
         return error_page(
             StatusCode::NOT_FOUND,
             "No store",
@@ -205,11 +190,11 @@ pub async fn run(State(state): State<SharedState>, Path(id): Path<String>) -> Re
     };
     let key = id.clone();
     let read = tokio::task::spawn_blocking(move || {
-        let store = EvalStore::open(&path)?;
+        let store = crate::evals::runs::open(&db)?;
         let Some((info, summary)) = store.run(&key)? else {
             return Ok(None);
         };
-        let results = store.results(&key, false, 2_000)?;
+        let results = store.results(&info.id, false, 2_000)?;
         Ok::<_, String>(Some((info, summary, results)))
     })
     .await;

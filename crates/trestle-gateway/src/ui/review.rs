@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
-use trestle_eval::store::EvalStore;
 
 use super::{enc, error_page, flags, layout, read};
 use crate::review::{Label, PREFERENCE, RUBRIC};
@@ -105,26 +104,25 @@ async fn next_trace(state: &SharedState, source: &str) -> Result<(Option<Item>, 
     .await
 }
 
-fn eval_path(state: &SharedState) -> Result<std::path::PathBuf, Response> {
-    let rt = state.runtime();
-    if !rt.config.store.enabled {
-        return Err(error_page(
+/// Where eval runs are kept: the store, on either backend.
+fn eval_db(state: &SharedState) -> Result<crate::db::Db, Response> {
+    state.db.clone().ok_or_else(|| {
+        error_page(
             StatusCode::NOT_FOUND,
             "No store",
             "Review needs the trace store ([store] enabled).",
-        ));
-    }
-    Ok(rt.config.store.path.clone())
+        )
+    })
 }
 
 /// The next unlabelled case of an eval run.
 async fn next_case(state: &SharedState, run: &str) -> Result<(Option<Item>, usize), Response> {
-    let path = eval_path(state)?;
+    let db = eval_db(state)?;
     let s = state.clone();
     let run = run.to_string();
     let out = tokio::task::spawn_blocking(move || {
         let labelled = s.review.labelled(&format!("eval:{run}"))?;
-        let store = EvalStore::open(&path)?;
+        let store = crate::evals::runs::open(&db)?;
         if store.run(&run)?.is_none() {
             return Err(format!("no eval run `{run}`"));
         }
@@ -234,14 +232,14 @@ pub async fn queue(
 
 /// Eval runs, newest first: `(id, suite)`.
 async fn eval_runs(state: &SharedState) -> Vec<(String, String)> {
-    let Ok(path) = eval_path(state) else {
+    let Ok(db) = eval_db(state) else {
         return Vec::new();
     };
-    if !path.exists() {
+    if matches!(&db, crate::db::Db::Sqlite(path) if !path.exists()) {
         return Vec::new();
     }
     tokio::task::spawn_blocking(move || {
-        EvalStore::open(&path)
+        crate::evals::runs::open(&db)
             .and_then(|s| s.runs(50))
             .map(|runs| runs.into_iter().map(|r| (r.id, r.suite)).collect())
             .unwrap_or_default()
@@ -373,8 +371,8 @@ pub async fn compare(
             "Pick two different runs to compare.",
         );
     }
-    let path = match eval_path(&state) {
-        Ok(p) => p,
+    let db = match eval_db(&state) {
+        Ok(db) => db,
         Err(r) => return r,
     };
     let s = state.clone();
@@ -382,7 +380,7 @@ pub async fn compare(
     let out = tokio::task::spawn_blocking(move || {
         let source = format!("pair:{ka}:{kb}");
         let labelled = s.review.labelled(&source)?;
-        let store = EvalStore::open(&path)?;
+        let store = crate::evals::runs::open(&db)?;
         let answers_b = store.answers(&kb)?;
         let cases = store.results(&ka, false, 5_000)?;
         let pending: Vec<_> = cases

@@ -10,8 +10,8 @@ use clap::Args;
 use serde_json::Value;
 use trestle_core::Config;
 use trestle_eval::dataset::{self, Dataset, content_text, normalize};
-use trestle_eval::mine::{self, MineOptions};
-use trestle_eval::store::{EvalStore, utc};
+use trestle_eval::mine::MineOptions;
+use trestle_eval::store::utc;
 use trestle_gateway::cache::embed::Embedder;
 use trestle_gateway::guard::Guardrail;
 use trestle_gateway::resilience::Registry;
@@ -229,7 +229,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+    let store = args.db.eval_store()?;
     let (version, new) = store
         .put_dataset(&name, &d, &args.file.display().to_string())
         .map_err(anyhow::Error::msg)?;
@@ -285,7 +285,7 @@ pub struct ListArgs {
 }
 
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+    let store = args.db.eval_store()?;
     let all = store.datasets().map_err(anyhow::Error::msg)?;
     if all.is_empty() {
         println!("no datasets yet (trestle dataset import FILE)");
@@ -323,7 +323,7 @@ fn split(spec: &str) -> (&str, Option<&str>) {
 }
 
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+    let store = args.db.eval_store()?;
     let (name, version) = split(&args.dataset);
     let (info, d) = store
         .dataset(name, version)
@@ -361,7 +361,7 @@ pub struct DiffArgs {
 }
 
 pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+    let store = args.db.eval_store()?;
     let load = |spec: &str| -> anyhow::Result<Dataset> {
         let path = PathBuf::from(spec);
         if path.is_file() {
@@ -427,7 +427,8 @@ pub struct MineArgs {
     /// At most this many candidates, newest first.
     #[arg(long, default_value_t = 1000)]
     limit: usize,
-    /// The trace store (default: the config's `[store] path`, else .trestle/trestle.db).
+    /// The trace store (default: the config's `[store]`, SQLite or PostgreSQL, else
+    /// .trestle/trestle.db).
     #[command(flatten)]
     db: DbArgs,
 }
@@ -438,7 +439,7 @@ fn window_ms(s: &str) -> anyhow::Result<i64> {
 }
 
 pub fn mine_cmd(args: MineArgs) -> anyhow::Result<ExitCode> {
-    let db = args.db.path()?;
+    let db = args.db.place()?;
     let now_ms = trestle_eval::store::now_s() * 1000;
     let opts = MineOptions {
         since_ms: now_ms - window_ms(&args.since)?,
@@ -446,7 +447,7 @@ pub fn mine_cmd(args: MineArgs) -> anyhow::Result<ExitCode> {
         route: args.route.clone(),
         limit: args.limit,
     };
-    let found = mine::mine(&db, &opts).map_err(anyhow::Error::msg)?;
+    let found = trestle_gateway::evals::mining::mine(&db, &opts).map_err(anyhow::Error::msg)?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut existing: Vec<String> = Vec::new();
     if let Some(spec) = &args.against {
@@ -454,7 +455,7 @@ pub fn mine_cmd(args: MineArgs) -> anyhow::Result<ExitCode> {
         let d = if path.is_file() {
             read(&path)?.map_err(|e| anyhow::anyhow!("{spec} is not a valid dataset:\n{e}"))?
         } else {
-            let store = EvalStore::open(&db).map_err(anyhow::Error::msg)?;
+            let store = trestle_gateway::evals::runs::open(&db).map_err(anyhow::Error::msg)?;
             let (name, version) = split(spec);
             store
                 .dataset(name, version)

@@ -17,7 +17,7 @@ use trestle_eval::judge::{self, Judge};
 use trestle_eval::report::{self, Baseline, Change, Summary};
 use trestle_eval::run::{self, CaseResult, Checks, Services};
 use trestle_eval::stats::{self, Paired, Weights};
-use trestle_eval::store::{EvalStore, RunInfo, now_s, utc};
+use trestle_eval::store::{RunInfo, now_s, utc};
 use trestle_eval::suite::{DatasetRef, Suite};
 use trestle_eval::{Dataset, Observed};
 use trestle_gateway::cache::embed::Embedder;
@@ -289,7 +289,7 @@ async fn run_inner(args: RunArgs) -> Result<ExitCode, String> {
             .unwrap_or_default()
     });
     let gateway = Gateway::start(&args.target).await?;
-    let mut store = EvalStore::open(&gateway.db)?;
+    let mut store = trestle_gateway::evals::runs::open(&gateway.db)?;
 
     // The dataset: a file (imported as a version under its stem), or a stored version.
     let (dataset_name, version, dataset) = match suite.dataset_ref(&dir) {
@@ -633,7 +633,7 @@ pub struct ListArgs {
 }
 
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+    let store = args.db.eval_store()?;
     let runs = store.runs(args.limit).map_err(anyhow::Error::msg)?;
     if runs.is_empty() {
         println!("no eval runs yet (trestle eval run SUITE.toml)");
@@ -672,7 +672,7 @@ pub struct ShowArgs {
 }
 
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+    let store = args.db.eval_store()?;
     let (info, summary) = store
         .run(&args.id)
         .map_err(anyhow::Error::msg)?
@@ -757,7 +757,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<ExitCode> {
     let judge_labels = if Path::new(&args.judge).is_file() {
         read(Path::new(&args.judge))?
     } else {
-        let store = EvalStore::open(&args.db.path()?).map_err(anyhow::Error::msg)?;
+        let store = args.db.eval_store()?;
         let (info, _) = store
             .run(&args.judge)
             .map_err(anyhow::Error::msg)?

@@ -9,16 +9,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use trestle_core::Config;
 use trestle_core::config::EmbedderConfig;
+use trestle_eval::store::EvalStore;
 use trestle_gateway::cache::embed::Embedder;
+use trestle_gateway::db::Db;
 use trestle_gateway::resilience::Registry;
 use trestle_gateway::runtime::Runtime;
 use trestle_gateway::server;
 
-/// Where the SQLite store of datasets and runs is.
+/// Where datasets, runs, keys (and, for mining, traces) are kept.
 #[derive(Args, Clone)]
 pub struct DbArgs {
-    /// The SQLite file datasets and runs are kept in (default: the config's `[store] path`,
-    /// else .trestle/trestle.db).
+    /// A SQLite file to keep them in (default: the config's `[store]`, its PostgreSQL
+    /// database when `kind = "postgres"`; else .trestle/trestle.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// A gateway config (for its store path, guardrails and embedders).
@@ -38,19 +40,35 @@ impl DbArgs {
         }
     }
 
-    pub fn path(&self) -> anyhow::Result<PathBuf> {
-        let config = self.load_config()?;
-        Ok(db_path(self.db.clone(), config.as_ref()))
+    /// The place: the SQLite file `--db` names; else the config's `[store]` (the PostgreSQL
+    /// database when `kind = "postgres"`); else `.trestle/trestle.db`, as the gateway's
+    /// default.
+    pub fn place(&self) -> anyhow::Result<Db> {
+        if let Some(path) = &self.db {
+            return Ok(Db::Sqlite(path.clone()));
+        }
+        let Some(config) = self.load_config()? else {
+            return Ok(default_db());
+        };
+        let db = Db::from_config(&config.store).map_err(|e| {
+            let file = self
+                .config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("config"));
+            anyhow::anyhow!("{}: {e:#}", file.display())
+        })?;
+        Ok(db.unwrap_or_else(default_db))
+    }
+
+    /// The eval store of datasets and runs at [`DbArgs::place`].
+    pub fn eval_store(&self) -> anyhow::Result<Box<dyn EvalStore>> {
+        trestle_gateway::evals::runs::open(&self.place()?).map_err(anyhow::Error::msg)
     }
 }
 
-fn db_path(db: Option<PathBuf>, config: Option<&Config>) -> PathBuf {
-    db.or_else(|| {
-        config
-            .filter(|c| c.store.enabled)
-            .map(|c| c.store.path.clone())
-    })
-    .unwrap_or_else(|| PathBuf::from(".trestle/trestle.db"))
+/// Where things are kept without `--db` or a `[store]`.
+fn default_db() -> Db {
+    Db::Sqlite(PathBuf::from(".trestle/trestle.db"))
 }
 
 #[derive(Args)]
@@ -61,8 +79,8 @@ pub struct TargetArgs {
     /// Run the cases against a running gateway instead.
     #[arg(long, env = "TRESTLE_URL", conflicts_with = "config")]
     pub url: Option<String>,
-    /// The SQLite file runs are kept in (default: the config's `[store] path`, else
-    /// .trestle/trestle.db).
+    /// A SQLite file to keep datasets and runs in (default: the config's `[store]`, its
+    /// PostgreSQL database when `kind = "postgres"`; else .trestle/trestle.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
 }
@@ -70,7 +88,8 @@ pub struct TargetArgs {
 pub struct Gateway {
     pub url: String,
     pub describe: String,
-    pub db: PathBuf,
+    /// Where datasets and runs are kept.
+    pub db: Db,
     runtime: Option<std::sync::Arc<Runtime>>,
     stop: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -81,17 +100,21 @@ impl Gateway {
             (Some(url), _) => Ok(Gateway {
                 url: url.trim_end_matches('/').to_string(),
                 describe: url.clone(),
-                db: db_path(args.db.clone(), None),
+                // No config, so no `[store]`: the SQLite file `--db` names, or the default.
+                db: args.db.clone().map_or_else(default_db, Db::Sqlite),
                 runtime: None,
                 stop: None,
             }),
             (None, Some(path)) => {
                 let loaded = Config::load(path)
                     .map_err(|e| format!("{} is not a valid config:\n{e}", path.display()))?;
-                let config = loaded.config;
-                let db = db_path(args.db.clone(), Some(&config));
-                let state = server::build_state(config, None, None)
+                let state = server::build_state(loaded.config, None, None)
                     .map_err(|e| format!("{}: {e:#}", path.display()))?;
+                // The gateway's own store (one pool on PostgreSQL), unless `--db` names a file.
+                let db = match &args.db {
+                    Some(file) => Db::Sqlite(file.clone()),
+                    None => state.db.clone().unwrap_or_else(default_db),
+                };
                 let listener = server::bind("127.0.0.1:0")
                     .await
                     .map_err(|e| e.to_string())?;

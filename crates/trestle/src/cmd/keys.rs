@@ -3,11 +3,9 @@
 //! The store is the one the gateway reads keys from: the config's `[store]` (SQLite or
 //! PostgreSQL), or the SQLite file `--db` names.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use trestle_gateway::db::Db;
 use trestle_gateway::keys::{KeyStore, NewKey, parse_budget};
 
 use super::gateway::DbArgs;
@@ -85,30 +83,9 @@ fn expires_at(text: &str, now: i64) -> anyhow::Result<i64> {
     })
 }
 
-/// Where keys are kept: the SQLite file `--db` names; else the config's `[store]` (the
-/// PostgreSQL database when `kind = "postgres"`); else `.trestle/trestle.db`, as the
-/// gateway's default.
-fn place(args: &DbArgs) -> anyhow::Result<Db> {
-    if let Some(path) = &args.db {
-        return Ok(Db::Sqlite(path.clone()));
-    }
-    let default = || Db::Sqlite(PathBuf::from(".trestle/trestle.db"));
-    let Some(config) = args.load_config()? else {
-        return Ok(default());
-    };
-    let db = Db::from_config(&config.store).map_err(|e| {
-        let file = args
-            .config
-            .as_deref()
-            .unwrap_or(std::path::Path::new("config"));
-        anyhow::anyhow!("{}: {e:#}", file.display())
-    })?;
-    Ok(db.unwrap_or_else(default))
-}
-
 /// The key store `--db` or `--config` names, its table made or brought up to date.
 fn open(args: &DbArgs) -> anyhow::Result<KeyStore> {
-    KeyStore::on(&place(args)?)
+    KeyStore::on(&args.place()?)
 }
 
 pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
@@ -218,7 +195,9 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    use trestle_gateway::db::Db;
 
     use super::*;
 
@@ -271,14 +250,14 @@ mod tests {
             .unwrap();
         drop(store);
         assert!(file.exists());
-        assert!(matches!(place(&args(None, Some(&lite))).unwrap(), Db::Sqlite(p) if p == file));
+        assert!(matches!(args(None, Some(&lite)).place().unwrap(), Db::Sqlite(p) if p == file));
         // `--db` names a SQLite file, whatever the config says.
         let other = dir.join("other.db");
         assert!(
-            matches!(place(&args(Some(&other), Some(&pg))).unwrap(), Db::Sqlite(p) if p == other)
+            matches!(args(Some(&other), Some(&pg)).place().unwrap(), Db::Sqlite(p) if p == other)
         );
         assert!(matches!(
-            place(&args(None, None)).unwrap(),
+            args(None, None).place().unwrap(),
             Db::Sqlite(p) if p == Path::new(".trestle/trestle.db")
         ));
         std::fs::remove_dir_all(dir).ok();
