@@ -64,6 +64,9 @@ pub struct Config {
     /// `[auth]`: client keys (docs/configuration.md, "Keys and tenants").
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[tenants.NAME]`: what all of a tenant's keys may spend together.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, crate::spend::TenantConfig>,
     /// `[state]`: where per-key and per-target limits, budgets, 429 pauses and the exact and
     /// tool caches are kept (docs/configuration.md, "Shared state").
     #[serde(default)]
@@ -84,6 +87,9 @@ pub struct AuthConfig {
     pub required: Option<bool>,
     /// How often keys are re-read from the store (revocations take effect within this).
     pub refresh_ms: u64,
+    /// A share of each key's budget (0 < x < 1) at which a soft alert goes to
+    /// `[alerts] webhook`; unset: no alerts for keys.
+    pub budget_alert_at: Option<f64>,
 }
 
 impl Default for AuthConfig {
@@ -91,6 +97,7 @@ impl Default for AuthConfig {
         AuthConfig {
             required: None,
             refresh_ms: 1_000,
+            budget_alert_at: None,
         }
     }
 }
@@ -666,6 +673,12 @@ pub struct RouteConfig {
     /// The route's prompt: `name` (its `production` label), `name:LABEL` or `name@VERSION`.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// What every request on the route may spend together: `day:X` or `month:X` USD.
+    #[serde(default)]
+    pub budget_usd: Option<String>,
+    /// A share of `budget_usd` (0 < x < 1) at which a soft alert goes to `[alerts] webhook`.
+    #[serde(default)]
+    pub alert_at: Option<f64>,
 }
 
 fn default_retries() -> u32 {
@@ -707,6 +720,8 @@ impl RouteConfig {
             confidence: false,
             cascade: None,
             prompt: None,
+            budget_usd: None,
+            alert_at: None,
         }
     }
 
@@ -1044,8 +1059,29 @@ impl Config {
                 }
             }
         }
+        for (name, tenant) in &self.tenants {
+            let line = find_line(text, &format!("[tenants.{name}]"));
+            for (key, message) in crate::spend::check(tenant.budget_usd.as_deref(), tenant.alert_at)
+            {
+                issue(line, format!("tenants.{name}.{key}"), message);
+            }
+        }
+        if let Some(share) = self.auth.budget_alert_at
+            && !(share > 0.0 && share < 1.0)
+        {
+            issue(
+                find_line(text, "[auth]"),
+                "auth.budget_alert_at".into(),
+                format!(
+                    "{share} is not a share strictly between 0 and 1 (0.8 alerts at 80% of a key's budget)"
+                ),
+            );
+        }
         for (name, route) in &self.routes {
             let line = find_line(text, &format!("[routes.{name}]"));
+            for (key, message) in crate::spend::check(route.budget_usd.as_deref(), route.alert_at) {
+                issue(line, format!("routes.{name}.{key}"), message);
+            }
             if let Some(c) = &route.cascade {
                 if !(0.0..=1.0).contains(&c.threshold) {
                     issue(
@@ -1722,6 +1758,32 @@ guardrails = { input = ["missing"], output = ["pii"] }
         let err = Config::parse(&text, &env).unwrap_err().to_string();
         assert!(err.contains("line 18"), "{err}");
         assert!(err.contains("retrys"), "{err}");
+    }
+
+    #[test]
+    fn budgets_are_checked_by_field() {
+        let keys = |text: &str| match Config::parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(issues)) => issues
+                .into_iter()
+                .map(|i| format!("{}: {}", i.key, i.message))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        let route = "[providers.local]\nkind = \"placeholder\"\n[routes.chat]\ntargets = [\"local/echo\"]\n";
+        assert!(keys(&format!("{route}budget_usd = \"day:50\"\nalert_at = 0.8\n[tenants.acme]\nbudget_usd = \"month:500\"\n[auth]\nbudget_alert_at = 0.9\n")).is_empty());
+        let bad = keys("[tenants.acme]\nbudget_usd = \"week:5\"\n");
+        assert!(bad[0].starts_with("tenants.acme.budget_usd: "), "{bad:?}");
+        assert!(bad[0].contains("day or month"), "{bad:?}");
+        let bad = keys(&format!(
+            "{route}budget_usd = \"day:$1,000\"\nalert_at = 1.0\n"
+        ));
+        assert!(bad[0].starts_with("routes.chat.budget_usd: "), "{bad:?}");
+        assert!(bad[1].starts_with("routes.chat.alert_at: "), "{bad:?}");
+        let bad = keys("[tenants.acme]\nalert_at = 0.5\n");
+        assert!(bad[0].contains("needs a `budget_usd`"), "{bad:?}");
+        let bad = keys("[auth]\nbudget_alert_at = 0\n");
+        assert!(bad[0].starts_with("auth.budget_alert_at: "), "{bad:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod openai;
 pub mod otel;
 pub mod price;
 pub mod resilience;
+pub mod spend;
 pub mod store;
 pub mod window;
 

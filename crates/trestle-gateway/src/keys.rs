@@ -9,6 +9,7 @@
 //! Each key's usage ([`Usage`]: requests and tokens in the last minute, spend in the budget
 //! period) is in memory, started from the store's traces when the key is first seen.
 
+pub mod budgets;
 pub mod store;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use self::store::KeyStore;
@@ -25,130 +26,7 @@ use crate::db::Db;
 use crate::error::GatewayError;
 use crate::limiter::{Limiter, Refusal};
 use crate::resilience::window::Window;
-
-/// A spending budget: so many USD per UTC day or calendar month.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    pub period: Period,
-    pub usd: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    Day,
-    Month,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Month => "month",
-        }
-    }
-
-    /// The start of the period `now_ms` is in, and the start of the next, in Unix ms (UTC).
-    pub fn bounds(self, now_ms: i64) -> (i64, i64) {
-        const DAY: i64 = 86_400_000;
-        let day = now_ms.div_euclid(DAY);
-        match self {
-            Period::Day => (day * DAY, (day + 1) * DAY),
-            Period::Month => {
-                let (y, m, _) = civil_from_days(day);
-                let start = days_from_civil(y, m, 1) * DAY;
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                (start, days_from_civil(ny, nm, 1) * DAY)
-            }
-        }
-    }
-}
-
-/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's civil-from-days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Unix milliseconds as RFC 3339 in UTC, to the second: `2026-12-01T00:00:00Z`.
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Midnight UTC of a `YYYY-MM-DD` date, in Unix milliseconds.
-pub fn date_ms(text: &str) -> Option<i64> {
-    let mut parts = text.trim().splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let days = days_from_civil(y, m, d);
-    // 2027-02-31 is not a date: it would come back as another day.
-    (civil_from_days(days) == (y, m, d)).then_some(days * 86_400_000)
-}
-
-/// `day:5` or `month:100` (USD, a plain decimal number).
-pub fn parse_budget(text: &str) -> Result<Budget, String> {
-    let (period, amount) = text
-        .split_once(':')
-        .ok_or_else(|| format!("budget `{text}`: write PERIOD:USD, like day:5 or month:250.50"))?;
-    let period = match period.trim().to_ascii_lowercase().as_str() {
-        "day" | "daily" => Period::Day,
-        "month" | "monthly" => Period::Month,
-        other => {
-            return Err(format!(
-                "budget `{text}`: the period `{other}` is day or month"
-            ));
-        }
-    };
-    let amount = amount.trim().trim_start_matches('$');
-    let valid = !amount.is_empty()
-        && amount.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && amount.matches('.').count() <= 1
-        && amount
-            .split('.')
-            .nth(1)
-            .is_none_or(|cents| cents.len() <= 6);
-    let usd: f64 = amount
-        .parse()
-        .ok()
-        .filter(|v: &f64| valid && v.is_finite() && *v > 0.0)
-        .ok_or_else(|| {
-            format!(
-                "budget `{text}`: the amount `{amount}` is not a positive number of USD like 5 or 250.50 (no currency sign or thousands separator)"
-            )
-        })?;
-    Ok(Budget { period, usd })
-}
+pub use trestle_core::spend::{Budget, Period, date_ms, parse_budget, rfc3339};
 
 /// One key as stored (never its secret).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -331,6 +209,8 @@ pub struct Keys {
     loaded: AtomicBool,
     /// Where limits and budgets are decided (`[state]`).
     limiter: Arc<dyn Limiter>,
+    /// Tenant and route budgets, and soft alerts.
+    pub budgets: budgets::Budgets,
 }
 
 impl Keys {
@@ -344,6 +224,7 @@ impl Keys {
     /// own when the keys are in PostgreSQL.
     pub fn with_limiter(db: Option<Db>, limiter: Arc<dyn Limiter>) -> Self {
         let keys = Keys {
+            budgets: budgets::Budgets::new(limiter.clone()),
             limiter,
             db,
             migrated: AtomicBool::new(false),
@@ -482,20 +363,24 @@ impl Keys {
             .map_err(|r| refusal(&caller.key, r))
     }
 
-    /// Adds a finished request's cost and tokens (to the shared state off the request's
-    /// task).
-    pub fn settle(&self, caller: &Caller, cost_usd: f64, tokens: u64) {
-        let limiter = self.limiter.clone();
-        let caller = caller.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    limiter
-                        .settle(&caller.key, &caller.usage, cost_usd, tokens)
-                        .await;
-                });
-            }
-            Err(_) => caller.usage.settle(cost_usd, tokens),
+    /// Settles a finished request: its cost and tokens on the caller's key, its cost on the
+    /// key's tenant and on the route, and the soft alerts that crosses. Awaited on a task
+    /// of its own, off the request path.
+    pub async fn settle_request(
+        &self,
+        config: &trestle_core::config::Config,
+        caller: Option<&Caller>,
+        route: Option<&str>,
+        cost_usd: f64,
+        tokens: u64,
+    ) {
+        if let Some(c) = caller {
+            self.limiter
+                .settle(&c.key, &c.usage, cost_usd, tokens)
+                .await;
+        }
+        if cost_usd > 0.0 {
+            self.budgets.settle(config, caller, route, cost_usd).await;
         }
     }
 
@@ -554,22 +439,8 @@ fn refusal(key: &KeyRecord, refusal: Refusal) -> GatewayError {
             spent_usd,
             limit_usd,
         } => {
-            let now = crate::store::now_ms();
             let period = key.budget.map_or(Period::Day, |b| b.period);
-            let (_, next) = period.bounds(now);
-            let reset = rfc3339(next);
-            return GatewayError::BudgetExceeded {
-                message: format!(
-                    "API key {} spent ${spent_usd:.4} of its ${limit_usd:.2} {} budget; it resets at {reset}",
-                    key.id,
-                    match period {
-                        Period::Day => "daily",
-                        Period::Month => "monthly",
-                    }
-                ),
-                retry_after_s: ((next - now) / 1000).max(1) as u64,
-                reset_at: reset,
-            };
+            return budgets::exceeded(budgets::Scope::Key, &key.id, period, spent_usd, limit_usd);
         }
         Refusal::Requests { limit } => format!("{limit} requests per minute"),
         Refusal::Tokens { limit } => format!("{limit} tokens per minute"),

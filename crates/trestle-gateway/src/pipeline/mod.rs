@@ -1,5 +1,5 @@
 //! The request path of `POST /v1/chat/completions`, stage by stage (DESIGN.md §1):
-//! ingress → resolve → capability → variant → budget → input guardrails → cache → infer →
+//! ingress → resolve → spend → capability → variant → budget → input guardrails → cache → infer →
 //! output guardrails → fallback → deliver, with the trace recorded at the end of every path.
 
 mod cache;
@@ -92,6 +92,19 @@ pub async fn chat(
     }
     let stream = req.is_stream();
     guard.set_route(&route, stream);
+
+    // Spend: the tenant's and the route's budgets for the period (the key's was checked
+    // with its limits, in auth).
+    let tenant = caller.as_ref().map(|c| c.key.tenant.as_str());
+    if let Err(e) = state
+        .keys
+        .budgets
+        .admit(&runtime.config, tenant, &route.name)
+        .await
+    {
+        guard.fail(&e);
+        return deliver::error(e, bare());
+    }
 
     // Capability: the level live health allows, and what it changes.
     let (capability, behaviour) = capability(&route, started);

@@ -444,9 +444,34 @@ impl TraceGuard {
             }
         }
         t.cost_usd = t.attempts.iter().map(|a| a.cost_usd).sum();
-        if let Some(c) = &self.caller {
-            let tokens = t.usage.prompt_tokens + t.usage.completion_tokens;
-            self.state.keys.settle(c, t.cost_usd, tokens);
+        // Spend: the key's, its tenant's and the route's, settled off the request path.
+        let tokens = t.usage.prompt_tokens + t.usage.completion_tokens;
+        let (cost, caller) = (t.cost_usd, self.caller.clone());
+        let route = self.route.as_ref().map(|r| r.name.clone());
+        if caller.is_some() || (cost > 0.0 && route.is_some()) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let state = self.state.clone();
+                    rt.spawn(async move {
+                        let runtime = state.runtime();
+                        state
+                            .keys
+                            .settle_request(
+                                &runtime.config,
+                                caller.as_ref(),
+                                route.as_deref(),
+                                cost,
+                                tokens,
+                            )
+                            .await;
+                    });
+                }
+                Err(_) => {
+                    if let Some(c) = &caller {
+                        c.usage.settle(cost, tokens);
+                    }
+                }
+            }
         }
         let ready_at = self.ttft.unwrap_or(total);
         let m = RequestMetrics {
