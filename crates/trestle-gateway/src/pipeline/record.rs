@@ -447,8 +447,17 @@ impl TraceGuard {
         // Spend: the key's, its tenant's and the route's, settled off the request path.
         let tokens = t.usage.prompt_tokens + t.usage.completion_tokens;
         let (cost, caller) = (t.cost_usd, self.caller.clone());
+        // Without a key, only a route with a budget has spend to settle: no task otherwise.
         let route = self.route.as_ref().map(|r| r.name.clone());
-        if caller.is_some() || (cost > 0.0 && route.is_some()) {
+        let route_budget = route.as_deref().is_some_and(|r| {
+            let runtime = self.state.runtime();
+            runtime
+                .config
+                .routes
+                .get(r)
+                .is_some_and(|c| c.budget_usd.is_some())
+        });
+        if caller.is_some() || (cost > 0.0 && route_budget) {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     let state = self.state.clone();
