@@ -6,12 +6,15 @@ usage: python3 report.py results.jsonl > results.md
 import json
 import sys
 
-ORDER = ["floor", "hyper-proxy", "trestle", "trestle-notrace", "tensorzero", "litellm", "portkey"]
+ORDER = ["floor", "hyper-proxy", "trestle-before", "trestle", "trestle-notrace", "trestle-full",
+         "tensorzero", "litellm", "portkey"]
 LABEL = {
     "floor": "upstream directly (floor)",
     "hyper-proxy": "bare hyper proxy",
     "trestle": "**Trestle, tracing on**",
     "trestle-notrace": "Trestle, tracing off",
+    "trestle-before": "Trestle before (TRESTLE_BEFORE), tracing on",
+    "trestle-full": "Trestle, every stage on",
     "tensorzero": "TensorZero",
     "litellm": "LiteLLM proxy",
     "portkey": "Portkey gateway",
@@ -187,7 +190,7 @@ def main():
     md.append(table(["target", "RSS idle MiB", "RSS peak MiB", "CPU ms / 1k req",
                      "CPU ms / 1k streamed req"], rows))
 
-    for me in ("trestle", "trestle-notrace"):
+    for me in ("trestle", "trestle-notrace", "trestle-full"):
         if me in ran:
             md.append(compare(data, ran, me))
 

@@ -9,7 +9,9 @@
 #              instead of the work tree; --no-build uses the binaries already built
 # --no-install never install peers (a peer not installed yet is then "not available")
 #
-# Targets, in order: floor (the mock upstream itself), hyper-proxy, trestle, trestle-notrace,
+# Targets, in order: floor (the mock upstream itself), hyper-proxy, trestle-before (only with
+# TRESTLE_BEFORE=BINARY: an earlier build on trestle.toml, for a before/after in one run),
+# trestle, trestle-notrace, trestle-full (every request-path stage on: bench/full/trestle.toml),
 # tensorzero, litellm, portkey. Each runs alone (one at a time) against the same upstreams:
 # `trestle mock` on 127.0.0.1:18100 (no delay) and 127.0.0.1:18101 (50 ms to first token).
 # All traffic stays on 127.0.0.1. Peers are installed into bench/.peers (ignored by git); a peer
@@ -238,6 +240,24 @@ start_trestle_with() {  # start_trestle_with NAME CONFIG PORT
   URL50="$URL"; MODEL50=bench50; HEADERS=()
 }
 start_trestle() { start_trestle_with trestle "$BENCH/trestle.toml" 18120; }
+start_trestle-before() {
+  [ -n "${TRESTLE_BEFORE:-}" ] && [ -x "$TRESTLE_BEFORE" ] \
+    || { REASON="set TRESTLE_BEFORE to an earlier trestle binary"; return 1; }
+  local now="$TRESTLE"
+  TRESTLE="$TRESTLE_BEFORE" start_trestle_with trestle-before "$BENCH/trestle.toml" 18123
+  TRESTLE="$now"
+}
+start_trestle-full() {
+  # A client key in the gateway's store (its working directory), sent with every request,
+  # and a user id the experiment assigns a variant by.
+  local dir="$WORK/trestle-full-cwd" key
+  mkdir -p "$dir"
+  key="$(cd "$dir" && "$TRESTLE" keys create --config "$BENCH/full/trestle.toml" --name bench \
+    --tenant bench --rpm 100000000 --budget-usd month:1000000 2>/dev/null)" \
+    || { REASON="trestle keys create failed"; return 1; }
+  start_trestle_with trestle-full "$BENCH/full/trestle.toml" 18122
+  HEADERS=("authorization: Bearer $key" "x-trestle-user-id: bench-user")
+}
 start_trestle-notrace() { start_trestle_with trestle-notrace "$BENCH/trestle-notrace.toml" 18121; }
 
 start_tensorzero() {
@@ -379,8 +399,9 @@ wait_ready mock0 20 >/dev/null || { echo "mock upstream did not answer" >&2; exi
 
 record machine info "\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\"cpus\":$(nproc),\"cpu_model\":$(jstr "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"),\"mode\":\"$([ $QUICK = 1 ] && echo quick || echo full)\",\"duration_s\":$DUR,\"rate\":$RATE,\"trestle_source\":$(jstr "$TRESTLE_SOURCE"),\"tensorzero\":\"$TENSORZERO_VERSION\",\"litellm\":\"$LITELLM_VERSION\",\"portkey\":\"$PORTKEY_VERSION\""
 
-for target in floor hyper-proxy trestle trestle-notrace tensorzero litellm portkey; do
+for target in floor hyper-proxy trestle-before trestle trestle-notrace trestle-full tensorzero litellm portkey; do
   wanted "$target" || continue
+  [ "$target" = trestle-before ] && [ -z "${TRESTLE_BEFORE:-}" ] && continue
   log "=== $target"
   PID=""; EXTRA_PID=""; HEADERS=(); HEADERS50=()
   REASON=""

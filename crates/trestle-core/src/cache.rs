@@ -142,6 +142,26 @@ pub struct SemanticConfig {
     /// fresh answer is compared with the neighbour's (costs an embedding of both answers).
     #[serde(default = "default_explore_rate")]
     pub explore_rate: f32,
+    /// A route or `provider/model` asked "do these two questions ask for the same answer?"
+    /// about candidates the threshold alone would not serve (from `judge_from` up): yes
+    /// serves the cached answer, no (or no answer in time) is a miss. Off by default.
+    #[serde(default)]
+    pub judge: Option<String>,
+    /// How long the judge may take; later is a miss (never an error).
+    #[serde(default = "default_judge_timeout_ms")]
+    pub judge_timeout_ms: u64,
+    /// The lowest similarity sent to the judge (default: the learned thresholds' floor,
+    /// `min_threshold`).
+    #[serde(default)]
+    pub judge_from: Option<f32>,
+    /// Also ask the judge about candidates the threshold would serve (every served semantic
+    /// answer is then judged).
+    #[serde(default)]
+    pub judge_all: bool,
+}
+
+fn default_judge_timeout_ms() -> u64 {
+    300
 }
 
 fn default_max_false_hit_rate() -> f32 {
@@ -242,6 +262,20 @@ impl SemanticConfig {
                 ),
             ));
         }
+        if let Some(from) = self.judge_from
+            && !(0.0..=1.0).contains(&from)
+        {
+            issues.push((
+                "judge_from",
+                "a cosine similarity between 0 and 1".to_string(),
+            ));
+        }
+        if self.judge.is_some() && self.judge_timeout_ms == 0 {
+            issues.push((
+                "judge_timeout_ms",
+                "milliseconds above 0 (300: a small model nearby)".to_string(),
+            ));
+        }
         for (field, rate) in [
             ("verify_rate", self.verify_rate),
             ("explore_rate", self.explore_rate),
@@ -258,5 +292,10 @@ impl SemanticConfig {
         self.min_threshold
             .unwrap_or(self.threshold - Self::DEFAULT_REACH)
             .clamp(0.0, self.threshold)
+    }
+
+    /// The lowest similarity the judge is asked about.
+    pub fn judge_floor(&self) -> f32 {
+        self.judge_from.unwrap_or_else(|| self.floor())
     }
 }

@@ -346,6 +346,11 @@ pub enum ProviderConfig {
     Openai(HttpProviderConfig),
     Anthropic(HttpProviderConfig),
     Gemini(HttpProviderConfig),
+    /// Azure OpenAI deployments (`crate::cloud`).
+    #[serde(rename = "azure_openai")]
+    AzureOpenai(crate::cloud::AzureOpenaiConfig),
+    /// Gemini on Vertex AI (`crate::cloud`).
+    Vertex(crate::cloud::VertexConfig),
     Placeholder(PlaceholderConfig),
 }
 
@@ -355,6 +360,8 @@ impl ProviderConfig {
             ProviderConfig::Openai(_) => "openai",
             ProviderConfig::Anthropic(_) => "anthropic",
             ProviderConfig::Gemini(_) => "gemini",
+            ProviderConfig::AzureOpenai(_) => "azure_openai",
+            ProviderConfig::Vertex(_) => "vertex",
             ProviderConfig::Placeholder(_) => "placeholder",
         }
     }
@@ -771,6 +778,13 @@ pub struct Loaded {
 }
 
 impl Config {
+    /// Whether any tenant or route has a budget: only then does a request without a
+    /// budgeted key estimate its cost before the call.
+    pub fn has_budgets(&self) -> bool {
+        self.tenants.values().any(|t| t.budget_usd.is_some())
+            || self.routes.values().any(|r| r.budget_usd.is_some())
+    }
+
     /// The configuration used when no file is given: the placeholder model under route `default`.
     pub fn builtin() -> Config {
         let mut config = Config::default();
@@ -894,6 +908,14 @@ impl Config {
                 ProviderConfig::Openai(h)
                 | ProviderConfig::Anthropic(h)
                 | ProviderConfig::Gemini(h) => h,
+                ProviderConfig::AzureOpenai(a) => {
+                    interpolate_fields(text, name, a.fields_mut(), env, warnings);
+                    continue;
+                }
+                ProviderConfig::Vertex(v) => {
+                    interpolate_fields(text, name, v.fields_mut(), env, warnings);
+                    continue;
+                }
                 ProviderConfig::Placeholder(_) => continue,
             };
             let mut fields: Vec<(String, &mut String)> = Vec::new();
@@ -959,6 +981,16 @@ impl Config {
                         if let Err(message) = dist.check() {
                             issue(line, format!("providers.{name}.{field}"), message);
                         }
+                    }
+                }
+                ProviderConfig::AzureOpenai(a) => {
+                    for (field, message) in a.check() {
+                        issue(line, format!("providers.{name}.{field}"), message);
+                    }
+                }
+                ProviderConfig::Vertex(v) => {
+                    for (field, message) in v.check() {
+                        issue(line, format!("providers.{name}.{field}"), message);
                     }
                 }
                 ProviderConfig::Openai(h) | ProviderConfig::Gemini(h) if h.prompt_cache => {
@@ -1243,6 +1275,16 @@ impl Config {
                         message,
                     );
                 }
+                if let Some(judge) = &sem.judge
+                    && !self.routes.contains_key(judge)
+                    && let Err(message) = self.check_target(judge)
+                {
+                    issue(
+                        line,
+                        format!("routes.{name}.cache.semantic.judge"),
+                        format!("neither a route nor a target: {message}"),
+                    );
+                }
             }
             if fb.cache_semantic {
                 match &route.cache.semantic {
@@ -1516,6 +1558,27 @@ impl Config {
     }
 }
 
+/// Expands `${NAME}` in a provider's `fields`, warning about unset variables.
+fn interpolate_fields(
+    text: &str,
+    name: &str,
+    fields: Vec<(String, &mut String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<ConfigIssue>,
+) {
+    for (field, value) in fields {
+        let (expanded, missing) = expand_env(value, env);
+        *value = expanded;
+        for var in missing {
+            warnings.push(ConfigIssue {
+                line: find_line(text, &format!("[providers.{name}]")),
+                key: format!("providers.{name}.{field}"),
+                message: format!("environment variable {var} is not set; using an empty value"),
+            });
+        }
+    }
+}
+
 /// Replaces `${NAME}` and `${NAME:-default}`; returns the names that were not set.
 pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec<String>) {
     let mut out = String::with_capacity(value.len());
@@ -1645,8 +1708,14 @@ targets = ["p/m"]
 cache = { mode = "on", semantic = { embedder = "missing", threshold = 1.5 } }
 [routes.l]
 targets = ["p/m"]
-cache = { semantic = { embedder = "remote", max_false_hit_rate = 0.0, verify_rate = 2.0, min_threshold = 0.9 } }
+cache = { semantic = { embedder = "remote", max_false_hit_rate = 0.0, verify_rate = 2.0, min_threshold = 0.9, judge = "nobody", judge_from = 1.5 } }
 fallback = { cache_semantic = true, cache_semantic_threshold = 0.5 }
+[routes.j]
+targets = ["p/m"]
+cache = { semantic = { embedder = "remote", judge = "r", judge_all = true } }
+[routes.k]
+targets = ["p/m"]
+cache = { semantic = { embedder = "remote", judge = "p/small", judge_timeout_ms = 0 } }
 [routes.f]
 targets = ["p/m"]
 fallback = { cache_semantic = true }
@@ -1665,11 +1734,18 @@ cache = { mode = "sometimes" }
             "routes.l.cache.semantic.max_false_hit_rate",
             "routes.l.cache.semantic.verify_rate",
             "routes.l.cache.semantic.min_threshold",
+            "routes.l.cache.semantic.judge",
+            "routes.l.cache.semantic.judge_from",
+            "routes.k.cache.semantic.judge_timeout_ms",
             "routes.l.fallback.cache_semantic_threshold",
             "routes.f.fallback.cache_semantic",
         ] {
             assert!(err.contains(key), "{key} missing from:\n{err}");
         }
+        // A judge naming a route or a target of a known provider is fine.
+        assert!(!err.contains("routes.j."), "{err}");
+        assert!(!err.contains("p/small"), "{err}");
+        assert!(err.contains("neither a route nor a target"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod cloud;
 pub mod config;
 pub mod drift;
 pub mod experiment;

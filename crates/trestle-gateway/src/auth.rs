@@ -2,7 +2,7 @@
 //! every route. Endpoints fall in four classes:
 //!
 //! - open: `/health`, `/ready`, the UI's assets and login page;
-//! - inference (`POST /v1/chat/completions`, `/v1/embeddings`) and tenant data (traces,
+//! - inference (`POST /v1/chat/completions`, `/v1/messages`, `/v1/embeddings`) and tenant data (traces,
 //!   conversations, feedback, the tool cache, the UI's search, trace and conversation
 //!   pages): a valid key when keys are required; the key's limits and budget are checked
 //!   for inference, and reads are narrowed to its tenant;
@@ -52,7 +52,9 @@ fn classify(method: &Method, path: &str) -> Class {
     if path.starts_with("/admin/") {
         return Class::AdminStrict;
     }
-    if method == Method::POST && (path == "/v1/chat/completions" || path == "/v1/embeddings") {
+    if method == Method::POST
+        && (path == "/v1/chat/completions" || path == "/v1/embeddings" || path == "/v1/messages")
+    {
         return Class::Inference;
     }
     const ADMIN: [&str; 14] = [
@@ -215,6 +217,12 @@ mod tests {
         assert_eq!(
             classify(&Method::POST, "/v1/chat/completions"),
             Class::Inference
+        );
+        assert_eq!(classify(&Method::POST, "/v1/messages"), Class::Inference);
+        // Counting tokens needs a key when keys are on, but spends none of its limits.
+        assert_eq!(
+            classify(&Method::POST, "/v1/messages/count_tokens"),
+            Class::Tenant
         );
         assert_eq!(classify(&Method::GET, "/v1/traces/abc"), Class::Tenant);
         assert_eq!(classify(&Method::GET, "/ui/traces/abc"), Class::Tenant);

@@ -1,5 +1,6 @@
-//! Fuzz targets for what reads hostile bytes: the chat request parser, each provider's
-//! stream parser (after the bounded SSE framer) and the config loader. Each must answer
+//! Fuzz targets for what reads hostile bytes: the chat request parser, the Anthropic front
+//! door's request parser and stream translation, each provider's stream parser (after the
+//! bounded SSE framer) and the config loader. Each must answer
 //! with an error, never a panic, whatever it is fed.
 //!
 //! Under `cargo test` each target replays its corpus (`src/__fuzz__/fuzz__NAME/corpus`),
@@ -112,6 +113,50 @@ fn chat_request() {
         .with_iterations(ITERATIONS)
         .with_max_len(MAX_LEN)
         .for_each(chat_request_target);
+}
+
+fn messages_request_target(bytes: &[u8]) {
+    use crate::frontdoor::anthropic::request;
+    if let Ok(req) = request::parse(bytes, false) {
+        // Both translations: towards any target, and carrying markers to Anthropic.
+        for keep in [false, true] {
+            if let Ok(t) = request::to_chat(req.clone(), keep) {
+                let _ = openai::request_body("m", &t.chat, true);
+                let _ = anthropic::request::build_request("m", &t.chat, true);
+            }
+        }
+    }
+}
+
+#[test]
+fn messages_request() {
+    mutated("messages_request", messages_request_target);
+    bolero::check!()
+        .with_iterations(ITERATIONS)
+        .with_max_len(MAX_LEN)
+        .for_each(messages_request_target);
+}
+
+fn sse_front_door_target(bytes: &[u8]) {
+    use crate::frontdoor::anthropic::stream::{Events, Frames};
+    let mut frames = Frames::default();
+    let mut events = Events::new("m", vec!["END".into()]);
+    let mut out = bytes::BytesMut::new();
+    for piece in pieces(bytes).into_iter().flatten() {
+        for data in frames.push(&piece) {
+            events.on_data(&data, &mut out);
+        }
+    }
+    events.finish(&mut out);
+}
+
+#[test]
+fn sse_front_door() {
+    mutated("sse_front_door", sse_front_door_target);
+    bolero::check!()
+        .with_iterations(ITERATIONS)
+        .with_max_len(MAX_LEN)
+        .for_each(sse_front_door_target);
 }
 
 fn sse_openai_target(bytes: &[u8]) {

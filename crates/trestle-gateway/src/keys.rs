@@ -13,7 +13,7 @@ pub mod budgets;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use self::store::KeyStore;
+pub use self::store::{KeyStore, Spender};
 use crate::db::Db;
 use crate::error::GatewayError;
 use crate::limiter::{Limiter, Refusal};
@@ -107,8 +107,10 @@ pub fn key_id(key: &str) -> Option<&str> {
 #[derive(Debug)]
 pub struct Usage {
     minute: Mutex<Window>,
-    /// Micro-USD spent in the period that starts at `period_start_ms`.
-    spent_micro: AtomicU64,
+    /// Micro-USD spent in the period that starts at `period_start_ms`, with what running
+    /// requests reserved (a settlement's correction can take it below zero for a moment:
+    /// read as zero).
+    spent_micro: AtomicI64,
     period_start_ms: AtomicI64,
 }
 
@@ -120,28 +122,61 @@ impl Usage {
                 12,
                 tokio::time::Instant::now(),
             )),
-            spent_micro: AtomicU64::new((spent_usd * 1e6).round() as u64),
+            spent_micro: AtomicI64::new(micro_usd(spent_usd.max(0.0))),
             period_start_ms: AtomicI64::new(period_start_ms),
         }
     }
 
     /// Spend in the period `now` falls in (a new period starts at zero).
     pub fn spent_usd(&self, budget: &Budget, now_ms: i64) -> f64 {
+        self.roll(budget, now_ms);
+        self.spent_micro.load(Ordering::Relaxed).max(0) as f64 / 1e6
+    }
+
+    /// Starts a new period at zero when `now` is past the current one.
+    fn roll(&self, budget: &Budget, now_ms: i64) {
         let (start, _) = budget.period.bounds(now_ms);
         if self.period_start_ms.load(Ordering::Relaxed) < start {
             self.period_start_ms.store(start, Ordering::Relaxed);
             self.spent_micro.store(0, Ordering::Relaxed);
         }
-        self.spent_micro.load(Ordering::Relaxed) as f64 / 1e6
     }
 
     /// Adds a finished request's cost and tokens.
     pub fn settle(&self, cost_usd: f64, tokens: u64) {
-        self.spent_micro
-            .fetch_add((cost_usd.max(0.0) * 1e6).round() as u64, Ordering::Relaxed);
-        if let Ok(mut w) = self.minute.lock() {
+        self.settle_reserved(cost_usd, 0.0, tokens);
+    }
+
+    /// Adds a finished request's cost less what was reserved for it before the call, and
+    /// its tokens.
+    pub fn settle_reserved(&self, cost_usd: f64, reserved_usd: f64, tokens: u64) {
+        let delta = micro_usd(cost_usd.max(0.0)) - micro_usd(reserved_usd.max(0.0));
+        self.spent_micro.fetch_add(delta, Ordering::Relaxed);
+        if tokens > 0
+            && let Ok(mut w) = self.minute.lock()
+        {
             w.add(tokio::time::Instant::now(), 0, tokens);
         }
+    }
+
+    /// Reserves a request's estimated cost when the period's spend and it stay within
+    /// `limit_usd`; otherwise returns what is spent.
+    pub(crate) fn reserve(
+        &self,
+        budget: &Budget,
+        limit_usd: f64,
+        estimate_usd: f64,
+        now_ms: i64,
+    ) -> Result<(), f64> {
+        self.roll(budget, now_ms);
+        let (limit, estimate) = (micro_usd(limit_usd), micro_usd(estimate_usd.max(0.0)));
+        self.spent_micro
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |spent| {
+                let spent_now = spent.max(0);
+                (spent_now < limit && spent_now + estimate <= limit).then_some(spent + estimate)
+            })
+            .map(drop)
+            .map_err(|spent| spent.max(0) as f64 / 1e6)
     }
 
     /// Counts a request against the minute if these limits allow it.
@@ -268,7 +303,7 @@ impl Keys {
         for k in fresh {
             let start = k.budget.map_or(now, |b| b.period.bounds(now).0);
             let spent = match k.budget {
-                Some(_) => store.spent_since(&k.id, start)?,
+                Some(_) => store.spent_since(Spender::Key(&k.id), start)?,
                 None => 0.0,
             };
             started.push((k.id.clone(), Arc::new(Usage::new(spent, start))));
@@ -287,6 +322,18 @@ impl Keys {
         }));
         self.loaded.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Starts tenant and route budgets' spend from the stored traces ([`budgets::Budgets::seed`];
+    /// blocking: call from a blocking thread).
+    pub fn seed_budgets(&self, config: &trestle_core::config::Config) -> anyhow::Result<()> {
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        if !config.has_budgets() {
+            return Ok(());
+        }
+        self.budgets.seed(config, &self.store(db)?)
     }
 
     /// The key store, migrated on the first read from PostgreSQL only.
@@ -363,24 +410,69 @@ impl Keys {
             .map_err(|r| refusal(&caller.key, r))
     }
 
+    /// Reserves a request's estimated cost (`estimate_usd`) on the caller's key, its tenant
+    /// and the route, where each has a budget: refused when the period's spend and the
+    /// estimate would pass one (what was reserved on the others is given back). Returns
+    /// what was reserved, to settle with the real cost.
+    pub async fn reserve(
+        &self,
+        config: &trestle_core::config::Config,
+        caller: Option<&Caller>,
+        route: &str,
+        estimate_usd: f64,
+    ) -> Result<f64, GatewayError> {
+        let keyed = caller.filter(|c| c.key.budget.is_some() && estimate_usd > 0.0);
+        if let Some(c) = keyed {
+            self.limiter
+                .reserve(&c.key, &c.usage, estimate_usd)
+                .await
+                .map_err(|r| refusal(&c.key, r))?;
+        }
+        let tenant = caller.map(|c| c.key.tenant.as_str());
+        match self
+            .budgets
+            .reserve(config, tenant, route, estimate_usd)
+            .await
+        {
+            Ok(()) => Ok(estimate_usd),
+            Err(e) => {
+                if let Some(c) = keyed {
+                    self.limiter
+                        .settle(&c.key, &c.usage, 0.0, estimate_usd, 0)
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Settles a finished request: its cost and tokens on the caller's key, its cost on the
-    /// key's tenant and on the route, and the soft alerts that crosses. Awaited on a task
-    /// of its own, off the request path.
+    /// key's tenant and on the route (each less the `reserved_usd` that
+    /// [`Keys::reserve`] added before the call), and the soft alerts that crosses. Awaited
+    /// on a task of its own, off the request path.
     pub async fn settle_request(
         &self,
         config: &trestle_core::config::Config,
         caller: Option<&Caller>,
         route: Option<&str>,
         cost_usd: f64,
+        reserved_usd: f64,
         tokens: u64,
     ) {
         if let Some(c) = caller {
+            let reserved = if c.key.budget.is_some() {
+                reserved_usd
+            } else {
+                0.0
+            };
             self.limiter
-                .settle(&c.key, &c.usage, cost_usd, tokens)
+                .settle(&c.key, &c.usage, cost_usd, reserved, tokens)
                 .await;
         }
-        if cost_usd > 0.0 {
-            self.budgets.settle(config, caller, route, cost_usd).await;
+        if cost_usd > 0.0 || reserved_usd > 0.0 {
+            self.budgets
+                .settle(config, caller, route, cost_usd, reserved_usd)
+                .await;
         }
     }
 
@@ -420,6 +512,11 @@ impl Keys {
     }
 }
 
+/// USD as integer micro-USD, the unit spend is counted in.
+pub(crate) fn micro_usd(usd: f64) -> i64 {
+    (usd * 1e6).round() as i64
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -438,9 +535,19 @@ fn refusal(key: &KeyRecord, refusal: Refusal) -> GatewayError {
         Refusal::Budget {
             spent_usd,
             limit_usd,
+            estimate_usd,
         } => {
             let period = key.budget.map_or(Period::Day, |b| b.period);
-            return budgets::exceeded(budgets::Scope::Key, &key.id, period, spent_usd, limit_usd);
+            return budgets::exceeded(
+                budgets::Scope::Key,
+                &key.id,
+                period,
+                budgets::Spend {
+                    spent_usd,
+                    limit_usd,
+                    estimate_usd,
+                },
+            );
         }
         Refusal::Requests { limit } => format!("{limit} requests per minute"),
         Refusal::Tokens { limit } => format!("{limit} tokens per minute"),
@@ -461,7 +568,11 @@ pub fn spawn_refresh(state: crate::state::SharedState) {
                 () = state.hard_stop.cancelled() => return,
             }
             let s = state.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.keys.refresh()).await {
+            let refreshed = tokio::task::spawn_blocking(move || {
+                s.keys.refresh()?;
+                s.keys.seed_budgets(&s.runtime().config)
+            });
+            if let Ok(Err(e)) = refreshed.await {
                 tracing::warn!("cannot re-read the keys: {e:#}");
             }
         }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod evals;
 pub mod experiments;
 pub mod feedback;
+pub mod frontdoor;
 #[cfg(test)]
 mod fuzz;
 pub mod guard;

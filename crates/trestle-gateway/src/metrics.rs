@@ -149,6 +149,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "trestle_embedding_duration_seconds",
         "Query embeddings for the semantic cache, by embedder and result."
     );
+    describe_histogram!(
+        "trestle_cache_judge_duration_seconds",
+        "Semantic-cache judge calls, by route and verdict (`same`, `different`, `unclear`, `timeout`, `error`; cached verdicts are not timed)."
+    );
+    describe_counter!(
+        "trestle_cache_judge_total",
+        "Semantic-cache candidates put to the judge, by route, verdict and whether the verdict was remembered (`cached`)."
+    );
     describe_counter!(
         "trestle_tool_cache_total",
         "Tool-response cache reads by namespace and result (hit, miss), and writes."
@@ -398,6 +406,18 @@ impl RouteMetrics {
 
 pub fn cache_saved(usd: f64) {
     histogram!("trestle_cache_saved_usd").record(usd);
+}
+
+/// A semantic candidate put to the judge: its verdict, and the call's time when one was made.
+pub fn cache_judge(route: &str, verdict: &'static str, took: Option<Duration>) {
+    counter!("trestle_cache_judge_total", "route" => route.to_string(), "verdict" => verdict,
+        "cached" => if took.is_none() { "true" } else { "false" })
+    .increment(1);
+    if let Some(took) = took {
+        histogram!("trestle_cache_judge_duration_seconds", "route" => route.to_string(),
+            "verdict" => verdict)
+        .record(took.as_secs_f64());
+    }
 }
 
 pub fn embedding(embedder: &str, took: Duration, ok: bool) {

@@ -349,11 +349,21 @@ impl Runtime {
         let mut h = std::hash::DefaultHasher::new();
         if let Some(p) = self.config.providers.get(provider) {
             format!("{p:?}").hash(&mut h);
-            if let ProviderConfig::Openai(c)
-            | ProviderConfig::Anthropic(c)
-            | ProviderConfig::Gemini(c) = p
-            {
-                c.api_key.as_ref().map(|k| k.expose()).hash(&mut h);
+            match p {
+                ProviderConfig::Openai(c)
+                | ProviderConfig::Anthropic(c)
+                | ProviderConfig::Gemini(c) => {
+                    c.api_key.as_ref().map(|k| k.expose()).hash(&mut h);
+                }
+                ProviderConfig::AzureOpenai(a) => {
+                    a.api_key.as_ref().map(|k| k.expose()).hash(&mut h);
+                    a.bearer_token.as_ref().map(|k| k.expose()).hash(&mut h);
+                }
+                ProviderConfig::Vertex(v) => {
+                    v.credentials_json.as_ref().map(|k| k.expose()).hash(&mut h);
+                    v.access_token.as_ref().map(|k| k.expose()).hash(&mut h);
+                }
+                ProviderConfig::Placeholder(_) => {}
             }
         }
         h.finish()

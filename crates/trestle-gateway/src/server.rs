@@ -85,6 +85,13 @@ pub fn build_state(
     {
         tracing::info!("{note}");
     }
+    let keys = crate::keys::Keys::with_limiter(db.clone(), limiter);
+    // Tenant and route budgets start from this period's stored spend, before anything is
+    // served (on a thread of its own: the PostgreSQL client must not run on a task's).
+    let seeded = std::thread::scope(|s| s.spawn(|| keys.seed_budgets(&runtime.config)).join());
+    if let Ok(Err(e)) = seeded {
+        tracing::warn!("cannot read the budgets' spend so far: {e:#}");
+    }
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime),
         registry,
@@ -93,7 +100,7 @@ pub fn build_state(
         otel,
         feedback: Arc::new(crate::feedback::Feedback::new(db.clone())),
         review: crate::review::Review::new(db.clone()),
-        keys: crate::keys::Keys::with_limiter(db.clone(), limiter),
+        keys,
         spans: crate::otlp::SpanStore::new(db.clone()),
         prompt_labels,
         experiments: crate::experiments::ExperimentStates::new(db.clone()),
@@ -367,6 +374,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .merge(anthropic_front_door())
         .route("/v1/models", get(models))
         .route("/v1/traces", get(list_traces).post(crate::otlp::ingest))
         .route("/v1/traces/{id}", get(get_trace))
@@ -407,6 +415,10 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             crate::auth::authorize,
         ))
+        // Outside auth, so its refusals on the Anthropic front door are Anthropic-shaped too.
+        .layer(axum::middleware::from_fn(
+            crate::frontdoor::anthropic::anthropic_errors,
+        ))
         .with_state(state)
 }
 
@@ -417,6 +429,31 @@ async fn chat(
     body: Body,
 ) -> Response {
     pipeline::chat(state, caller.map(|c| c.0), headers, body).await
+}
+
+/// `POST /v1/messages` and `/v1/messages/count_tokens`: Anthropic's API, Anthropic's errors.
+fn anthropic_front_door() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+}
+
+async fn messages(
+    State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    crate::frontdoor::anthropic::messages(state, caller.map(|c| c.0), headers, body).await
+}
+
+async fn count_tokens(
+    State(state): State<SharedState>,
+    caller: crate::auth::MaybeCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    crate::frontdoor::anthropic::count_tokens(state, caller.map(|c| c.0), headers, body).await
 }
 
 async fn embeddings(

@@ -1,7 +1,8 @@
 //! Tenant and route budgets end to end with the real binary: a tenant's budget, spent by
 //! one of its keys, stops another key of the tenant; a route's budget stops unkeyed
 //! requests; both answer 429 `budget_exceeded` naming what is spent, with the reset time;
-//! a soft alert reaches `[alerts] webhook` once.
+//! a soft alert reaches `[alerts] webhook` once; a request whose estimated cost (input and
+//! max_tokens at the route's price) would pass a budget is refused before the call.
 
 // Test code: a failed expectation is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -97,11 +98,12 @@ async fn tenant_and_route_budgets_refuse_and_alert() {
     let second = keys_cli(&db, &["create", "--name", "two", "--tenant", "acme"]);
     let other = keys_cli(&db, &["create", "--name", "three", "--tenant", "beta"]);
     let (port, alerts) = receiver();
-    // A request costs about $0.02 (1000 USD per million tokens each way): over each budget
-    // with the first request, past the alert share too.
-    let gw = gateway(
-        &format!(
-            r#"
+    // A request is estimated at about $0.0007 before the call (a few input tokens and the
+    // routes' cap of 4 output tokens, at 100 USD per million tokens each way), within each
+    // budget; it really costs more than $0.001 (the placeholder counts its prompt with its
+    // framing): over each budget with the first request, past the alert share too.
+    let config = format!(
+        r#"
 [store]
 path = "{}"
 flush_interval_ms = 5
@@ -118,16 +120,20 @@ alert_at = 0.5
 kind = "placeholder"
 [routes.chat]
 targets = ["local/echo"]
+max_tokens = 4
 [routes.capped]
 targets = ["local/echo"]
+max_tokens = 4
 budget_usd = "month:0.001"
+[routes.estimated]
+targets = ["local/echo"]
+budget_usd = "day:1"
 [models."local/echo"]
-price = {{ input = 1000.0, output = 1000.0 }}
+price = {{ input = 100.0, output = 100.0 }}
 "#,
-            db.display()
-        ),
-        &[],
+        db.display()
     );
+    let gw = gateway(&config, &[]);
 
     // The tenant: one key spends, the other is refused.
     assert_eq!(call(&gw, Some(&first), "chat").await.0, 200);
@@ -154,6 +160,29 @@ price = {{ input = 1000.0, output = 1000.0 }}
     // Keyed ones too.
     assert_eq!(call(&gw, Some(&other), "capped").await.0, 429);
 
+    // An estimate over what is left is refused before the call, and says what to do: 100,000
+    // output tokens may cost $10 of the $1; 1,000 fit.
+    let ask = |max_tokens: u32| {
+        let mut body = chat_body("estimated", "hello there", false);
+        body["max_tokens"] = max_tokens.into();
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&body)
+            .send()
+    };
+    let r = ask(100_000).await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("route estimated has $1.0000 left")
+            && message.contains("may cost up to $10.00")
+            && message.contains("lower max_tokens"),
+        "{message}"
+    );
+    assert_eq!(ask(1_000).await.unwrap().status().as_u16(), 200);
+
     // One soft alert, for the tenant, however many requests went past the share.
     let deadline = Instant::now() + Duration::from_secs(10);
     while alerts.lock().unwrap().is_empty() {
@@ -172,4 +201,11 @@ price = {{ input = 1000.0, output = 1000.0 }}
     assert_eq!(alert["share"], 0.5);
     assert!(alert["spent_usd"].as_f64().unwrap() > 0.0005, "{alert}");
     assert!(alert["reset_at"].as_str().unwrap().ends_with("T00:00:00Z"));
+
+    // A gateway started on the same store knows what the tenant and the route spent.
+    drop(gw);
+    let again = gateway(&config, &[]);
+    assert_eq!(call(&again, None, "capped").await.0, 429);
+    assert_eq!(call(&again, Some(&second), "chat").await.0, 429);
+    assert_eq!(call(&again, Some(&other), "chat").await.0, 200);
 }

@@ -96,10 +96,13 @@ refresh_ms = 200
 kind = "placeholder"
 [routes.chat]
 targets = ["local/echo"]
+# Estimated at under $0.001 before the call (4 output tokens at most), a request really
+# costs more: acme's first request spends its $0.001.
+max_tokens = 4
 [routes.other]
 targets = ["local/echo"]
 [models."local/echo"]
-price = {{ input = 1000.0, output = 1000.0 }}
+price = {{ input = 100.0, output = 100.0 }}
 "#,
             db.display()
         ),

@@ -1,6 +1,6 @@
 //! Provider translation end to end: what a provider cannot take is said, never dropped
 //! silently (`x-trestle-dropped-params`, the trace). A fake Gemini server answers with the
-//! wire format of Google's public reference.
+//! wire format of Google's public reference. A proxy named in the environment is honoured.
 
 // Test code: a failed expectation is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -103,4 +103,44 @@ async fn parameters_a_provider_cannot_take_are_named_not_dropped_silently() {
     // A request with nothing to drop carries no header.
     let r = post_with(&gw, &chat_body("chat", "again", false), &[]).await;
     assert!(r.headers().get("x-trestle-dropped-params").is_none());
+}
+
+/// With a proxy named in the environment, upstream calls go through it (reqwest's transport,
+/// which honours `HTTP_PROXY`): the upstream's own address here is one nothing listens on, so
+/// only the proxy (the mock, which also answers absolute-form requests) can answer.
+#[tokio::test]
+async fn upstream_calls_go_through_a_proxy_named_in_the_environment() {
+    let up = mock(&[]);
+    let dead = free_port();
+    let gw = gateway(
+        &format!(
+            "[providers.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{dead}/v1\"\n[routes.chat]\ntargets = [\"up/m1\"]\nretries = 0\n"
+        ),
+        &[("HTTP_PROXY", &up.url()), ("NO_PROXY", "")],
+    );
+    for stream in [false, true] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&chat_body("chat", "through the proxy", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "stream: {stream}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("chat.completion"), "{text}");
+    }
+    // Without it, the same config cannot reach the upstream.
+    let direct = gateway(
+        &format!(
+            "[providers.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{dead}/v1\"\n[routes.chat]\ntargets = [\"up/m1\"]\nretries = 0\n"
+        ),
+        &[],
+    );
+    let r = client()
+        .post(format!("{}/v1/chat/completions", direct.url()))
+        .json(&chat_body("chat", "direct", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
 }

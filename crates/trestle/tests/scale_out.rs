@@ -37,8 +37,11 @@ instances = 2
 kind = "placeholder"
 [routes.chat]
 targets = ["local/echo"]
+# Estimated at under $0.001 before the call (4 output tokens at most), a request really
+# costs more: the first request spends the budgeted key's $0.001.
+max_tokens = 4
 [models."local/echo"]
-price = {{ input = 1000.0, output = 1000.0 }}
+price = {{ input = 100.0, output = 100.0 }}
 "#
     )
 }

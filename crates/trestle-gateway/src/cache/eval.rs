@@ -4,6 +4,8 @@
 //! for the embedding alone and as the cache serves (similarity and the guard); and the lowest
 //! threshold that keeps false hits under each target rate.
 
+pub mod stages;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,19 @@ pub struct Report {
     /// Embedding latency, when the caller measured it (`trestle cache eval` does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// Each stage at its best point, per target false-hit rate and judge
+    /// ([`stages::stages`]; `trestle cache eval` fills them in).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageRun>,
+}
+
+/// The stages within one target false-hit rate, with one judge (or none).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRun {
+    pub target_false_hits: f64,
+    /// Which judge: "none", "simulated, 95% accurate", or the model asked.
+    pub judge: String,
+    pub stages: Vec<stages::Stage>,
 }
 
 /// One pair's figures.
@@ -167,6 +182,7 @@ pub fn evaluate(
             })
             .collect(),
         latency: None,
+        stages: Vec::new(),
     }
 }
 

@@ -8,9 +8,19 @@
 //! - the sides of contrasts (before/after, increase/decrease, include/exclude, …): one side in
 //!   one query and the other side in the other differ;
 //! - names: a capitalized word (not first in its sentence) or a word with digits or inner
-//!   capitals in one query must appear in the other.
+//!   capitals in one query must appear in the other;
+//! - and the other attributes an answer depends on ([`attributes`]): a negation by affix or
+//!   by a word such as `except`, a date, a unit, a comparative, an audience or plan, a
+//!   direction, a colour, or one of a pair of opposites, in one question and not the other.
+//!
+//! The first four are the lexical guard ([`lexically_compatible`]), also used to compare two
+//! answers (learned thresholds); questions go through all of it ([`compatible`]).
+
+pub mod attributes;
 
 use std::collections::BTreeSet;
+
+pub use attributes::Difference;
 
 const NEGATORS: &[&str] = &[
     "not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "cannot",
@@ -171,17 +181,39 @@ fn facts(text: &str) -> Facts {
 
 /// Whether a cached answer to `stored` may answer `query`, beyond their similarity.
 pub fn compatible(stored: &str, query: &str) -> bool {
+    difference(stored, query).is_none()
+}
+
+/// What `stored` and `query` differ by, if anything: the lexical checks, then the
+/// attribute rule.
+pub fn difference(stored: &str, query: &str) -> Option<Difference> {
+    lexical_difference(stored, query).or_else(|| attributes::differ(stored, query))
+}
+
+/// The lexical guard alone (numbers, negation, contrasts, names): how two answers are
+/// compared, and what the guard was before the attribute rule (`trestle cache eval`'s
+/// stages).
+pub fn lexically_compatible(stored: &str, query: &str) -> bool {
+    lexical_difference(stored, query).is_none()
+}
+
+fn lexical_difference(stored: &str, query: &str) -> Option<Difference> {
     let (a, b) = (facts(stored), facts(query));
-    if a.numbers != b.numbers || a.negated != b.negated {
-        return false;
+    if a.numbers != b.numbers {
+        return Some(Difference::Number);
+    }
+    if a.negated != b.negated {
+        return Some(Difference::Negation);
     }
     // One side of a contrast here, the other there (and not both in both).
     for &(i, side) in &a.sides {
         if b.sides.contains(&(i, !side)) && !b.sides.contains(&(i, side)) {
-            return false;
+            return Some(Difference::Contrast);
         }
     }
-    a.names.iter().all(|n| b.words.contains(n)) && b.names.iter().all(|n| a.words.contains(n))
+    let named =
+        a.names.iter().all(|n| b.words.contains(n)) && b.names.iter().all(|n| a.words.contains(n));
+    (!named).then_some(Difference::Entity)
 }
 
 #[cfg(test)]
@@ -204,6 +236,62 @@ mod tests {
         ] {
             assert!(compatible(a, b), "{a} / {b}");
         }
+    }
+
+    #[test]
+    fn says_what_two_questions_differ_by() {
+        for (a, b, kind) in [
+            (
+                "Return within 30 days?",
+                "Return within 60 days?",
+                Difference::Number,
+            ),
+            (
+                "Can I bring a laptop?",
+                "Can't I bring a laptop?",
+                Difference::Negation,
+            ),
+            (
+                "Do you ship with UPS?",
+                "Do you ship with FedEx?",
+                Difference::Entity,
+            ),
+            (
+                "Flights before noon",
+                "Flights after noon",
+                Difference::Contrast,
+            ),
+            (
+                "Is it safe with alcohol?",
+                "Is it unsafe with alcohol?",
+                Difference::Negation,
+            ),
+            (
+                "Are you open on sunday?",
+                "Are you open on monday?",
+                Difference::Date,
+            ),
+            ("Take 3 days off?", "Take 3 weeks off?", Difference::Unit),
+            (
+                "The cheapest flight?",
+                "The fastest flight?",
+                Difference::Comparative,
+            ),
+            (
+                "The dose for adults?",
+                "The dose for children?",
+                Difference::Attribute,
+            ),
+        ] {
+            assert_eq!(difference(a, b), Some(kind), "{a} / {b}");
+        }
+        // The attribute rule is for questions; answers are compared lexically only.
+        assert!(!compatible("open on sunday?", "open on monday?"));
+        assert!(lexically_compatible("open on sunday?", "open on monday?"));
+        assert_eq!(
+            difference("How do I reset my password?", "how can i reset my password"),
+            None
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod embed;
 pub mod eval;
 pub mod exact;
 pub mod guard;
+pub mod judge;
 pub mod key;
 pub mod learned;
 pub mod persist;
@@ -29,6 +30,8 @@ pub struct Caches {
     pub tools: tool::ToolCache,
     /// Learned semantic thresholds: every entry's evidence, and the semantic answers served.
     pub learned: learned::Learned,
+    /// The semantic judge's verdicts, per (judge, cached question, query).
+    pub judge: judge::Verdicts,
     /// The store's writer, with `[cache] persist`.
     persist: OnceLock<Arc<persist::Persist>>,
 }
@@ -46,6 +49,7 @@ impl Caches {
             semantic: semantic::SemanticIndex::new(cfg.semantic_max_entries),
             tools: tool::ToolCache::with_remote(cfg, remote),
             learned: learned::Learned::new(),
+            judge: judge::Verdicts::new(),
             persist: OnceLock::new(),
         }
     }

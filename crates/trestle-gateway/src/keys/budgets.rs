@@ -4,9 +4,11 @@
 //! `[tenants.NAME] budget_usd` is the spend of all the tenant's keys together, and
 //! `[routes.NAME] budget_usd` the spend of every request on the route, keyed or not. Each is
 //! decided by the same [`Limiter`] as a key's budget, as a budget-only record of its own
-//! (`tenant:NAME`, `route:NAME`): in this process, or shared on Redis under that name. A
-//! request is refused before the call once a period's spend has reached its budget, and the
-//! real cost is added when it ends.
+//! (`tenant:NAME`, `route:NAME`): in this process, or shared on Redis under that name. Before
+//! the call a request reserves its estimated cost (its input and output cap at the chain's
+//! dearest price, `pipeline::estimate_cost`) and is refused when that would pass a budget;
+//! when it ends the real cost replaces the reservation. A gateway starts each period's spend
+//! from the stored traces ([`Budgets::seed`]).
 //!
 //! With `alert_at` (and `[auth] budget_alert_at` for keys), the first settlement that takes
 //! a period's spend past that share of the budget POSTs one alert to `[alerts] webhook`, off
@@ -107,26 +109,43 @@ fn applying(config: &Config, tenant: Option<&str>, route: Option<&str>) -> Vec<A
         .collect()
 }
 
-/// The 429 of a spent budget: what spent how much of what, and when it resets.
-pub(crate) fn exceeded(
-    scope: Scope,
-    name: &str,
-    period: Period,
-    spent_usd: f64,
-    limit_usd: f64,
-) -> GatewayError {
+/// A refused budget's figures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spend {
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    /// The request's estimated cost (zero when not estimated).
+    pub estimate_usd: f64,
+}
+
+/// The 429 of a spent budget: what spent how much of what, what the request would have
+/// cost, and when it resets.
+pub(crate) fn exceeded(scope: Scope, name: &str, period: Period, spend: Spend) -> GatewayError {
     let now = crate::store::now_ms();
     let (_, next) = period.bounds(now);
     let reset = rfc3339(next);
+    let Spend {
+        spent_usd,
+        limit_usd,
+        estimate_usd,
+    } = spend;
+    let which = match period {
+        Period::Day => "daily",
+        Period::Month => "monthly",
+    };
+    let subject = scope.subject(name);
+    let message = if spent_usd < limit_usd && estimate_usd > 0.0 {
+        format!(
+            "{subject} has ${:.4} left of its ${limit_usd:.2} {which} budget and this request may cost up to ${estimate_usd:.4} (its input and max_tokens at the route's dearest price): lower max_tokens, or wait until it resets at {reset}",
+            limit_usd - spent_usd
+        )
+    } else {
+        format!(
+            "{subject} spent ${spent_usd:.4} of its ${limit_usd:.2} {which} budget; it resets at {reset}"
+        )
+    };
     GatewayError::BudgetExceeded {
-        message: format!(
-            "{} spent ${spent_usd:.4} of its ${limit_usd:.2} {} budget; it resets at {reset}",
-            scope.subject(name),
-            match period {
-                Period::Day => "daily",
-                Period::Month => "monthly",
-            }
-        ),
+        message,
         retry_after_s: ((next - now) / 1000).max(1) as u64,
         reset_at: reset,
     }
@@ -177,49 +196,69 @@ impl Budgets {
             .clone()
     }
 
-    /// Refuses a request whose tenant or route has spent its budget for the period.
-    pub async fn admit(
+    /// Reserves a request's estimated cost on its tenant's and route's budgets: refused
+    /// (and what was reserved given back) when the period's spend has reached a budget, or
+    /// the estimate would pass it.
+    pub async fn reserve(
         &self,
         config: &Config,
         tenant: Option<&str>,
         route: &str,
+        estimate_usd: f64,
     ) -> Result<(), GatewayError> {
-        for a in applying(config, tenant, Some(route)) {
+        let applying = applying(config, tenant, Some(route));
+        for (i, a) in applying.iter().enumerate() {
             let record = a.record();
             let usage = self.usage(&record.id, &a.budget);
-            if let Err(Refusal::Budget {
+            let Err(Refusal::Budget {
                 spent_usd,
                 limit_usd,
-            }) = self.limiter.admit(&record, &usage).await
-            {
-                metrics::counter!("trestle_budget_refusals_total", "scope" => a.scope.as_str())
-                    .increment(1);
-                return Err(exceeded(
-                    a.scope,
-                    &a.name,
-                    a.budget.period,
+                estimate_usd,
+            }) = self.limiter.reserve(&record, &usage, estimate_usd).await
+            else {
+                continue;
+            };
+            for given_back in &applying[..i] {
+                let record = given_back.record();
+                let usage = self.usage(&record.id, &given_back.budget);
+                self.limiter
+                    .settle(&record, &usage, 0.0, estimate_usd, 0)
+                    .await;
+            }
+            metrics::counter!("trestle_budget_refusals_total", "scope" => a.scope.as_str())
+                .increment(1);
+            return Err(exceeded(
+                a.scope,
+                &a.name,
+                a.budget.period,
+                Spend {
                     spent_usd,
                     limit_usd,
-                ));
-            }
+                    estimate_usd,
+                },
+            ));
         }
         Ok(())
     }
 
-    /// Adds a finished request's real cost to its tenant's and route's spend, and sends the
-    /// soft alerts it crosses (the key's too, when `caller`'s key has a budget).
+    /// Adds a finished request's real cost to its tenant's and route's spend, in place of
+    /// the `reserved_usd` its reservation added, and sends the soft alerts it crosses (the
+    /// key's too, when `caller`'s key has a budget).
     pub async fn settle(
         &self,
         config: &Config,
         caller: Option<&Caller>,
         route: Option<&str>,
         cost_usd: f64,
+        reserved_usd: f64,
     ) {
         let tenant = caller.map(|c| c.key.tenant.as_str());
         for a in applying(config, tenant, route) {
             let record = a.record();
             let usage = self.usage(&record.id, &a.budget);
-            self.limiter.settle(&record, &usage, cost_usd, 0).await;
+            self.limiter
+                .settle(&record, &usage, cost_usd, reserved_usd, 0)
+                .await;
             if let Some(share) = a.alert_at {
                 self.alert(config, &a, share, &usage).await;
             }
@@ -235,6 +274,46 @@ impl Budgets {
             };
             self.alert(config, &a, share, &c.usage).await;
         }
+    }
+
+    /// Starts the spend of each tenant and route budget in `config` not seen yet from what
+    /// the stored traces say it spent this period (blocking: call from a blocking thread).
+    /// A gateway does this before it serves, and with each refresh of the keys (a budget
+    /// a reload adds is read within `[auth] refresh_ms`, unless a request reaches it first).
+    pub fn seed(&self, config: &Config, store: &super::KeyStore) -> anyhow::Result<()> {
+        let now = crate::store::now_ms();
+        let tenants = config
+            .tenants
+            .iter()
+            .filter_map(|(name, t)| Some((Scope::Tenant, name, t.budget_usd.as_deref()?)));
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|(name, r)| Some((Scope::Route, name, r.budget_usd.as_deref()?)));
+        for (scope, name, text) in tenants.chain(routes) {
+            let Ok(budget) = super::parse_budget(text) else {
+                continue;
+            };
+            let id = format!("{}:{name}", scope.as_str());
+            let start = budget.period.bounds(now).0;
+            let known = self
+                .usage
+                .lock()
+                .map_err(|_| anyhow::anyhow!("budget usage poisoned"))?
+                .contains_key(&id);
+            if known {
+                continue;
+            }
+            let who = match scope {
+                Scope::Tenant => super::Spender::Tenant(name),
+                _ => super::Spender::Route(name),
+            };
+            let spent = store.spent_since(who, start)?;
+            if let Ok(mut usage) = self.usage.lock() {
+                usage.insert(id, Arc::new(Usage::new(spent, start)));
+            }
+        }
+        Ok(())
     }
 
     /// The alert a settlement crosses, once per period: `None` below the share or when it
@@ -350,31 +429,34 @@ budget_usd = "month:3"
 "#,
         );
         let b = Budgets::new(Arc::new(Memory::new(1)));
-        b.admit(&cfg, Some("acme"), "chat").await.unwrap();
-        b.settle(&cfg, None, Some("chat"), 0.6).await;
+        b.reserve(&cfg, Some("acme"), "chat", 0.0).await.unwrap();
+        b.settle(&cfg, None, Some("chat"), 0.6, 0.0).await;
         // A tenant's spend comes from its keys only.
-        b.admit(&cfg, Some("acme"), "chat").await.unwrap();
+        b.reserve(&cfg, Some("acme"), "chat", 0.0).await.unwrap();
         let mut record = a_key();
         record.tenant = "acme".into();
         let key = Caller {
             key: Arc::new(record),
             usage: Arc::new(Usage::new(0.0, 0)),
         };
-        b.settle(&cfg, Some(&key), Some("chat"), 1.0).await;
-        let e = b.admit(&cfg, Some("acme"), "chat").await.unwrap_err();
+        b.settle(&cfg, Some(&key), Some("chat"), 1.0, 0.0).await;
+        let e = b
+            .reserve(&cfg, Some("acme"), "chat", 0.0)
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), 429);
         assert_eq!(e.code(), "budget_exceeded");
         let message = e.body().error.message;
         assert!(message.contains("tenant acme"), "{message}");
         assert!(message.contains("daily"), "{message}");
         // Another tenant is not touched; the route has spent 1.6 of 3.
-        b.admit(&cfg, Some("other"), "chat").await.unwrap();
-        b.admit(&cfg, None, "chat").await.unwrap();
-        b.settle(&cfg, None, Some("chat"), 2.0).await;
-        let e = b.admit(&cfg, None, "chat").await.unwrap_err();
+        b.reserve(&cfg, Some("other"), "chat", 0.0).await.unwrap();
+        b.reserve(&cfg, None, "chat", 0.0).await.unwrap();
+        b.settle(&cfg, None, Some("chat"), 2.0, 0.0).await;
+        let e = b.reserve(&cfg, None, "chat", 0.0).await.unwrap_err();
         assert!(e.body().error.message.contains("route chat"));
         // A route without a budget, and a direct target, are free.
-        b.admit(&cfg, None, "local/echo").await.unwrap();
+        b.reserve(&cfg, None, "local/echo", 0.0).await.unwrap();
     }
 
     #[tokio::test]
@@ -389,9 +471,9 @@ budget_usd = "month:3"
         let cfg = config(
             "[tenants.acme]\nbudget_usd = \"day:1\"\n[routes.chat]\ntargets = [\"local/echo\"]\nbudget_usd = \"day:2\"\n",
         );
-        a.admit(&cfg, None, "chat").await.unwrap();
-        a.settle(&cfg, None, Some("chat"), 2.5).await;
-        let e = b.admit(&cfg, None, "chat").await.unwrap_err();
+        a.reserve(&cfg, None, "chat", 0.0).await.unwrap();
+        a.settle(&cfg, None, Some("chat"), 2.5, 0.0).await;
+        let e = b.reserve(&cfg, None, "chat", 0.0).await.unwrap_err();
         assert!(e.body().error.message.contains("route chat"));
         // The tenant's spend is its own, also shared.
         let mut record = a_key();
@@ -400,9 +482,40 @@ budget_usd = "month:3"
             key: Arc::new(record),
             usage: Arc::new(Usage::new(0.0, 0)),
         };
-        a.settle(&cfg, Some(&caller), None, 1.0).await;
-        let e = b.admit(&cfg, Some("acme"), "other").await.unwrap_err();
+        a.settle(&cfg, Some(&caller), None, 1.0, 0.0).await;
+        let e = b
+            .reserve(&cfg, Some("acme"), "other", 0.0)
+            .await
+            .unwrap_err();
         assert!(e.body().error.message.contains("tenant acme"));
+    }
+
+    #[tokio::test]
+    async fn an_estimate_that_would_pass_a_budget_is_refused_and_says_what_to_do() {
+        let cfg = config(
+            "[routes.chat]\ntargets = [\"local/echo\"]\nbudget_usd = \"day:1\"\n[tenants.acme]\nbudget_usd = \"day:5\"\n",
+        );
+        let b = Budgets::new(Arc::new(Memory::new(1)));
+        b.reserve(&cfg, Some("acme"), "chat", 0.7).await.unwrap();
+        let e = b
+            .reserve(&cfg, Some("acme"), "chat", 0.5)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 429);
+        let message = e.body().error.message;
+        assert!(message.contains("route chat has $0.3000 left"), "{message}");
+        assert!(message.contains("may cost up to $0.5000"), "{message}");
+        assert!(message.contains("lower max_tokens"), "{message}");
+        // The tenant's reservation was given back: 0.7 held there, not 1.2.
+        let tenant = b.usage("tenant:acme", &super::super::parse_budget("day:5").unwrap());
+        let spent = tenant.spent_usd(
+            &super::super::parse_budget("day:5").unwrap(),
+            crate::store::now_ms(),
+        );
+        assert!((spent - 0.7).abs() < 1e-9, "{spent}");
+        // The request cost 0.2: 0.2 spent, room for 0.8 more.
+        b.settle(&cfg, None, Some("chat"), 0.2, 0.7).await;
+        b.reserve(&cfg, None, "chat", 0.8).await.unwrap();
     }
 
     #[tokio::test]

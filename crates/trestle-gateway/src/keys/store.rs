@@ -157,12 +157,31 @@ impl KeyStore {
         Ok((secret, record))
     }
 
-    /// What a key spent since `since_ms` (from the trace store's requests; nothing when no
-    /// trace was stored yet).
-    pub fn spent_since(&self, key_id: &str, since_ms: i64) -> anyhow::Result<f64> {
+    /// What a key, a tenant or a route spent since `since_ms` (from the trace store's
+    /// requests; nothing when no trace was stored yet).
+    pub fn spent_since(&self, who: Spender<'_>, since_ms: i64) -> anyhow::Result<f64> {
         match &self.place {
-            Place::Sqlite(conn) => sqlite_spent_since(conn, key_id, since_ms),
-            Place::Postgres(pool) => pool.with(|c| pg::spent_since(c, key_id, since_ms)),
+            Place::Sqlite(conn) => sqlite_spent_since(conn, who, since_ms),
+            Place::Postgres(pool) => pool.with(|c| pg::spent_since(c, who, since_ms)),
+        }
+    }
+}
+
+/// Whose spend [`KeyStore::spent_since`] sums.
+#[derive(Debug, Clone, Copy)]
+pub enum Spender<'a> {
+    Key(&'a str),
+    Tenant(&'a str),
+    Route(&'a str),
+}
+
+impl<'a> Spender<'a> {
+    /// The `requests` column that names it, and the name.
+    fn column(self) -> (&'static str, &'a str) {
+        match self {
+            Spender::Key(id) => ("key_id", id),
+            Spender::Tenant(t) => ("tenant", t),
+            Spender::Route(r) => ("route", r),
         }
     }
 }
@@ -265,17 +284,20 @@ fn sqlite_all(conn: &Connection) -> anyhow::Result<Vec<KeyRecord>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn sqlite_spent_since(conn: &Connection, key_id: &str, since_ms: i64) -> anyhow::Result<f64> {
-    let has_key_column = conn
-        .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'key_id'")?
-        .exists([])?;
-    if !has_key_column {
+fn sqlite_spent_since(conn: &Connection, who: Spender<'_>, since_ms: i64) -> anyhow::Result<f64> {
+    let (column, name) = who.column();
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = ?1")?
+        .exists([column])?;
+    if !has_column {
         return Ok(0.0);
     }
     Ok(conn
         .query_row(
-            "SELECT SUM(cost_usd) FROM requests WHERE key_id = ?1 AND started_at_ms >= ?2",
-            params![key_id, since_ms],
+            &format!(
+                "SELECT SUM(cost_usd) FROM requests WHERE {column} = ?1 AND started_at_ms >= ?2"
+            ),
+            params![name, since_ms],
             |r| r.get::<_, Option<f64>>(0),
         )
         .optional()?
@@ -293,7 +315,7 @@ mod pg {
     use postgres::GenericClient;
     use postgres::error::SqlState;
 
-    use super::{KEY_COLUMNS, KeyRecord, stored_budget, stored_routes};
+    use super::{KEY_COLUMNS, KeyRecord, Spender, stored_budget, stored_routes};
 
     /// Each step brings the table from the version before it; a released step is never
     /// changed, a later one is added.
@@ -396,12 +418,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
 
     pub(super) fn spent_since(
         c: &mut postgres::Client,
-        key_id: &str,
+        who: Spender<'_>,
         since_ms: i64,
     ) -> anyhow::Result<f64> {
+        let (column, name) = who.column();
         let row = c.query_one(
-            "SELECT SUM(cost_usd) FROM requests WHERE key_id = $1 AND started_at_ms >= $2",
-            &[&key_id, &since_ms],
+            &format!(
+                "SELECT SUM(cost_usd) FROM requests WHERE {column} = $1 AND started_at_ms >= $2"
+            ),
+            &[&name, &since_ms],
         );
         match row {
             Ok(row) => Ok(row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0)),

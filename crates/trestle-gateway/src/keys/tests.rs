@@ -84,6 +84,7 @@ on_both_backends!(
     keys_authenticate_by_hash_and_refuse_the_rest,
     keys_are_created_listed_revoked_and_rotated,
     spend_is_summed_from_the_stored_traces_of_a_key,
+    budgets_start_from_the_stored_spend_of_the_period,
 );
 
 /// Traces written by the trace store of the same place, as a gateway would.
@@ -98,6 +99,44 @@ fn store_traces(db: &Db, traces: &[crate::store::Trace]) {
             .write_batch(traces)
             .unwrap(),
     }
+}
+
+/// A gateway starts its tenant and route budgets from this period's stored spend.
+fn budgets_start_from_the_stored_spend_of_the_period(db: Db) {
+    let cfg: trestle_core::config::Config = toml::from_str(
+        "[routes.chat]\ntargets = [\"local/echo\"]\nbudget_usd = \"month:2\"\n[tenants.acme]\nbudget_usd = \"day:1\"\n",
+    )
+    .unwrap();
+    let now = crate::store::now_ms();
+    let trace = |id: &str, at: i64, cost: f64| {
+        let mut t = crate::store::sample_trace(id, "s", "c");
+        t.route = "chat".into();
+        t.tenant = Some("acme".into());
+        t.started_at_ms = at;
+        t.cost_usd = cost;
+        t
+    };
+    let last_month = Period::Month.bounds(now).0 - 1;
+    store_traces(&db, &[trace("b1", now, 1.5), trace("b2", last_month, 9.0)]);
+    let keys = Keys::new(Some(db));
+    keys.seed_budgets(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The tenant spent 1.5 of 1 today, the route 1.5 of 2 this month.
+    let e = rt
+        .block_on(keys.budgets.reserve(&cfg, Some("acme"), "other", 0.0))
+        .unwrap_err();
+    let message = e.body().error.message;
+    assert!(message.contains("tenant acme spent $1.5000"), "{message}");
+    let e = rt
+        .block_on(keys.budgets.reserve(&cfg, None, "chat", 0.6))
+        .unwrap_err();
+    let message = e.body().error.message;
+    assert!(message.contains("route chat has $0.5000 left"), "{message}");
+    rt.block_on(keys.budgets.reserve(&cfg, None, "chat", 0.4))
+        .unwrap();
 }
 
 fn new_key(name: &str, tenant: &str) -> NewKey {
@@ -182,7 +221,7 @@ fn keys_are_created_listed_revoked_and_rotated(db: Db) {
 fn spend_is_summed_from_the_stored_traces_of_a_key(db: Db) {
     let store = KeyStore::on(&db).unwrap();
     // No trace stored yet: nothing spent (no `requests` table at all).
-    assert_eq!(store.spent_since("k1", 0).unwrap(), 0.0);
+    assert_eq!(store.spent_since(Spender::Key("k1"), 0).unwrap(), 0.0);
     let now = crate::store::now_ms();
     let (secret, key) = store
         .create(
@@ -210,9 +249,12 @@ fn spend_is_summed_from_the_stored_traces_of_a_key(db: Db) {
             trace("t4", "someone-else", now, 7.0),
         ],
     );
-    assert_eq!(store.spent_since(&key.id, day_start).unwrap(), 0.75);
-    assert_eq!(store.spent_since(&key.id, 0).unwrap(), 9.75);
-    assert_eq!(store.spent_since("nobody", 0).unwrap(), 0.0);
+    assert_eq!(
+        store.spent_since(Spender::Key(&key.id), day_start).unwrap(),
+        0.75
+    );
+    assert_eq!(store.spent_since(Spender::Key(&key.id), 0).unwrap(), 9.75);
+    assert_eq!(store.spent_since(Spender::Key("nobody"), 0).unwrap(), 0.0);
     // A gateway reading the keys starts the key's usage from what it spent today.
     let keys = Keys::new(Some(db.clone()));
     let caller = keys.authenticate(&secret).unwrap();

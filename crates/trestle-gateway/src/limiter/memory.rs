@@ -29,11 +29,27 @@ impl Memory {
                 return Err(Refusal::Budget {
                     spent_usd,
                     limit_usd,
+                    estimate_usd: 0.0,
                 });
             }
         }
         let part = |limit: Option<u64>| limit.map(|l| (l / share).max(1));
         usage.admit(part(key.rpm), part(key.tpm))
+    }
+
+    /// The reservation, made at once.
+    pub fn hold(&self, key: &KeyRecord, usage: &Usage, estimate_usd: f64) -> Result<(), Refusal> {
+        let Some(budget) = key.budget else {
+            return Ok(());
+        };
+        let limit_usd = budget.usd / f64::from(self.share);
+        usage
+            .reserve(&budget, limit_usd, estimate_usd, crate::store::now_ms())
+            .map_err(|spent_usd| Refusal::Budget {
+                spent_usd,
+                limit_usd,
+                estimate_usd,
+            })
     }
 }
 
@@ -43,14 +59,25 @@ impl Limiter for Memory {
         Box::pin(async move { decision })
     }
 
+    fn reserve<'a>(
+        &'a self,
+        key: &'a KeyRecord,
+        usage: &'a Usage,
+        estimate_usd: f64,
+    ) -> Decision<'a> {
+        let decision = self.hold(key, usage, estimate_usd);
+        Box::pin(async move { decision })
+    }
+
     fn settle<'a>(
         &'a self,
         _key: &'a KeyRecord,
         usage: &'a Usage,
         cost_usd: f64,
+        reserved_usd: f64,
         tokens: u64,
     ) -> Settled<'a> {
-        usage.settle(cost_usd, tokens);
+        usage.settle_reserved(cost_usd, reserved_usd, tokens);
         Box::pin(async {})
     }
 

@@ -28,8 +28,13 @@ mod tests;
 /// Why a key may not make a request now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
-    /// The period's budget is spent (`spent_usd` of `limit_usd`).
-    Budget { spent_usd: f64, limit_usd: f64 },
+    /// The period's budget is spent (`spent_usd` of `limit_usd`), or what is left of it is
+    /// less than the request's estimated cost (`estimate_usd`, zero when not estimated).
+    Budget {
+        spent_usd: f64,
+        limit_usd: f64,
+        estimate_usd: f64,
+    },
     /// `limit` requests in the last minute.
     Requests { limit: u64 },
     /// `limit` tokens in the last minute.
@@ -49,12 +54,23 @@ pub trait Limiter: Send + Sync {
     /// backend's fallback and seed).
     fn admit<'a>(&'a self, key: &'a KeyRecord, usage: &'a Usage) -> Decision<'a>;
 
-    /// Adds a finished request's cost and tokens.
+    /// Reserves a request's estimated cost on `key`'s budget before the call: refused when
+    /// the period's spend and the estimate would pass the budget. Only for a key with one.
+    fn reserve<'a>(
+        &'a self,
+        key: &'a KeyRecord,
+        usage: &'a Usage,
+        estimate_usd: f64,
+    ) -> Decision<'a>;
+
+    /// Adds a finished request's cost (less the `reserved_usd` its [`Limiter::reserve`]
+    /// added) and tokens.
     fn settle<'a>(
         &'a self,
         key: &'a KeyRecord,
         usage: &'a Usage,
         cost_usd: f64,
+        reserved_usd: f64,
         tokens: u64,
     ) -> Settled<'a>;
 

@@ -57,12 +57,24 @@ redis.call('EXPIRE', KEYS[2], 61)
 return {0, requests + 1}
 ";
 
-/// KEYS: spend, window. ARGV: cost (micro-USD), tokens, spend key lifetime (s), seed spend
-/// (micro-USD, -1 when the key has no budget).
+/// KEYS: spend. ARGV: budget (micro-USD), seed spend, spend key lifetime (s), estimate
+/// (micro-USD). Returns {0, spent} with the estimate added, {1, spent} when the budget is
+/// spent or the estimate would pass it.
+const RESERVE: &str = r"
+redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
+local spent = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), 0)
+local budget = tonumber(ARGV[1])
+if spent >= budget or spent + tonumber(ARGV[4]) > budget then return {1, spent} end
+return {0, redis.call('INCRBY', KEYS[1], ARGV[4])}
+";
+
+/// KEYS: spend, window. ARGV: cost less the reservation (micro-USD, may be negative),
+/// tokens, spend key lifetime (s), seed spend (micro-USD, -1 when the key has no budget).
 const SETTLE: &str = r"
 if tonumber(ARGV[4]) >= 0 then
   redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[3])
-  redis.call('INCRBY', KEYS[1], ARGV[1])
+  local spent = redis.call('INCRBY', KEYS[1], ARGV[1])
+  if spent < 0 then redis.call('INCRBY', KEYS[1], -spent) end
 end
 if tonumber(ARGV[2]) > 0 then
   local t = redis.call('TIME')
@@ -75,6 +87,7 @@ return 0
 pub struct RedisLimiter {
     link: Arc<Link>,
     admit: redis::Script,
+    reserve: redis::Script,
     settle: redis::Script,
     /// Decisions while Redis does not answer.
     fallback: Memory,
@@ -91,6 +104,7 @@ impl RedisLimiter {
     pub fn on(link: Arc<Link>) -> Arc<dyn Limiter> {
         Arc::new(RedisLimiter {
             admit: redis::Script::new(ADMIT),
+            reserve: redis::Script::new(RESERVE),
             settle: redis::Script::new(SETTLE),
             fallback: Memory::new(link.instances),
             link,
@@ -136,6 +150,7 @@ impl RedisLimiter {
             1 => Err(Refusal::Budget {
                 spent_usd: value as f64 / 1e6,
                 limit_usd: key.budget.map_or(0.0, |b| b.usd),
+                estimate_usd: 0.0,
             }),
             2 => Err(Refusal::Requests {
                 limit: key.rpm.unwrap_or(0),
@@ -146,24 +161,55 @@ impl RedisLimiter {
         })
     }
 
+    async fn hold(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &KeyRecord,
+        usage: &Usage,
+        estimate_usd: f64,
+    ) -> redis::RedisResult<Result<(), Refusal>> {
+        let Some(budget) = key.budget else {
+            return Ok(Ok(()));
+        };
+        let now = crate::store::now_ms();
+        let (spend, _, ttl_s) = self.keys(key, now);
+        let (code, spent): (i64, i64) = self
+            .reserve
+            .key(spend)
+            .arg(micro(budget.usd))
+            .arg(micro(usage.spent_usd(&budget, now)))
+            .arg(ttl_s)
+            .arg(micro(estimate_usd))
+            .invoke_async(conn)
+            .await?;
+        Ok(match code {
+            0 => Ok(()),
+            _ => Err(Refusal::Budget {
+                spent_usd: spent as f64 / 1e6,
+                limit_usd: budget.usd,
+                estimate_usd,
+            }),
+        })
+    }
+
     async fn add(
         &self,
         conn: &mut MultiplexedConnection,
         key: &KeyRecord,
         usage: &Usage,
-        cost_usd: f64,
+        delta_micro: i64,
         tokens: u64,
     ) -> redis::RedisResult<()> {
         let now = crate::store::now_ms();
         let (spend, window, ttl_s) = self.keys(key, now);
-        // The seed is what this process knew before this request's cost.
+        // The seed is what this process knew before this request's settlement.
         let seed = key.budget.map_or(-1, |b| {
-            (micro(usage.spent_usd(&b, now)) - micro(cost_usd)).max(0)
+            (micro(usage.spent_usd(&b, now)) - delta_micro).max(0)
         });
         self.settle
             .key(spend)
             .key(window)
-            .arg(micro(cost_usd))
+            .arg(delta_micro)
             .arg(tokens)
             .arg(ttl_s)
             .arg(seed)
@@ -196,17 +242,46 @@ impl Limiter for RedisLimiter {
         })
     }
 
+    fn reserve<'a>(
+        &'a self,
+        key: &'a KeyRecord,
+        usage: &'a Usage,
+        estimate_usd: f64,
+    ) -> Decision<'a> {
+        Box::pin(async move {
+            let decided = self
+                .link
+                .run(|mut conn| async move { self.hold(&mut conn, key, usage, estimate_usd).await })
+                .await;
+            match decided {
+                Some(decision) => {
+                    if decision.is_ok() {
+                        // Mirrored here, for a fallback to start from.
+                        usage.settle_reserved(estimate_usd, 0.0, 0);
+                    }
+                    decision
+                }
+                None => {
+                    link::fell_back("keys");
+                    self.fallback.hold(key, usage, estimate_usd)
+                }
+            }
+        })
+    }
+
     fn settle<'a>(
         &'a self,
         key: &'a KeyRecord,
         usage: &'a Usage,
         cost_usd: f64,
+        reserved_usd: f64,
         tokens: u64,
     ) -> Settled<'a> {
-        usage.settle(cost_usd, tokens);
+        usage.settle_reserved(cost_usd, reserved_usd, tokens);
+        let delta_micro = micro(cost_usd) - micro(reserved_usd);
         Box::pin(async move {
             let add = |mut conn: MultiplexedConnection| async move {
-                self.add(&mut conn, key, usage, cost_usd, tokens).await
+                self.add(&mut conn, key, usage, delta_micro, tokens).await
             };
             self.link.run(add).await;
         })

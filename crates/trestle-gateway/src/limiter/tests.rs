@@ -56,9 +56,9 @@ async fn tokens_per_minute_hold(l: &dyn Limiter) {
     let k = key(None, Some(100), None);
     let u = usage();
     assert_eq!(l.admit(&k, &u).await, Ok(()));
-    l.settle(&k, &u, 0.0, 60).await;
+    l.settle(&k, &u, 0.0, 0.0, 60).await;
     assert_eq!(l.admit(&k, &u).await, Ok(()));
-    l.settle(&k, &u, 0.0, 60).await;
+    l.settle(&k, &u, 0.0, 0.0, 60).await;
     assert_eq!(l.admit(&k, &u).await, Err(Refusal::Tokens { limit: 100 }));
 }
 
@@ -66,13 +66,14 @@ async fn budgets_hold(l: &dyn Limiter) {
     let k = key(None, None, Some(0.01));
     let u = usage();
     assert_eq!(l.admit(&k, &u).await, Ok(()));
-    l.settle(&k, &u, 0.004, 10).await;
+    l.settle(&k, &u, 0.004, 0.0, 10).await;
     assert_eq!(l.admit(&k, &u).await, Ok(()));
-    l.settle(&k, &u, 0.007, 10).await;
+    l.settle(&k, &u, 0.007, 0.0, 10).await;
     match l.admit(&k, &u).await {
         Err(Refusal::Budget {
             spent_usd,
             limit_usd,
+            ..
         }) => {
             assert!((spent_usd - 0.011).abs() < 1e-9, "{spent_usd}");
             assert!((limit_usd - 0.01).abs() < 1e-9);
@@ -81,10 +82,44 @@ async fn budgets_hold(l: &dyn Limiter) {
     }
 }
 
+/// An estimate is held on the budget before the call, refused when it would pass the
+/// budget, and replaced by the real cost when the request ends.
+async fn reservations_hold(l: &dyn Limiter) {
+    let k = key(None, None, Some(1.0));
+    let u = usage();
+    assert_eq!(l.reserve(&k, &u, 0.6).await, Ok(()));
+    // 0.6 held: another 0.6 would pass the budget, 0.3 fits.
+    match l.reserve(&k, &u, 0.6).await {
+        Err(Refusal::Budget {
+            spent_usd,
+            limit_usd,
+            estimate_usd,
+        }) => {
+            assert!((spent_usd - 0.6).abs() < 1e-9, "{spent_usd}");
+            assert!((limit_usd - 1.0).abs() < 1e-9);
+            assert!((estimate_usd - 0.6).abs() < 1e-9);
+        }
+        other => panic!("expected a budget refusal, got {other:?}"),
+    }
+    assert_eq!(l.reserve(&k, &u, 0.3).await, Ok(()));
+    // The first request cost 0.1 of its 0.6, the second nothing (a cache hit): 0.1 spent.
+    l.settle(&k, &u, 0.1, 0.6, 5).await;
+    l.settle(&k, &u, 0.0, 0.3, 0).await;
+    assert_eq!(l.reserve(&k, &u, 0.9).await, Ok(()));
+    l.settle(&k, &u, 0.95, 0.9, 5).await;
+    // 1.05 spent: nothing more, not even a request estimated at zero.
+    assert!(matches!(
+        l.reserve(&k, &u, 0.0).await,
+        Err(Refusal::Budget { .. })
+    ));
+    assert!(matches!(l.admit(&k, &u).await, Err(Refusal::Budget { .. })));
+}
+
 async fn suite(l: &dyn Limiter) {
     requests_per_minute_hold(l).await;
     tokens_per_minute_hold(l).await;
     budgets_hold(l).await;
+    reservations_hold(l).await;
 }
 
 #[tokio::test]
@@ -161,7 +196,7 @@ async fn redis_limits_hold_across_instances() {
     // A budget spent on one instance is spent on the other.
     let k = key(None, None, Some(0.05));
     assert_eq!(b.admit(&k, &ub).await, Ok(()));
-    a.settle(&k, &ua, 0.06, 5).await;
+    a.settle(&k, &ua, 0.06, 0.0, 5).await;
     assert!(matches!(
         b.admit(&k, &ub).await,
         Err(Refusal::Budget { .. })

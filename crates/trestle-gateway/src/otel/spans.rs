@@ -44,6 +44,8 @@ fn describe(p: &ProviderConfig) -> ProviderInfo {
         ProviderConfig::Openai(h) => ("openai", h.base_url.as_deref()),
         ProviderConfig::Anthropic(h) => ("anthropic", h.base_url.as_deref()),
         ProviderConfig::Gemini(h) => ("gcp.gemini", h.base_url.as_deref()),
+        ProviderConfig::AzureOpenai(a) => ("azure.ai.openai", Some(a.endpoint.as_str())),
+        ProviderConfig::Vertex(_) => ("gcp.vertex_ai", None),
         ProviderConfig::Placeholder(_) => {
             return ProviderInfo {
                 name: "trestle.placeholder".into(),
@@ -56,7 +58,11 @@ fn describe(p: &ProviderConfig) -> ProviderInfo {
         ProviderConfig::Anthropic(_) => crate::providers::anthropic::DEFAULT_BASE_URL,
         _ => "https://generativelanguage.googleapis.com",
     };
-    let url = reqwest::Url::parse(base.unwrap_or(default)).ok();
+    let vertex_base = match p {
+        ProviderConfig::Vertex(v) => Some(v.base_url()),
+        _ => None,
+    };
+    let url = reqwest::Url::parse(vertex_base.as_deref().or(base).unwrap_or(default)).ok();
     let address = url.as_ref().and_then(|u| u.host_str().map(str::to_string));
     let port = url
         .as_ref()

@@ -1,9 +1,12 @@
 //! Cache: before inference, the exact cache (normalized key, within the route's `ttl_s`;
 //! this instance's, then the one shared in Redis with `[state] kind = "redis"`), then the
 //! semantic cache (the query's embedding against earlier ones in the same scope: the nearest
-//! one the guard accepts, served when its learned threshold allows, [`learned`]). A miss
-//! carries what the answer will be stored under, and a neighbour to compare the fresh answer
-//! with when one is to be verified.
+//! one the guard accepts, served when its learned threshold allows, [`learned`]; with a
+//! `judge`, a candidate the threshold would not serve, from `judge_from` up, is served when
+//! the judge says it asks for the same answer, [`judge`]). A miss carries what the answer
+//! will be stored under, and a neighbour to compare the fresh answer with when one is to be
+//! verified. The judge is awaited on this request's own task, within `judge_timeout_ms`;
+//! routes without one never reach it.
 //!
 //! `cache-control: no-cache` on the request skips the lookup; `no-store` skips storing.
 
@@ -17,8 +20,10 @@ use trestle_core::openai::ChatRequest;
 use super::ingress::Identity;
 use super::record::{Remember, SemanticWrite};
 use crate::cache::exact::Entry;
+use crate::cache::judge::{self, Verdict};
 use crate::cache::learned::{self, Check, Pending};
 use crate::cache::{guard, key};
+use crate::guard::GuardRecord;
 use crate::metrics;
 use crate::runtime::{Route, Runtime};
 
@@ -29,13 +34,16 @@ pub struct Hit {
     pub entry: Arc<Entry>,
     pub age: Duration,
     pub similarity: Option<f32>,
+    /// The judge's verdict on it, for the trace.
+    pub judged: Option<GuardRecord>,
 }
 
 pub enum Outcome {
     Hit(Hit),
-    /// Where the answer goes once made (none: nothing is stored), and the semantic neighbour
-    /// to compare it with (learned thresholds).
-    Miss(Option<Remember>, Option<Pending>),
+    /// Where the answer goes once made (none: nothing is stored), the semantic neighbour
+    /// to compare it with (learned thresholds), and the judge's verdict on a candidate it
+    /// turned down, for the trace.
+    Miss(Option<Remember>, Option<Pending>, Option<GuardRecord>),
 }
 
 /// The tenant a request belongs to: `x-trestle-tenant-id`, else `metadata.tenant_id`.
@@ -74,7 +82,7 @@ pub async fn lookup(
     // The `cache` fallback level needs answers stored even when the cache itself is off.
     let stores = writes || route.config.fallback.cache;
     if !reads && !stores {
-        return Outcome::Miss(None, None);
+        return Outcome::Miss(None, None, None);
     }
     // The `cache` level's semantic neighbours need the queries indexed even when the cache
     // itself stores nothing.
@@ -89,10 +97,12 @@ pub async fn lookup(
             entry,
             age,
             similarity: None,
+            judged: None,
         });
     }
     let mut semantic = None;
     let mut pending = None;
+    let mut judged = None;
     if let Some(sem) = &cfg.semantic
         && (reads || writes || fallback_semantic)
         && (sem.allow_tools || req.tools.as_ref().is_none_or(Vec::is_empty))
@@ -144,6 +154,44 @@ pub async fn lookup(
                         Some(_) if rand::random::<f32>() < sem.verify_rate => Some(Check::Verify),
                         Some(_) => None,
                     };
+                    // The judge: on a candidate the threshold would not serve, from its floor
+                    // up (with `judge_all`, on one it would serve too).
+                    let ask = sem.judge.as_deref().filter(|_| {
+                        n.similarity >= sem.judge_floor()
+                            && match check {
+                                Some(Check::Explore) => true,
+                                None => sem.judge_all,
+                                Some(Check::Verify) => false,
+                            }
+                    });
+                    let check = match (ask, entry.query.as_deref()) {
+                        (Some(name), Some(cached)) => {
+                            let (same, fresh, record) =
+                                ask_judge(runtime, route, sem, name, cached, &text, n.similarity)
+                                    .await;
+                            judged = Some(record);
+                            if same {
+                                // A fresh yes is evidence for the entry (a remembered one
+                                // was counted when it was given).
+                                if fresh && let Some(model) = &model {
+                                    learning.observe(
+                                        model,
+                                        n.key,
+                                        query,
+                                        learned::Observation {
+                                            similarity: n.similarity,
+                                            wrong: false,
+                                            source: learned::Source::Feedback,
+                                        },
+                                    );
+                                }
+                                None
+                            } else {
+                                Some(check.unwrap_or(Check::Explore))
+                            }
+                        }
+                        _ => check,
+                    };
                     match (check, model) {
                         (None, model) => {
                             route.metrics.cache_lookup("semantic");
@@ -163,6 +211,7 @@ pub async fn lookup(
                                 entry,
                                 age,
                                 similarity: Some(n.similarity),
+                                judged,
                             });
                         }
                         (Some(check), Some(model))
@@ -210,5 +259,64 @@ pub async fn lookup(
         semantic,
         persist: writes,
     });
-    Outcome::Miss(remember, pending)
+    Outcome::Miss(remember, pending, judged)
+}
+
+/// Asks the route's judge whether `cached` and `query` ask for the same answer: whether to
+/// serve, whether the verdict is new (not remembered), and what the trace keeps of it.
+/// Anything but a yes is a miss.
+async fn ask_judge(
+    runtime: &Runtime,
+    route: &Route,
+    sem: &trestle_core::config::SemanticConfig,
+    name: &str,
+    cached: &str,
+    query: &str,
+    similarity: f32,
+) -> (bool, bool, GuardRecord) {
+    let asked = match runtime
+        .resolve(name)
+        .ok()
+        .and_then(|r| r.targets.first().cloned())
+    {
+        Some(target) => {
+            let timeout = Duration::from_millis(sem.judge_timeout_ms);
+            runtime
+                .registry
+                .caches
+                .judge
+                .ask(&target, cached, query, timeout)
+                .await
+        }
+        None => judge::Asked {
+            verdict: Verdict::Error,
+            took: None,
+            error: Some(format!("no route or target `{name}`")),
+        },
+    };
+    let same = asked.verdict == Verdict::Same;
+    metrics::cache_judge(&route.name, asked.verdict.as_str(), asked.took);
+    if let Some(e) = &asked.error {
+        tracing::debug!(route = %route.name, judge = name, error = %e,
+            "semantic-cache judge gave no verdict; a miss");
+    }
+    let mut detail = format!("similarity {similarity:.3}");
+    if asked.took.is_none() && asked.error.is_none() {
+        detail.push_str("; remembered verdict");
+    }
+    if let Some(e) = asked.error {
+        detail.push_str("; ");
+        detail.push_str(&e);
+    }
+    let record = GuardRecord {
+        guardrail: name.to_string(),
+        kind: "cache_judge".into(),
+        stage: "cache".into(),
+        action: if same { "serve" } else { "miss" }.into(),
+        outcome: asked.verdict.as_str().into(),
+        entities: Default::default(),
+        detail: Some(detail),
+        latency_ms: asked.took.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
+    };
+    (same, asked.took.is_some(), record)
 }

@@ -338,12 +338,33 @@ fn order(targets: &[Arc<Target>], balance: Balance) -> Cow<'_, [Arc<Target>]> {
 /// Prompt characters / 4 plus the output cap (256 when the request sets none): what a
 /// `tokens_per_minute` limit reserves before the call.
 fn estimate_tokens(req: &ChatRequest) -> u64 {
+    let (input, output) = estimate_usage(req);
+    input + output
+}
+
+/// A request's tokens before the call, input and output: prompt characters / 4, and the
+/// output cap (256 when the request sets none).
+pub(super) fn estimate_usage(req: &ChatRequest) -> (u64, u64) {
     let chars: usize = req
         .messages
         .iter()
         .map(|m| m.content.as_ref().map_or(0, Content::text_len))
         .sum();
-    (chars / 4) as u64 + u64::from(req.output_cap().unwrap_or(256))
+    (
+        (chars / 4) as u64,
+        u64::from(req.output_cap().unwrap_or(256)),
+    )
+}
+
+/// What a request may cost before the call: its [`estimate_usage`] at the dearest price of
+/// the targets that may serve it (zero when none has a price). What a budget reserves.
+pub(super) fn estimate_cost(req: &ChatRequest, chain: &[Arc<Target>]) -> f64 {
+    let (input, output) = estimate_usage(req);
+    let usage = trestle_core::openai::Usage::new(input, output, 0);
+    chain
+        .iter()
+        .filter_map(|t| t.price.map(|p| p.cost(&usage)))
+        .fold(0.0, f64::max)
 }
 
 /// What every attempt of one request sends, and within which limits.

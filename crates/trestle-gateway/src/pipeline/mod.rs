@@ -93,19 +93,6 @@ pub async fn chat(
     let stream = req.is_stream();
     guard.set_route(&route, stream);
 
-    // Spend: the tenant's and the route's budgets for the period (the key's was checked
-    // with its limits, in auth).
-    let tenant = caller.as_ref().map(|c| c.key.tenant.as_str());
-    if let Err(e) = state
-        .keys
-        .budgets
-        .admit(&runtime.config, tenant, &route.name)
-        .await
-    {
-        guard.fail(&e);
-        return deliver::error(e, bare());
-    }
-
     // Capability: the level live health allows, and what it changes.
     let (capability, behaviour) = capability(&route, started);
     guard.set_capability(capability);
@@ -155,6 +142,23 @@ pub async fn chat(
     .map(Vec::as_slice)
     .or(applied.targets.as_deref())
     .unwrap_or(&route.targets);
+
+    // Spend: the request's estimated cost reserved on its key's, tenant's and route's
+    // budgets for the period (a spent key was already refused with its limits, in auth).
+    if caller.as_ref().is_some_and(|c| c.key.budget.is_some()) || runtime.config.has_budgets() {
+        let estimate = infer::estimate_cost(&req, chain);
+        match state
+            .keys
+            .reserve(&runtime.config, caller.as_ref(), &route.name, estimate)
+            .await
+        {
+            Ok(reserved) => guard.set_reserved(reserved),
+            Err(e) => {
+                guard.fail(&e);
+                return deliver::error(e, bare());
+            }
+        }
+    }
 
     // Budget: the input counted against the route's max_input_tokens, trimmed or refused.
     let (budget, too_long) = trim::apply(&route, chain, &mut req).await;
@@ -218,11 +222,12 @@ pub async fn chat(
         None => applied.cache_scope.as_str().into(),
     };
     let lookup = match &input_blocked {
-        Some(_) => cache::Outcome::Miss(None, None),
+        Some(_) => cache::Outcome::Miss(None, None, None),
         None => cache::lookup(&runtime, &route, &cache_scope, &req, &identity, &headers).await,
     };
     let remember = match lookup {
-        cache::Outcome::Hit(hit) => {
+        cache::Outcome::Hit(mut hit) => {
+            guard.guardrails(hit.judged.take().into_iter().collect());
             guard.cache_hit(hit.layer, &hit.entry, hit.similarity);
             let headers = served("primary", hit.layer, Some(hit.age.as_secs()), false);
             return match hit.entry.answer.completion() {
@@ -234,7 +239,8 @@ pub async fn chat(
                 }
             };
         }
-        cache::Outcome::Miss(remember, pending) => {
+        cache::Outcome::Miss(remember, pending, judged) => {
+            guard.guardrails(judged.into_iter().collect());
             if let Some(p) = pending {
                 guard.verify(p);
             }

@@ -67,6 +67,9 @@ pub struct TraceGuard {
     experiment: Option<Arc<crate::experiments::Experiment>>,
     /// The caller's key, settled with the request's cost and tokens when it ends.
     caller: Option<crate::keys::Caller>,
+    /// The estimated cost reserved on the request's budgets before the call; the real cost
+    /// replaces it when the request ends.
+    reserved_usd: f64,
     /// A semantic neighbour to compare a good answer with (learned thresholds).
     verify: Option<crate::cache::learned::Pending>,
 }
@@ -138,6 +141,7 @@ impl TraceGuard {
             stream_guards: None,
             experiment: None,
             caller: None,
+            reserved_usd: 0.0,
             verify: None,
         }
     }
@@ -199,6 +203,11 @@ impl TraceGuard {
             t.key_id = Some(c.key.id.clone());
         }
         self.caller = caller.cloned();
+    }
+
+    /// What the request's budgets reserved before the call.
+    pub fn set_reserved(&mut self, usd: f64) {
+        self.reserved_usd = usd;
     }
 
     /// The prompt version rendered into the request.
@@ -446,7 +455,7 @@ impl TraceGuard {
         t.cost_usd = t.attempts.iter().map(|a| a.cost_usd).sum();
         // Spend: the key's, its tenant's and the route's, settled off the request path.
         let tokens = t.usage.prompt_tokens + t.usage.completion_tokens;
-        let (cost, caller) = (t.cost_usd, self.caller.clone());
+        let (cost, caller, reserved) = (t.cost_usd, self.caller.clone(), self.reserved_usd);
         // Without a key, only a route with a budget has spend to settle: no task otherwise.
         let route = self.route.as_ref().map(|r| r.name.clone());
         let route_budget = route.as_deref().is_some_and(|r| {
@@ -457,7 +466,7 @@ impl TraceGuard {
                 .get(r)
                 .is_some_and(|c| c.budget_usd.is_some())
         });
-        if caller.is_some() || (cost > 0.0 && route_budget) {
+        if caller.is_some() || reserved > 0.0 || (cost > 0.0 && route_budget) {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     let state = self.state.clone();
@@ -470,6 +479,7 @@ impl TraceGuard {
                                 caller.as_ref(),
                                 route.as_deref(),
                                 cost,
+                                reserved,
                                 tokens,
                             )
                             .await;
@@ -477,7 +487,12 @@ impl TraceGuard {
                 }
                 Err(_) => {
                     if let Some(c) = &caller {
-                        c.usage.settle(cost, tokens);
+                        let reserved = if c.key.budget.is_some() {
+                            reserved
+                        } else {
+                            0.0
+                        };
+                        c.usage.settle_reserved(cost, reserved, tokens);
                     }
                 }
             }

@@ -24,12 +24,83 @@ pub enum Auth {
 }
 
 /// A pooled HTTP client bound to one provider's base URL and credentials.
+///
+/// Requests go out on hyper's pooled client directly (HTTP/1.1 keep-alive, HTTP/2 where a TLS
+/// upstream offers it by ALPN, TCP_NODELAY): no per-request URL parsing beyond the one string,
+/// no default-header merge, no timeout wrappers (the pipeline times each attempt and its first
+/// token). When the environment names a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`),
+/// requests go through reqwest instead, which honours it and `NO_PROXY` as before.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
-    base_url: String,
+    /// Shared: an adapter clones the client into each request's future.
+    transport: std::sync::Arc<Transport>,
+    /// The key and the configured headers, sent with every request.
+    headers: std::sync::Arc<HeaderMap>,
+    base_url: std::sync::Arc<str>,
     max_response_bytes: usize,
     max_event_bytes: usize,
+}
+
+type Lean = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+>;
+
+enum Transport {
+    Lean(Box<Lean>),
+    Proxied(reqwest::Client),
+}
+
+/// An upstream's answer: status, headers and a body read by [`HttpClient::read_body`] or
+/// [`HttpClient::sse_events`].
+pub type Response = hyper::Response<Body>;
+
+/// A response body from either transport.
+pub enum Body {
+    Lean(hyper::body::Incoming),
+    Proxied(reqwest::Body),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = String;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, String>>> {
+        use std::pin::Pin;
+        let error = |e: &dyn std::error::Error| root_cause(e);
+        match self.get_mut() {
+            Body::Lean(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| error(&e)))),
+            Body::Proxied(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| error(&e)))),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Lean(b) => b.size_hint(),
+            Body::Proxied(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Whether the environment asks for a proxy (reqwest's system proxy variables).
+fn proxy_in_environment() -> bool {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 /// One server-sent event.
@@ -75,21 +146,28 @@ impl HttpClient {
                     .map_err(|_| anyhow::anyhow!("invalid value for header `{name}`"))?,
             );
         }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()?;
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let transport = if proxy_in_environment() {
+            Transport::Proxied(
+                reqwest::Client::builder()
+                    .connect_timeout(connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .tcp_nodelay(true)
+                    .build()?,
+            )
+        } else {
+            Transport::Lean(Box::new(lean_client(connect_timeout)?))
+        };
         let base_url = config
             .base_url
             .clone()
             .unwrap_or_else(|| default_base.to_string())
             .trim_end_matches('/')
-            .to_string();
+            .into();
         Ok(HttpClient {
-            client,
+            transport: std::sync::Arc::new(transport),
+            headers: std::sync::Arc::new(headers),
             base_url,
             max_response_bytes: config.max_response_bytes(),
             max_event_bytes: config.max_event_bytes(),
@@ -97,28 +175,30 @@ impl HttpClient {
     }
 
     /// Reads a whole response body, up to `max_response_bytes`.
-    pub async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, ProviderError> {
+    pub async fn read_body(&self, response: Response) -> Result<Bytes, ProviderError> {
+        use http_body_util::BodyExt;
         let limit = self.max_response_bytes;
         let too_large = |size: String| {
             ProviderError::Malformed(format!(
                 "the upstream answer is {size} bytes, over max_response_bytes ({limit})"
             ))
         };
-        if let Some(len) = response.content_length()
+        let length = content_length(response.headers());
+        if let Some(len) = length
             && len > limit as u64
         {
             return Err(too_large(len.to_string()));
         }
+        let mut body_in = response.into_body();
         let mut body = bytes::BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| ProviderError::Stream(e.to_string()))?
-        {
+        while let Some(frame) = body_in.frame().await {
+            let Ok(chunk) = frame.map_err(ProviderError::Stream)?.into_data() else {
+                continue; // trailers
+            };
             if body.len() + chunk.len() > limit {
                 return Err(too_large(format!("more than {limit}")));
             }
-            if body.is_empty() && response.content_length() == Some(chunk.len() as u64) {
+            if body.is_empty() && length == Some(chunk.len() as u64) {
                 // The whole body in one piece: no copy.
                 return Ok(chunk);
             }
@@ -131,11 +211,9 @@ impl HttpClient {
     /// and `max_event_bytes` per event.
     pub fn sse_events(
         &self,
-        response: reqwest::Response,
+        response: Response,
     ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
-        let bytes = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(|e| ProviderError::Stream(e.to_string())));
+        let bytes = body_bytes(response.into_body());
         sse_parse(bytes, self.max_response_bytes, self.max_event_bytes)
     }
 
@@ -149,15 +227,50 @@ impl HttpClient {
         path: &str,
         body: Bytes,
         extra: &[(&'static str, &str)],
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut request = self
-            .client
-            .post(self.url(path))
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in extra {
-            request = request.header(*name, *value);
-        }
-        let response = request.body(body).send().await.map_err(send_error)?;
+    ) -> Result<Response, ProviderError> {
+        let url = self.url(path);
+        let response = match self.transport.as_ref() {
+            Transport::Lean(client) => {
+                let mut request = hyper::Request::post(url.as_str())
+                    .body(http_body_util::Full::new(body))
+                    .map_err(|e| ProviderError::Connect(format!("bad upstream URL {url}: {e}")))?;
+                let headers = request.headers_mut();
+                headers.reserve(self.headers.len() + extra.len() + 1);
+                for (name, value) in self.headers.iter() {
+                    headers.insert(name, value.clone());
+                }
+                headers.insert(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                for (name, value) in extra {
+                    let value = HeaderValue::from_str(value).map_err(|_| {
+                        ProviderError::refused(format!("header {name} has characters not allowed"))
+                    })?;
+                    headers.insert(*name, value);
+                }
+                client
+                    .request(request)
+                    .await
+                    .map_err(|e| send_error(&e, e.is_connect()))?
+                    .map(Body::Lean)
+            }
+            Transport::Proxied(client) => {
+                let mut request = client
+                    .post(url)
+                    .headers((*self.headers).clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json");
+                for (name, value) in extra {
+                    request = request.header(*name, *value);
+                }
+                let response = request
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| send_error(&e, e.is_connect()))?;
+                hyper::Response::from(response).map(Body::Proxied)
+            }
+        };
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -166,30 +279,102 @@ impl HttpClient {
     }
 }
 
-fn send_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout("connecting")
-    } else {
-        // Walk to the root cause: reqwest's top-level text says little ("error sending request").
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(inner) = source {
-            message = inner.to_string();
-            source = inner.source();
-        }
-        ProviderError::Connect(message)
-    }
+/// Hyper's pooled client over rustls (the platform's certificate verifier, as reqwest uses),
+/// offering HTTP/2 and HTTP/1.1 by ALPN on TLS, HTTP/1.1 on plain TCP.
+fn lean_client(connect_timeout: Duration) -> anyhow::Result<Lean> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use rustls_platform_verifier::ConfigVerifierExt;
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    let tls = rustls::ClientConfig::with_platform_verifier()
+        .map_err(|e| anyhow::anyhow!("cannot set up TLS for upstream calls: {e}"))?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(connector),
+    )
 }
 
-/// Turns a non-2xx response into an error carrying the upstream's own message.
-pub async fn status_error(response: reqwest::Response) -> ProviderError {
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A body's data frames as a stream of bytes (trailers skipped).
+fn body_bytes(
+    body: Body,
+) -> impl futures_util::Stream<Item = Result<Bytes, ProviderError>> + Send + 'static {
+    futures_util::stream::unfold(Some(body), |body| async move {
+        use http_body_util::BodyExt;
+        let mut body = body?;
+        loop {
+            match body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), Some(body)));
+                    }
+                }
+                Err(e) => return Some((Err(ProviderError::Stream(e)), None)),
+            }
+        }
+    })
+}
+
+/// The innermost error's text: the outer ones say little ("error sending request").
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        message = inner.to_string();
+        source = inner.source();
+    }
+    message
+}
+
+/// A request that got no answer: a connect timeout, or the cause.
+fn send_error(e: &(dyn std::error::Error + 'static), connecting: bool) -> ProviderError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = source {
+        let timed_out = inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || inner
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout);
+        if timed_out && connecting {
+            return ProviderError::Timeout("connecting");
+        }
+        source = inner.source();
+    }
+    ProviderError::Connect(root_cause(e))
+}
+
+/// Turns a non-2xx response into an error carrying the upstream's own message (the first
+/// 64 KiB of its body).
+pub async fn status_error(response: Response) -> ProviderError {
+    use http_body_util::BodyExt;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let body = response.bytes().await.unwrap_or_default();
+    let retry_after = retry_after(response.headers());
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     ProviderError::Status {
         status,
         message: error_message(&body),
@@ -197,15 +382,26 @@ pub async fn status_error(response: reqwest::Response) -> ProviderError {
     }
 }
 
+/// The delay a response asks for: Azure's `retry-after-ms` (or `x-ms-retry-after-ms`) in
+/// milliseconds when present, as it is finer, else `Retry-After` in seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let millis = header("retry-after-ms")
+        .or_else(|| header("x-ms-retry-after-ms"))
+        .and_then(|ms| ms.trim().parse::<f64>().ok())
+        .and_then(|ms| seconds(ms / 1000.0));
+    millis.or_else(|| header(reqwest::header::RETRY_AFTER.as_str()).and_then(parse_retry_after))
+}
+
 /// `Retry-After` in seconds (fractions allowed), at most a day; HTTP-date forms are ignored.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<f64>().ok().and_then(seconds)
+}
+
+/// A delay in seconds, at most a day; `None` for a negative or non-finite number.
+fn seconds(s: f64) -> Option<Duration> {
     const DAY: Duration = Duration::from_secs(86_400);
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::try_from_secs_f64(s).map_or(DAY, |d| d.min(DAY)))
+    (s.is_finite() && s >= 0.0).then(|| Duration::try_from_secs_f64(s).map_or(DAY, |d| d.min(DAY)))
 }
 
 /// The message inside `{"error":{"message":…}}` (OpenAI, Anthropic, Gemini), else the body.
@@ -418,5 +614,23 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         // An absurd value is capped, never a panic.
         assert_eq!(parse_retry_after("1e30"), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn azure_retry_after_ms_wins_over_retry_after() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        let mut h = HeaderMap::new();
+        h.insert("x-ms-retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        // Garbage in the finer header falls back to `Retry-After`.
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("soon"));
+        h.insert("retry-after", HeaderValue::from_static("1"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 }

@@ -3,10 +3,12 @@
 //! recorded fixtures.
 
 pub mod anthropic;
+pub mod azure;
 pub mod gemini;
 pub(crate) mod http;
 pub mod openai;
 pub mod placeholder;
+pub mod vertex;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -183,6 +185,17 @@ pub trait Provider: Send + Sync {
         Vec::new()
     }
 
+    /// The upstream's own count of the request's input tokens, where it has an endpoint for
+    /// it (Anthropic's `count_tokens`); `None` means count locally.
+    fn count_tokens(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> Option<BoxFuture<'static, Result<u64, ProviderError>>> {
+        let _ = (model, req);
+        None
+    }
+
     /// A moderation verdict (`POST /v1/moderations`, OpenAI's answer shape), where the
     /// provider has one.
     fn moderate(
@@ -242,6 +255,11 @@ pub fn build_all(config: &Config) -> anyhow::Result<HashMap<String, Arc<dyn Prov
             ProviderConfig::Openai(c) => Arc::new(openai::OpenAi::new(c)?),
             ProviderConfig::Anthropic(c) => Arc::new(anthropic::Anthropic::new(c)?),
             ProviderConfig::Gemini(c) => Arc::new(gemini::Gemini::new(c)?),
+            ProviderConfig::AzureOpenai(c) => Arc::new(azure::AzureOpenAi::new(c)?),
+            ProviderConfig::Vertex(c) => Arc::new(
+                vertex::Vertex::new(c, config.base_dir.as_deref())
+                    .map_err(|e| anyhow::anyhow!("providers.{name}: {e}"))?,
+            ),
             ProviderConfig::Placeholder(c) => Arc::new(placeholder::Placeholder::new(c.clone())?),
         };
         out.insert(name.clone(), provider);

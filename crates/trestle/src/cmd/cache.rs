@@ -1,13 +1,17 @@
-//! `trestle cache eval`: semantic-cache quality on a labelled paraphrase set, per threshold.
+//! `trestle cache eval`: semantic-cache quality on a labelled paraphrase set, per threshold,
+//! and per stage (similarity, guard, attribute rule, learned thresholds, judge: [`stages`]).
+
+mod stages;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use trestle_core::Config;
 use trestle_gateway::cache::embed::{self, Embedder};
+use trestle_gateway::cache::eval::stages::Scored;
 use trestle_gateway::cache::eval::{self, Latency, Report};
 use trestle_gateway::cache::guard;
 use trestle_gateway::resilience::Registry;
@@ -37,9 +41,32 @@ pub struct EvalArgs {
     /// Also write the whole report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A judge for the judge stage: a route or `provider/model` in --config.
+    #[arg(long)]
+    judge: Option<String>,
+    /// A judge for the judge stage: any OpenAI-compatible base URL (e.g.
+    /// http://127.0.0.1:8080/v1), with --judge-model.
+    #[arg(long)]
+    judge_url: Option<String>,
+    /// The model to ask at --judge-url.
+    #[arg(long)]
+    judge_model: Option<String>,
+    /// The judge's time per question; later is a miss, as in the gateway.
+    #[arg(long, default_value_t = 300)]
+    judge_timeout_ms: u64,
+    /// The lowest similarity the judge is asked about (pairs the guard passes).
+    #[arg(long, default_value_t = 0.5)]
+    judge_from: f32,
+    /// Simulated judges, by accuracy (e.g. 0.95,0.9): they answer from the labels, wrong at
+    /// random with the stated rate. Reported as simulated, never as a model.
+    #[arg(long, value_delimiter = ',')]
+    simulated_judge: Vec<f64>,
+    /// Error patterns each simulated judge is averaged over.
+    #[arg(long, default_value_t = 10)]
+    judge_seeds: u64,
 }
 
-fn embedder(args: &EvalArgs) -> anyhow::Result<(String, Embedder)> {
+fn embedder(args: &EvalArgs) -> anyhow::Result<(String, Embedder, Config)> {
     let (config, name) = match (&args.config, &args.embedder) {
         (Some(path), Some(name)) => (Config::load(path)?.config, name.clone()),
         (Some(_), None) => anyhow::bail!("--config needs --embedder NAME"),
@@ -52,13 +79,13 @@ fn embedder(args: &EvalArgs) -> anyhow::Result<(String, Embedder)> {
         }
     };
     let registry = Arc::new(Registry::new(&config.cache));
-    let runtime = Runtime::build(config, registry)?;
+    let runtime = Runtime::build(config.clone(), registry)?;
     let embedder = runtime
         .embedders
         .get(&name)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no [embedders.{name}] in the config"))?;
-    Ok((name, embedder))
+    Ok((name, embedder, config))
 }
 
 pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -66,7 +93,13 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.set.display()))?;
     let pairs =
         eval::read_pairs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.set.display()))?;
-    let (name, embedder) = embedder(&args)?;
+    let (name, embedder, config) = embedder(&args)?;
+    let judge = stages::judge_target(
+        args.config.as_ref().map(|_| &config),
+        args.judge.as_deref(),
+        args.judge_url.as_deref(),
+        args.judge_model.as_deref(),
+    )?;
     println!(
         "{} pairs from {}; embedder: {}",
         pairs.len(),
@@ -113,11 +146,47 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         similarity.len() * 2,
         pairs.len() * 2
     );
+    let timed = Instant::now();
     let passes: Vec<bool> = pairs
         .iter()
         .map(|p| guard::compatible(&p.a, &p.b))
         .collect();
+    println!(
+        "guard (lexical checks and attribute rule): {:.1} µs per pair",
+        timed.elapsed().as_secs_f64() * 1e6 / pairs.len().max(1) as f64
+    );
     let mut report = eval::evaluate(&pairs, &similarity, &passes, args.threshold);
+    let scored: Vec<Scored> = pairs
+        .iter()
+        .zip(&similarity)
+        .map(|(p, s)| Scored {
+            similarity: *s,
+            lexical: guard::lexically_compatible(&p.a, &p.b),
+            attributes: guard::attributes::differ(&p.a, &p.b).is_none(),
+            judge: None,
+        })
+        .collect();
+    let judged = match judge {
+        Some((judge_name, target)) => Some(
+            stages::ask(
+                judge_name,
+                target,
+                &pairs,
+                &scored,
+                args.judge_from,
+                Duration::from_millis(args.judge_timeout_ms),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    report.stages = stages::runs(
+        &pairs,
+        &scored,
+        judged.as_ref(),
+        &args.simulated_judge,
+        args.judge_seeds,
+    );
     report.latency = Some(Latency {
         queries: single.len(),
         p50_ms: single[single.len() / 2],
@@ -125,6 +194,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         batched_ms_per_text: batch_ms,
     });
     print_report(&report, &name);
+    stages::print(&report.stages, judged.as_ref());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("report written to {}", path.display());

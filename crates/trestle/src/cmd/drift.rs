@@ -293,6 +293,8 @@ pub fn unpinned_targets(config: &Config, text: &str) -> Vec<String> {
                     ProviderConfig::Openai(_)
                         | ProviderConfig::Anthropic(_)
                         | ProviderConfig::Gemini(_)
+                        | ProviderConfig::AzureOpenai(_)
+                        | ProviderConfig::Vertex(_)
                 )
             );
             if !http || !trestle_core::drift::is_unpinned_alias(model) {

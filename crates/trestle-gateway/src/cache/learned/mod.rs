@@ -266,7 +266,7 @@ impl Pending {
 }
 
 /// Whether two answers say the same thing: the same text, or agreeing on numbers, negation,
-/// contrasts and names ([`super::guard::compatible`]) and close in meaning (embeddings at
+/// contrasts and names ([`super::guard::lexically_compatible`]) and close in meaning (embeddings at
 /// [`ANSWER_AGREEMENT`] or more). Errs towards "not the same": that only costs hits.
 /// `None` when the embedder fails.
 pub async fn agree(embedder: &Embedder, cached: &str, fresh: &str) -> Option<bool> {
@@ -274,7 +274,7 @@ pub async fn agree(embedder: &Embedder, cached: &str, fresh: &str) -> Option<boo
     if norm(cached) == norm(fresh) {
         return Some(true);
     }
-    if !super::guard::compatible(cached, fresh) {
+    if !super::guard::lexically_compatible(cached, fresh) {
         return Some(false);
     }
     let v = embedder

@@ -38,7 +38,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -92,9 +92,75 @@ pub struct PersistStats {
     pub failed: AtomicU64,
 }
 
+/// The bounded queue to the writer: a list channel (blocks allocated as changes arrive, freed
+/// as the writer takes them) and a count of what waits. A bounded channel would hold all its
+/// slots from the start: 16,384 of them are about 2 MB resident in an idle gateway.
+pub(crate) struct Queue {
+    tx: mpsc::Sender<Op>,
+    waiting: Arc<AtomicUsize>,
+    bound: usize,
+}
+
+/// The writer's end of a [`Queue`].
+pub(crate) struct Taken {
+    rx: Receiver<Op>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// A queue of at most `bound` changes (the shutdown's graphs and close are not counted).
+pub(crate) fn queue(bound: usize) -> (Queue, Taken) {
+    let (tx, rx) = mpsc::channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    (
+        Queue {
+            tx,
+            waiting: waiting.clone(),
+            bound: bound.max(1),
+        },
+        Taken { rx, waiting },
+    )
+}
+
+impl Queue {
+    /// Queues `op`, or says why it was not (it is dropped): `true` when the queue is full,
+    /// `false` when the writer stopped.
+    fn try_send(&self, op: Op) -> Result<(), bool> {
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.bound {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(true);
+        }
+        self.tx.send(op).map_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            false
+        })
+    }
+
+    /// Sends past the bound: the shutdown's graphs and close.
+    fn send_control(&self, op: Op) {
+        let _ = self.tx.send(op);
+    }
+}
+
+impl Taken {
+    fn took(&self, op: Op) -> Op {
+        if !matches!(op, Op::Graphs(_) | Op::Close) {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        op
+    }
+
+    fn recv_timeout(&self, wait: Duration) -> Result<Op, RecvTimeoutError> {
+        self.rx.recv_timeout(wait).map(|op| self.took(op))
+    }
+
+    fn try_recv(&self) -> Option<Op> {
+        self.rx.try_recv().ok().map(|op| self.took(op))
+    }
+}
+
 /// The queue to the writer thread.
 pub struct Persist {
-    tx: SyncSender<Op>,
+    tx: Queue,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<PersistStats>,
     last_drop_log: Mutex<Option<Instant>>,
@@ -113,7 +179,7 @@ fn stored_ms(age: Duration) -> i64 {
 
 impl Persist {
     fn new(
-        tx: SyncSender<Op>,
+        tx: Queue,
         writer: Option<JoinHandle<()>>,
         stats: Arc<PersistStats>,
         scratch: PathBuf,
@@ -162,10 +228,8 @@ impl Persist {
 
     /// Queues without waiting; a full or closed queue drops the change, counted and logged.
     fn send(&self, op: Op) {
-        let full = match self.tx.try_send(op) {
-            Ok(()) => return,
-            Err(TrySendError::Full(_)) => true,
-            Err(TrySendError::Disconnected(_)) => false,
+        let Err(full) = self.tx.try_send(op) else {
+            return;
         };
         let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("trestle_cache_persist_total", "result" => "dropped").increment(1);
@@ -191,9 +255,9 @@ impl Persist {
     pub fn close_blocking(&self, index: &SemanticIndex) {
         let graphs = index.snapshots(&self.scratch);
         if !graphs.is_empty() {
-            let _ = self.tx.send(Op::Graphs(graphs));
+            self.tx.send_control(Op::Graphs(graphs));
         }
-        let _ = self.tx.send(Op::Close);
+        self.tx.send_control(Op::Close);
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(handle) = handle
             && handle.join().is_err()
@@ -272,7 +336,7 @@ fn start_with(
     queue: usize,
 ) -> anyhow::Result<Started> {
     let began = Instant::now();
-    let (tx, rx) = mpsc::sync_channel::<Op>(queue.max(1));
+    let (tx, rx) = self::queue(queue);
     let (ready_tx, ready_rx) = mpsc::sync_channel::<anyhow::Result<Loaded>>(1);
     let (graphs_tx, graphs_rx) = mpsc::sync_channel::<Vec<Snapshot>>(1);
     let stats = Arc::new(PersistStats::default());
@@ -533,7 +597,7 @@ fn rebuild(index: &SemanticIndex, mut scopes: Vec<Scope>, scratch: &Path) -> Ind
 /// The writer: batches of changes, committed in order; expired and surplus rows pruned
 /// every [`PRUNE_EVERY`]; on `Close` (or when every sender is gone) what is queued is
 /// written and the thread ends.
-fn write_loop(mut store: Store, rx: &Receiver<Op>, stats: &PersistStats, limits: (u64, u64)) {
+fn write_loop(mut store: Store, rx: &Taken, stats: &PersistStats, limits: (u64, u64)) {
     let mut pending: Vec<Op> = Vec::with_capacity(BATCH);
     // The first prune comes a period after start: loading has just skipped expired rows.
     let mut next_prune = Instant::now() + PRUNE_EVERY;
@@ -557,7 +621,7 @@ fn write_loop(mut store: Store, rx: &Receiver<Op>, stats: &PersistStats, limits:
             }
         }
         if closing {
-            while let Ok(op) = rx.try_recv() {
+            while let Some(op) = rx.try_recv() {
                 if !matches!(op, Op::Close) {
                     pending.push(op);
                 }

@@ -33,6 +33,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The `anthropic-version` header sent with every request.
 pub const API_VERSION: &str = "2023-06-01";
 const MESSAGES_PATH: &str = "/v1/messages";
+const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
 
 pub struct Anthropic {
     http: HttpClient,
@@ -70,7 +71,7 @@ impl Provider for Anthropic {
         // JSON modes become an instruction.
         super::dropped_params(
             req,
-            &["top_k", "parallel_tool_calls"],
+            &["top_k", "parallel_tool_calls", "thinking"],
             &[("metadata", req.metadata.is_some())],
         )
     }
@@ -92,6 +93,39 @@ impl Provider for Anthropic {
                 .await?;
             parse_completion(&http.read_body(response).await?)
         })
+    }
+
+    fn count_tokens(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> Option<BoxFuture<'static, Result<u64, ProviderError>>> {
+        // The Messages body without the fields count_tokens does not take.
+        let body = build_request(model, req, false).and_then(|mut body| {
+            if let Some(obj) = body.as_object_mut() {
+                obj.remove("max_tokens");
+                obj.remove("stream");
+                obj.remove("metadata");
+            }
+            serde_json::to_vec(&body)
+                .map(bytes::Bytes::from)
+                .map_err(|e| ProviderError::refused(format!("cannot encode request: {e}")))
+        });
+        let http = self.http.clone();
+        Some(Box::pin(async move {
+            let response = http
+                .post_json(
+                    COUNT_TOKENS_PATH,
+                    body?,
+                    &[("anthropic-version", API_VERSION)],
+                )
+                .await?;
+            let bytes = http.read_body(response).await?;
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("input_tokens").and_then(serde_json::Value::as_u64))
+                .ok_or_else(|| ProviderError::Malformed("count_tokens: no `input_tokens`".into()))
+        }))
     }
 
     fn chat_stream(

@@ -15,6 +15,11 @@
 //!   to answer with JSON only (quoting the schema, if given) is appended to `system`.
 //! - Unknown OpenAI fields are not forwarded (Anthropic rejects unknown fields), except
 //!   `top_k`; `parallel_tool_calls: false` becomes `disable_parallel_tool_use`.
+//! - A message's own `cache_control` field (which the Anthropic front door sets for routes
+//!   served only by Anthropic targets) is put on the last block that message produced, or on
+//!   the system prompt as one text block.
+//! - `thinking` (an extra field) is forwarded; an assistant message's `thinking_blocks` go
+//!   back, signatures included, before its other blocks.
 //! - Inputs Anthropic cannot take (audio, file ids, the legacy `function` role, non-base64
 //!   `data:` URLs) fail with [`ProviderError::Refused`], naming the field.
 
@@ -25,6 +30,15 @@ use trestle_core::openai::{
 };
 
 use crate::providers::ProviderError;
+
+/// A message-level field (not OpenAI's) the Anthropic front door sets to carry a client's
+/// prompt-cache breakpoint; it lands on the message's last block.
+pub const CACHE_CONTROL: &str = "cache_control";
+
+/// A message-level field holding an assistant turn's `thinking` / `redacted_thinking` blocks
+/// as Anthropic sent them (signatures included); they go back first in the turn. Answers
+/// carry it too (beside `reasoning_content`).
+pub const THINKING_BLOCKS: &str = "thinking_blocks";
 
 /// `max_tokens` when the client set no cap.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -61,14 +75,17 @@ pub fn mark_cache_breakpoint(body: &mut Value) {
 /// The Messages body as JSON.
 pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
     let mut system: Vec<String> = Vec::new();
+    let mut system_cache: Option<&Value> = None;
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, message) in req.messages.iter().enumerate() {
         let at = |e: ProviderError| e.within(&format!("messages[{i}]"));
+        let turns_before = turns.iter().map(|(_, b)| b.len()).sum::<usize>();
         match message.role {
             Role::System | Role::Developer => {
                 let text = message.text();
                 if !text.trim().is_empty() {
                     system.push(text);
+                    system_cache = message.extra.get(CACHE_CONTROL).or(system_cache);
                 }
             }
             Role::User => push_turn(&mut turns, "user", user_blocks(message).map_err(at)?),
@@ -84,6 +101,16 @@ pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Val
                 )
                 .within("role")));
             }
+        }
+        // A message's `cache_control` (set by the Anthropic front door) marks its last block.
+        let added = turns.iter().map(|(_, b)| b.len()).sum::<usize>() > turns_before;
+        if let (true, Some(marker)) = (added, message.extra.get(CACHE_CONTROL))
+            && let Some(obj) = turns
+                .last_mut()
+                .and_then(|(_, blocks)| blocks.last_mut())
+                .and_then(Value::as_object_mut)
+        {
+            obj.insert(CACHE_CONTROL.into(), marker.clone());
         }
     }
     if let Some(instruction) = req.response_format.as_ref().and_then(json_instruction) {
@@ -102,7 +129,12 @@ pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Val
         .collect();
     body.insert("messages".into(), Value::Array(messages));
     if !system.is_empty() {
-        body.insert("system".into(), json!(system.join("\n\n")));
+        let text = system.join("\n\n");
+        let system = match system_cache {
+            Some(marker) => json!([{"type": "text", "text": text, "cache_control": marker}]),
+            None => json!(text),
+        };
+        body.insert("system".into(), system);
     }
     if let Some(t) = req.temperature {
         body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
@@ -131,6 +163,9 @@ pub fn build_request(model: &str, req: &ChatRequest, stream: bool) -> Result<Val
         {
             body.insert("tool_choice".into(), choice);
         }
+    }
+    if let Some(thinking) = req.extra.get("thinking").filter(|t| t.is_object()) {
+        body.insert("thinking".into(), thinking.clone());
     }
     if stream {
         body.insert("stream".into(), json!(true));
@@ -243,7 +278,22 @@ fn user_blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
 }
 
 fn assistant_blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
-    let mut blocks = content_blocks(message.content.as_ref())?;
+    // Thinking blocks (with their signatures) go back first, as Anthropic requires.
+    let mut blocks: Vec<Value> = message
+        .extra
+        .get(THINKING_BLOCKS)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|b| {
+            matches!(
+                b.get("type").and_then(Value::as_str),
+                Some("thinking" | "redacted_thinking")
+            )
+        })
+        .cloned()
+        .collect();
+    blocks.extend(content_blocks(message.content.as_ref())?);
     for (n, call) in message.tool_calls.iter().flatten().enumerate() {
         let id = call.id.as_deref().ok_or_else(|| {
             unsupported("an assistant tool call has no `id`").within(&format!("tool_calls[{n}].id"))

@@ -1,7 +1,9 @@
 //! Anthropic Messages answer → OpenAI `chat.completion`.
 //!
 //! Text blocks are concatenated into `message.content`; `tool_use` blocks become `tool_calls`
-//! (arguments = the JSON-encoded `input`); other block kinds (e.g. `thinking`) are skipped.
+//! (arguments = the JSON-encoded `input`); `thinking` blocks become `reasoning_content`, and
+//! with `redacted_thinking` are kept as sent (signatures included) under the message's
+//! `thinking_blocks`; other block kinds are skipped.
 //! Usage: `prompt_tokens` counts all input (`input_tokens` + cache reads + cache writes) and
 //! `cached_tokens` the cache reads. Cache writes have no OpenAI field, so Anthropic's own
 //! `usage` object is kept verbatim under the completion's top-level `anthropic_usage` key.
@@ -12,6 +14,7 @@ use trestle_core::openai::{
     ChatCompletion, Choice, FunctionCall, ResponseMessage, ToolCall, Usage, unix_now,
 };
 
+use super::request::THINKING_BLOCKS;
 use crate::providers::http::error_message;
 use crate::providers::{Completion, ProviderError};
 
@@ -67,6 +70,9 @@ struct MessageResponse {
     content: Vec<Block>,
     #[serde(default)]
     stop_reason: Option<String>,
+    /// The stop sequence that ended the answer; kept on the choice as `stop_sequence`.
+    #[serde(default)]
+    stop_sequence: Option<String>,
     #[serde(default)]
     usage: Option<Value>,
 }
@@ -82,6 +88,14 @@ enum Block {
         name: String,
         #[serde(default)]
         input: Value,
+    },
+    Thinking {
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
     },
     #[serde(other)]
     Other,
@@ -102,6 +116,8 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
 
     let mut text: Option<String> = None;
     let mut calls = Vec::new();
+    let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     for block in message.content {
         match block {
             Block::Text { text: t } => text.get_or_insert_with(String::new).push_str(&t),
@@ -120,8 +136,26 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
                     },
                 });
             }
+            Block::Thinking {
+                thinking,
+                signature,
+            } => {
+                reasoning.push_str(&thinking);
+                thinking_blocks.push(
+                    serde_json::json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+                );
+            }
+            Block::RedactedThinking { data } => {
+                thinking_blocks
+                    .push(serde_json::json!({"type": "redacted_thinking", "data": data}));
+            }
             Block::Other => {}
         }
+    }
+    let mut message_extra = Map::new();
+    if !thinking_blocks.is_empty() {
+        message_extra.insert("reasoning_content".into(), Value::String(reasoning));
+        message_extra.insert(THINKING_BLOCKS.into(), Value::Array(thinking_blocks));
     }
     // OpenAI sends `content: null` beside tool calls, and a string otherwise.
     let content = if calls.is_empty() {
@@ -148,13 +182,16 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
                     role: "assistant".into(),
                     content,
                     tool_calls: (!calls.is_empty()).then_some(calls),
-                    extra: Map::new(),
+                    extra: message_extra,
                 },
                 finish_reason: message
                     .stop_reason
                     .as_deref()
                     .map(|r| finish_reason(r).to_string()),
-                extra: Map::new(),
+                extra: message
+                    .stop_sequence
+                    .map(|s| Map::from_iter([("stop_sequence".to_string(), Value::String(s))]))
+                    .unwrap_or_default(),
             }],
             usage,
             extra,

@@ -8,7 +8,9 @@
 //! - `message_delta` → a chunk with the `finish_reason`; its usage (cumulative) is recorded.
 //! - `message_stop` → a final chunk with no choices and the usage (same rules as
 //!   [`super::response`], Anthropic's own usage under `anthropic_usage`); the stream is done.
-//! - `ping`, other block kinds (`thinking` …) and unknown events are ignored; an `error`
+//! - `thinking_delta` → `delta.reasoning_content`, `signature_delta` →
+//!   `delta.thinking_signature`, a `redacted_thinking` block → `delta.thinking_blocks`.
+//! - `ping`, other block kinds and unknown events are ignored; an `error`
 //!   event becomes [`ProviderError::Stream`] (retryable, as `overloaded_error` should be).
 
 use std::collections::HashMap;
@@ -16,7 +18,11 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 use trestle_core::openai::{ChatChunk, Delta, FunctionCallDelta, ToolCallDelta, unix_now};
 
+use super::request::THINKING_BLOCKS;
 use super::response::{AnthropicUsage, USAGE_KEY, finish_reason};
+
+/// The delta field carrying a thinking block's signature (from `signature_delta`).
+pub const THINKING_SIGNATURE: &str = "thinking_signature";
 use crate::providers::ProviderError;
 
 /// One streamed tool call: its OpenAI index and whether any arguments went out.
@@ -160,8 +166,25 @@ impl StreamState {
                     }),
                 })]
             }
+            // Redacted reasoning goes to the client whole, to be sent back as it came.
+            Some("redacted_thinking") => {
+                let mut delta = Delta::default();
+                let blocks = Value::Array(block.into_iter().cloned().collect());
+                delta.extra.insert(THINKING_BLOCKS.into(), blocks);
+                vec![self.chunk(delta)]
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// A chunk whose delta carries one extra field (`reasoning_content`, …).
+    fn extra_chunk(&self, key: &str, value: &str) -> Vec<ChatChunk> {
+        if value.is_empty() {
+            return Vec::new();
+        }
+        let mut delta = Delta::default();
+        delta.extra.insert(key.into(), Value::String(value.into()));
+        vec![self.chunk(delta)]
     }
 
     fn block_delta(&mut self, payload: &Value) -> Vec<ChatChunk> {
@@ -171,6 +194,8 @@ impl StreamState {
         let text = |name: &str| delta.get(name).and_then(Value::as_str).unwrap_or_default();
         match delta.get("type").and_then(Value::as_str) {
             Some("text_delta") => self.text_chunk(text("text")),
+            Some("thinking_delta") => self.extra_chunk("reasoning_content", text("thinking")),
+            Some("signature_delta") => self.extra_chunk(THINKING_SIGNATURE, text("signature")),
             Some("input_json_delta") => {
                 let partial = text("partial_json");
                 let block_index = payload.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -211,6 +236,13 @@ impl StreamState {
                 let mut chunk = self.chunk(Delta::default());
                 if let Some(choice) = chunk.choices.first_mut() {
                     choice.finish_reason = Some(finish_reason(reason).to_string());
+                    if let Some(s) = payload
+                        .get("delta")
+                        .and_then(|d| d.get("stop_sequence"))
+                        .filter(|s| s.is_string())
+                    {
+                        choice.extra.insert("stop_sequence".into(), s.clone());
+                    }
                 }
                 vec![chunk]
             }

@@ -58,16 +58,21 @@ fn encode(body: Result<Value, ProviderError>) -> Result<Bytes, ProviderError> {
         .map_err(|e| ProviderError::refused(format!("cannot encode request: {e}")))
 }
 
+/// The request's parameters Gemini has no counterpart for (also used by `vertex`).
+pub fn dropped(req: &ChatRequest) -> Vec<String> {
+    super::dropped_params(
+        req,
+        &["seed", "presence_penalty", "frequency_penalty", "top_k"],
+        &[
+            ("user", req.user.is_some()),
+            ("metadata", req.metadata.is_some()),
+        ],
+    )
+}
+
 impl Provider for Gemini {
     fn dropped(&self, req: &ChatRequest) -> Vec<String> {
-        super::dropped_params(
-            req,
-            &["seed", "presence_penalty", "frequency_penalty", "top_k"],
-            &[
-                ("user", req.user.is_some()),
-                ("metadata", req.metadata.is_some()),
-            ],
-        )
+        dropped(req)
     }
 
     fn kind(&self) -> &'static str {
@@ -121,7 +126,7 @@ impl Provider for Gemini {
 }
 
 /// Drives a [`StreamState`] over SSE events; ends after the first error or the closing chunks.
-fn chunks(
+pub(crate) fn chunks(
     events: BoxStream<'static, Result<SseEvent, ProviderError>>,
     state: StreamState,
 ) -> ChunkStream {

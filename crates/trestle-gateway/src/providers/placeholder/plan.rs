@@ -69,6 +69,9 @@ pub struct Plan {
     /// ln X when the last user message says `[confidence:X]` (for tests of confidence and
     /// cascades).
     pub logprob: Option<f64>,
+    /// The request's stop sequence that cut the reply, reported as vLLM does (the choice's
+    /// `stop_reason`).
+    pub stop_sequence: Option<String>,
 }
 
 impl Plan {
@@ -151,6 +154,7 @@ pub fn plan(
         let args = example(&schema, &mut text_rng, 0);
         (name, args.to_string())
     });
+    let mut stop_sequence = None;
     let (tokens, finish_reason) = if let Some((_, args)) = &tool_call {
         (split_tokens(args), "tool_calls")
     } else {
@@ -165,11 +169,13 @@ pub fn plan(
             }
             _ => reply_text(config, replies, model, req, &mut text_rng),
         };
-        let mut tokens = split_tokens(&apply_stop(text, req));
+        let (text, matched) = apply_stop(text, req);
+        let mut tokens = split_tokens(&text);
         if tokens.len() > cap {
             tokens.truncate(cap);
             (tokens, "length")
         } else {
+            stop_sequence = matched;
             (tokens, "stop")
         }
     };
@@ -194,6 +200,7 @@ pub fn plan(
                 .unwrap_or(0.95)
                 .ln()
         }),
+        stop_sequence,
     }
 }
 
@@ -383,21 +390,21 @@ pub fn example(schema: &Value, rng: &mut SmallRng, depth: usize) -> Value {
     }
 }
 
-/// Cuts the text at the first stop sequence.
-fn apply_stop(mut text: String, req: &ChatRequest) -> String {
+/// Cuts the text at the first stop sequence, and says which one cut it.
+fn apply_stop(mut text: String, req: &ChatRequest) -> (String, Option<String>) {
     let Some(stop) = &req.stop else {
-        return text;
+        return (text, None);
     };
     let cut = stop
         .to_vec()
-        .iter()
+        .into_iter()
         .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
-        .min();
-    if let Some(at) = cut {
-        text.truncate(at);
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+        .min_by_key(|(at, _)| *at);
+    if let Some((at, _)) = &cut {
+        text.truncate(*at);
     }
-    text
+    (text, cut.map(|(_, s)| s))
 }
 
 /// Splits text into word-like tokens, each keeping the whitespace before it.

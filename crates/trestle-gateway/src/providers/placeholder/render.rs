@@ -40,6 +40,17 @@ fn logprobs(plan: &Plan) -> Map<String, serde_json::Value> {
     extra
 }
 
+/// The stop sequence that cut the reply, as vLLM reports it (`stop_reason` on the choice).
+fn stop_reason(
+    plan: &Plan,
+    mut extra: Map<String, serde_json::Value>,
+) -> Map<String, serde_json::Value> {
+    if let Some(s) = &plan.stop_sequence {
+        extra.insert("stop_reason".into(), serde_json::json!(s));
+    }
+    extra
+}
+
 /// The plan as a non-streamed completion.
 pub fn completion(plan: &Plan, id: &str, model: &str) -> ChatCompletion {
     let (content, tool_calls) = match &plan.tool_call {
@@ -70,7 +81,7 @@ pub fn completion(plan: &Plan, id: &str, model: &str) -> ChatCompletion {
                 extra: Map::new(),
             },
             finish_reason: Some(plan.finish_reason.to_string()),
-            extra: logprobs(plan),
+            extra: stop_reason(plan, logprobs(plan)),
         }],
         usage: Some(plan.usage),
         extra: Map::new(),
@@ -127,6 +138,7 @@ pub fn chunks(plan: &Plan, id: &str, model: &str, include_usage: bool) -> Vec<Ch
     }
     let mut finish = ChatChunk::delta(id, created, model, Delta::default());
     finish.choices[0].finish_reason = Some(plan.finish_reason.to_string());
+    finish.choices[0].extra = stop_reason(plan, Map::new());
     out.push(finish);
     if include_usage {
         let mut usage = ChatChunk::delta(id, created, model, Delta::default());
