@@ -212,6 +212,10 @@ pub struct Tool {
     #[serde(rename = "type")]
     pub kind: String,
     pub function: FunctionDef,
+    /// Anthropic's prompt-cache marker on a tool definition: set by the Anthropic front door
+    /// for routes served only by Anthropic targets, sent by the anthropic adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,9 @@
 //! Criterion benches of the per-request work on the gateway's hot path:
 //! parse → resolve → serialize the upstream body, one SSE chunk relayed, a trace enqueued,
-//! the fallback cache's key and write, and counting a conversation for `max_input_tokens`.
+//! the fallback cache's key and write, counting a conversation for `max_input_tokens`, a
+//! key's check, the input guardrails on 1 KB, and a request's cost reserved and settled on
+//! its budgets. Each stage's budget is written next to its figure in BENCHMARKS.md
+//! ("Stage budgets").
 //!
 //! `cargo bench -p trestle-gateway --bench hot_path`; results and commands in BENCHMARKS.md.
 
@@ -288,9 +291,105 @@ fn key_check(c: &mut Criterion) {
     std::fs::remove_dir_all(dir).ok();
 }
 
+const GUARDED: &str = r#"
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[guardrails.pii]
+kind = "pii"
+action = "redact"
+entities = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS"]
+[guardrails.injection]
+kind = "prompt_injection"
+[routes.chat]
+targets = ["up/m1"]
+guardrails = { input = ["pii", "injection"] }
+"#;
+
+/// The input guardrails of bench/full/trestle.toml (PII without a named-entity model, and
+/// prompt injection) on a 1 KB user message with an email and a phone number in it
+/// (budget: 200 µs).
+fn guardrails(c: &mut Criterion) {
+    use trestle_gateway::guard::Context;
+    let config = Config::parse(GUARDED, &|_| None).unwrap().config;
+    let rt = Runtime::build(config, Arc::new(Registry::new(&CacheConfig::default()))).unwrap();
+    let (pii, injection) = (
+        rt.guardrails["pii"].clone(),
+        rt.guardrails["injection"].clone(),
+    );
+    let mut text = String::from(
+        "Hello, I ordered a pair of walking shoes last Tuesday and paid by card. My email is \
+         jane.doe@example.com and you can call me on +1 415 555 0134 in the afternoon. ",
+    );
+    while text.len() < 1024 {
+        text.push_str("The tracking page has not changed since the parcel left the depot. ");
+    }
+    text.truncate(1024);
+    let ctx = Context::default();
+    c.bench_function("guardrails: pii (redact) + prompt injection on 1 KB", |b| {
+        b.iter(|| {
+            black_box(pii.check_now(black_box(&text), &ctx).unwrap());
+            black_box(injection.check_now(black_box(&text), &ctx).unwrap())
+        })
+    });
+}
+
+/// A request's estimated cost reserved on its key's, tenant's and route's budgets, and the
+/// real cost settled, in memory (budget: 5 µs).
+fn budget_reserve(c: &mut Criterion) {
+    use trestle_gateway::keys::{Caller, KeyRecord, Keys, Usage, parse_budget};
+    let config = Config::parse(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[tenants.acme]\nbudget_usd = \"month:1000000\"\n[routes.chat]\ntargets = [\"up/m1\"]\nbudget_usd = \"month:1000000\"\n",
+        &|_| None,
+    )
+    .unwrap()
+    .config;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let keys = Keys::new(None);
+    let budget = parse_budget("month:1000000").unwrap();
+    let caller = Caller {
+        key: Arc::new(KeyRecord {
+            id: "k1".into(),
+            hash: String::new(),
+            name: "bench".into(),
+            tenant: "acme".into(),
+            routes: None,
+            rpm: None,
+            tpm: None,
+            budget: Some(budget),
+            admin: false,
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            rotated_from: None,
+        }),
+        usage: Arc::new(Usage::new(0.0, 0)),
+    };
+    c.bench_function(
+        "budgets: reserve an estimate on key, tenant and route, then settle",
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let held = keys
+                        .reserve(&config, Some(&caller), "chat", black_box(0.0004))
+                        .await
+                        .unwrap();
+                    keys.settle_request(&config, Some(&caller), Some("chat"), 0.0001, held, 61)
+                        .await;
+                })
+            })
+        },
+    );
+}
+
 criterion_group!(
     benches,
     key_check,
+    guardrails,
+    budget_reserve,
     request_path,
     stream_relay,
     trace_enqueue,

@@ -7,6 +7,8 @@ pub mod azure;
 pub mod gemini;
 pub(crate) mod http;
 pub mod openai;
+#[cfg(test)]
+pub(crate) mod param_table;
 pub mod placeholder;
 pub mod vertex;
 
@@ -228,14 +230,19 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// The parameters of `req` an adapter drops: its unknown fields (`extra`) not in `used`,
-/// and the typed ones it has no counterpart for (`unmapped`). Sorted.
-pub fn dropped_params(req: &ChatRequest, used: &[&str], unmapped: &[(&str, bool)]) -> Vec<String> {
+/// The fields of `extra` an adapter maps, each with the test its value must pass to be
+/// mapped (an adapter forwards only well-typed values; the rest are dropped like unknowns).
+pub type Used<'a> = &'a [(&'a str, fn(&serde_json::Value) -> bool)];
+
+/// The parameters of `req` an adapter drops: its unknown fields (`extra`) not in `used` or
+/// whose value fails `used`'s test, and the typed ones it has no counterpart for
+/// (`unmapped`). Sorted.
+pub fn dropped_params(req: &ChatRequest, used: Used<'_>, unmapped: &[(&str, bool)]) -> Vec<String> {
     let mut out: Vec<String> = req
         .extra
-        .keys()
-        .filter(|k| !used.contains(&k.as_str()))
-        .cloned()
+        .iter()
+        .filter(|(k, v)| !used.iter().any(|(name, ok)| name == k && ok(v)))
+        .map(|(k, _)| k.clone())
         .collect();
     out.extend(
         unmapped

@@ -15,8 +15,9 @@
 //!   extra field, as OpenAI-compatible servers that know it read it), `metadata.user_id`
 //!   (→ `user`), `stream` (with usage asked for, to report it).
 //! - `cache_control` markers on system, message and `tool_result` blocks ride on their
-//!   message when every target of the route is Anthropic (the adapter puts each back on the
-//!   last block of its message); otherwise, and on tools, they are dropped. The same goes
+//!   message, and those on tools on their tool, when every target of the route is Anthropic
+//!   (the adapter puts each back on the last block of its message, or on the tool);
+//!   otherwise they are dropped. The same goes
 //!   for `thinking` (the parameter, forwarded) and assistant thinking blocks (kept whole on
 //!   the message, signatures included). Top-level fields with no counterpart
 //!   (`service_tier`, …) are dropped. Whatever is dropped is
@@ -570,9 +571,7 @@ fn tool(def: &Value, k: usize, dropped: &mut Dropped) -> Result<Tool, GatewayErr
             &at,
         ));
     }
-    if def.get(CACHE_CONTROL).is_some() {
-        dropped.push(CACHE_CONTROL);
-    }
+    let cache_control = dropped.marker(def);
     Ok(Tool {
         kind: "function".into(),
         function: FunctionDef {
@@ -584,6 +583,7 @@ fn tool(def: &Value, k: usize, dropped: &mut Dropped) -> Result<Tool, GatewayErr
             parameters: def.get("input_schema").cloned(),
             strict: None,
         },
+        cache_control,
     })
 }
 

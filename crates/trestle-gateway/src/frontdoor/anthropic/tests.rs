@@ -422,7 +422,8 @@ fn cache_control_and_tool_ids_reach_an_anthropic_target() {
     let req = parse(
         json!({"model": "m", "max_tokens": 10,
             "system": [{"type": "text", "text": "long rules", "cache_control": {"type": "ephemeral"}}],
-            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"},
+                "cache_control": {"type": "ephemeral"}}],
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "doc"},
                     {"type": "text", "text": "question", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
@@ -452,10 +453,16 @@ fn cache_control_and_tool_ids_reach_an_anthropic_target() {
     let result = &body["messages"][2]["content"][0];
     assert_eq!(result["tool_use_id"], "toolu_01X");
     assert_eq!(result["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(
+        body["tools"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
     // Towards other targets the markers are dropped, and said so.
     let dropped = to_chat(req, false).unwrap();
     assert_eq!(dropped.dropped, ["cache_control"]);
     assert!(dropped.chat.messages.iter().all(|m| m.extra.is_empty()));
+    let tools = dropped.chat.tools.as_deref().unwrap_or_default();
+    assert!(tools.iter().all(|t| t.cache_control.is_none()));
 }
 
 #[test]

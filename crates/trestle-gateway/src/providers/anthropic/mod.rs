@@ -26,6 +26,8 @@ pub use response::parse_completion;
 pub use stream::StreamState;
 
 #[cfg(test)]
+mod param_tests;
+#[cfg(test)]
 mod tests;
 
 /// The public endpoint; `base_url` in the config overrides it.
@@ -67,11 +69,15 @@ impl Anthropic {
 
 impl Provider for Anthropic {
     fn dropped(&self, req: &ChatRequest) -> Vec<String> {
-        // `top_k` and `parallel_tool_calls` are mapped; `user` becomes `metadata.user_id`;
-        // JSON modes become an instruction.
+        // `top_k`, `thinking` and `parallel_tool_calls` are mapped when well typed; `user`
+        // becomes `metadata.user_id`; JSON modes become an instruction.
         super::dropped_params(
             req,
-            &["top_k", "parallel_tool_calls", "thinking"],
+            &[
+                ("top_k", serde_json::Value::is_u64),
+                ("parallel_tool_calls", serde_json::Value::is_boolean),
+                ("thinking", serde_json::Value::is_object),
+            ],
             &[("metadata", req.metadata.is_some())],
         )
     }

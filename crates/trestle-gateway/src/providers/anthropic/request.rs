@@ -352,6 +352,9 @@ fn tool_def(tool: &Tool) -> Value {
         .clone()
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     def.insert("input_schema".into(), schema);
+    if let Some(marker) = &tool.cache_control {
+        def.insert(CACHE_CONTROL.into(), marker.clone());
+    }
     Value::Object(def)
 }
 

@@ -82,3 +82,29 @@ impl ProviderError {
         self.to_string().contains(needle)
     }
 }
+
+/// The `azure_openai` column is the `openai` one (the same body), with the model naming the
+/// deployment in the URL.
+#[test]
+fn every_row_of_the_parameter_table() {
+    let config: AzureOpenaiConfig =
+        toml::from_str("endpoint = \"https://r.openai.azure.com\"\napi_key = \"k\"").unwrap();
+    let provider = AzureOpenAi::new(&config).unwrap();
+    crate::providers::param_table::check(
+        "azure_openai",
+        &crate::providers::openai::tests::table_cases(),
+        |req| {
+            let body = openai::request_body("up-model", req, req.is_stream())?;
+            Ok(serde_json::from_slice(&body).unwrap())
+        },
+        |req| provider.dropped(req),
+        None,
+    );
+    assert_eq!(
+        provider.path("gpt-4o-ptu", "chat/completions").unwrap(),
+        format!(
+            "/openai/deployments/gpt-4o-ptu/chat/completions?api-version={}",
+            config.api_version
+        )
+    );
+}

@@ -8,6 +8,8 @@
 //! tool-call ids). Answers are translated, so nothing is relayed raw.
 
 pub mod ids;
+#[cfg(test)]
+pub(crate) mod param_tests;
 pub mod request;
 pub mod response;
 pub mod schema;
@@ -62,7 +64,12 @@ fn encode(body: Result<Value, ProviderError>) -> Result<Bytes, ProviderError> {
 pub fn dropped(req: &ChatRequest) -> Vec<String> {
     super::dropped_params(
         req,
-        &["seed", "presence_penalty", "frequency_penalty", "top_k"],
+        &[
+            ("seed", Value::is_number),
+            ("presence_penalty", Value::is_number),
+            ("frequency_penalty", Value::is_number),
+            ("top_k", Value::is_number),
+        ],
         &[
             ("user", req.user.is_some()),
             ("metadata", req.metadata.is_some()),

@@ -4,7 +4,8 @@
 //! Only fields Gemini knows are written: it answers 400 to unknown ones. `seed`,
 //! `presence_penalty`, `frequency_penalty` and `top_k` go into `generationConfig`; OpenAI
 //! fields without a Gemini counterpart (`n`, `logprobs`, `user`, `metadata`,
-//! `reasoning_effort`, …) are dropped.
+//! `reasoning_effort`, …) are dropped and named by [`super::dropped`]. The parameter table in
+//! docs/providers.md is checked row by row in `param_tests.rs`.
 
 use std::collections::HashMap;
 
@@ -27,8 +28,11 @@ pub fn request_body(req: &ChatRequest) -> Result<Value, ProviderError> {
     if let Some(tools) = req.tools.as_deref().and_then(tools) {
         body.insert("tools".into(), tools);
     }
-    if let Some(config) = req.tool_choice.as_ref().and_then(tool_config) {
-        body.insert("toolConfig".into(), config);
+    if let Some(choice) = &req.tool_choice {
+        body.insert(
+            "toolConfig".into(),
+            tool_config(choice).map_err(|e| e.within("tool_choice"))?,
+        );
     }
     let config = generation_config(req);
     if !config.is_empty() {
@@ -306,8 +310,9 @@ fn tools(tools: &[Tool]) -> Option<Value> {
     (!declarations.is_empty()).then(|| json!([{ "functionDeclarations": declarations }]))
 }
 
-/// `tool_choice` → `toolConfig.functionCallingConfig`.
-fn tool_config(choice: &ToolChoice) -> Option<Value> {
+/// `tool_choice` → `toolConfig.functionCallingConfig`; a mode OpenAI does not define is
+/// refused rather than left out.
+fn tool_config(choice: &ToolChoice) -> Result<Value, ProviderError> {
     let config = match choice {
         ToolChoice::Named(named) => json!({
             "mode": "ANY",
@@ -318,12 +323,12 @@ fn tool_config(choice: &ToolChoice) -> Option<Value> {
                 "auto" => "AUTO",
                 "required" => "ANY",
                 "none" => "NONE",
-                _ => return None,
+                other => return Err(unsupported(format!("unknown tool_choice `{other}`"))),
             };
             json!({ "mode": mode })
         }
     };
-    Some(json!({ "functionCallingConfig": config }))
+    Ok(json!({ "functionCallingConfig": config }))
 }
 
 fn generation_config(req: &ChatRequest) -> Map<String, Value> {

@@ -18,7 +18,7 @@ use super::http::{self, Auth, HttpClient};
 use super::{Chunk, ChunkStream, Completion, Provider, ProviderError};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub struct OpenAi {
     http: HttpClient,

@@ -109,3 +109,59 @@ fn the_request_keeps_unknown_fields_and_asks_for_usage() {
         serde_json::from_slice(&request_body("m1", &req, false).unwrap()).unwrap();
     assert!(body.get("stream").is_none());
 }
+
+// --- the parameter table ------------------------------------------------------------------
+
+/// The `openai` column: every parameter as sent, with the upstream's model name, and streams
+/// asking for usage (which the gateway strips again when the client did not ask).
+pub(crate) fn table_cases() -> Vec<crate::providers::param_table::Case> {
+    use crate::providers::param_table::{Case, Want, absent, as_sent_cases, at};
+    use serde_json::json;
+    let mut cases = as_sent_cases();
+    cases.extend([
+        Case::new(
+            "model",
+            json!({"model": "chat"}),
+            Want::Sent(vec![at("/model", json!("up-model"))]),
+        ),
+        Case::new(
+            "stream",
+            json!({"stream": true}),
+            Want::Sent(vec![
+                at("/stream", json!(true)),
+                at("/stream_options", json!({"include_usage": true})),
+            ]),
+        ),
+        Case::new(
+            "stream_options",
+            json!({"stream": true, "stream_options": {"include_usage": false, "x": 1}}),
+            Want::Sent(vec![at(
+                "/stream_options",
+                json!({"include_usage": true, "x": 1}),
+            )]),
+        ),
+        Case::new(
+            "stream_options",
+            json!({"stream_options": {"include_usage": true}}),
+            // OpenAI refuses `stream_options` on a call that does not stream.
+            Want::Sent(vec![absent("/stream_options"), absent("/stream")]),
+        )
+        .variant("without stream: not sent"),
+    ]);
+    cases
+}
+
+#[test]
+fn every_row_of_the_parameter_table() {
+    let provider = OpenAi::new(&Default::default()).unwrap();
+    crate::providers::param_table::check(
+        "openai",
+        &table_cases(),
+        |req| {
+            let body = request_body("up-model", req, req.is_stream())?;
+            Ok(serde_json::from_slice(&body).unwrap())
+        },
+        |req| provider.dropped(req),
+        None,
+    );
+}

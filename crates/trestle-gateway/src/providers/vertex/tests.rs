@@ -195,3 +195,27 @@ async fn a_refused_key_is_a_401_not_the_clients_error() {
     );
     assert!(!e.is_client_error());
 }
+
+/// The `vertex` column is the `gemini` one (the same body and dropped list), with the model in
+/// the Vertex URL.
+#[test]
+fn every_row_of_the_parameter_table() {
+    let provider = Vertex::new(
+        &config("project = \"p\"\nlocation = \"us-central1\"\naccess_token = \"t\""),
+        None,
+    )
+    .unwrap();
+    crate::providers::param_table::check(
+        "vertex",
+        &gemini::param_tests::cases(),
+        gemini::request::request_body,
+        |req| provider.dropped(req),
+        Some(gemini::param_tests::GENERATE_FIELDS),
+    );
+    assert_eq!(
+        provider
+            .path("gemini-2.0-flash", "generateContent")
+            .unwrap(),
+        "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
+    );
+}
