@@ -248,6 +248,11 @@ def test_missing_max_tokens_is_an_anthropic_400(gateway_url):
     assert body["type"] == "error"
     assert body["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in body["error"]["message"]
+    # Refused before the pipeline, it is still traced, with its error.
+    trace = wait_trace(gateway_url, r.headers["x-trestle-trace-id"])
+    refused = trace["requests"][0]
+    assert refused["status"] == 400, trace
+    assert "max_tokens" in refused["error"], trace
 
 
 def test_errors_raise_the_sdks_exceptions(client):

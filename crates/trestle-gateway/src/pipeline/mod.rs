@@ -402,6 +402,32 @@ fn capability(route: &Route, now: Instant) -> (u8, LevelConfig) {
 }
 
 /// Lowers the client's output cap to the route's `max_tokens` (and the capability level's).
+/// Records a request a front door refused before the pipeline (its body could not be read
+/// or translated): a trace with the error and the body, as [`chat`] keeps for its own
+/// refusals. Returns the trace id, for the answer's `x-trestle-trace-id`.
+pub fn record_refused(
+    state: &SharedState,
+    caller: Option<&crate::keys::Caller>,
+    headers: &HeaderMap,
+    model: &str,
+    raw: Option<bytes::Bytes>,
+    error: &GatewayError,
+) -> String {
+    let keep_bodies = state.runtime().config.store.record_bodies;
+    let identity = ingress::identity(headers, &ChatRequest::default());
+    let mut guard = TraceGuard::new(
+        state.clone(),
+        keep_bodies,
+        &identity,
+        model,
+        Instant::now(),
+        raw,
+    );
+    guard.set_caller(caller);
+    guard.fail(error);
+    identity.trace_id
+}
+
 fn apply_caps(mut req: ChatRequest, route_cap: Option<u32>, level_cap: Option<u32>) -> ChatRequest {
     let cap = match (route_cap, level_cap) {
         (Some(a), Some(b)) => Some(a.min(b)),

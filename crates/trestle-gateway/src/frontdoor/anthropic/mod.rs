@@ -38,14 +38,14 @@ pub async fn messages(
     let server = state.runtime().config.server.clone();
     let raw = match ingress::read_body(&headers, body, &server).await {
         Ok(raw) => raw,
-        Err(e) => return error(&e),
+        Err(e) => return refused(&state, caller.as_ref(), &headers, None, &e),
     };
     let translated = match request::parse(&raw, false).and_then(|req| {
         let keep = anthropic_only(&state, &req.model);
         request::to_chat(req, keep)
     }) {
         Ok(t) => t,
-        Err(e) => return error(&e),
+        Err(e) => return refused(&state, caller.as_ref(), &headers, Some(raw), &e),
     };
     let model = translated.chat.model.clone();
     let body = match serde_json::to_vec(&translated.chat) {
@@ -70,6 +70,29 @@ pub async fn messages(
         &translated.dropped,
     )
     .await
+}
+
+/// The Anthropic-shaped error of a request the front door could not read or translate, with
+/// its trace recorded (`x-trestle-trace-id`), as the chat door keeps its own refusals.
+fn refused(
+    state: &SharedState,
+    caller: Option<&crate::keys::Caller>,
+    headers: &HeaderMap,
+    raw: Option<bytes::Bytes>,
+    e: &GatewayError,
+) -> Response {
+    let model = raw
+        .as_deref()
+        .and_then(|r| serde_json::from_slice::<Value>(r).ok())
+        .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let trace_id = crate::pipeline::record_refused(state, caller, headers, &model, raw, e);
+    let mut out = error(e);
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        out.headers_mut().insert("x-trestle-trace-id", v.clone());
+        out.headers_mut().insert("request-id", v);
+    }
+    out
 }
 
 /// Serves `POST /v1/messages/count_tokens`: an Anthropic target counts with its own endpoint;
