@@ -195,7 +195,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    fn pair(same: bool, kind: &str) -> Pair {
+    /// A labelled pair with empty texts (the stage tests use it too).
+    pub(super) fn pair(same: bool, kind: &str) -> Pair {
         Pair {
             id: String::new(),
             topic: "t".into(),

@@ -261,18 +261,8 @@ pub fn simulated_judge(pairs: &[Pair], accuracy: f64, seed: u64) -> Vec<Option<b
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::pair;
     use super::*;
-
-    fn pair(same: bool, kind: &str) -> Pair {
-        Pair {
-            id: String::new(),
-            topic: "t".into(),
-            a: String::new(),
-            b: String::new(),
-            same,
-            kind: kind.into(),
-        }
-    }
 
     #[test]
     fn each_stage_adds_what_it_should() {
