@@ -108,12 +108,16 @@ impl OnlinePlan {
     }
 
     /// The sampling decision: the same trace is always in or out, whichever gateway sees it.
+    /// It reads the id's last 8 hex digits: the random part of the gateway's own ids (their
+    /// head is a timestamp, `ingress::new_trace_id`) and of any W3C level 2 id.
     fn sampled(&self, trace_id: &str) -> bool {
-        let head = trace_id
-            .get(..8)
+        let tail = trace_id
+            .len()
+            .checked_sub(8)
+            .and_then(|start| trace_id.get(start..))
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .unwrap_or(0);
-        u64::from(head) < self.threshold.max(1)
+        u64::from(tail) < self.threshold.max(1)
     }
 }
 
@@ -430,9 +434,15 @@ mod tests {
         let share = hits as f64 / f64::from(n);
         assert!((share - 0.02).abs() < 0.002, "sampled {share}");
         assert!(
-            plan.sampled("00000000aaaaaaaaaaaaaaaaaaaaaaaa")
-                && !plan.sampled("ffffffffaaaaaaaaaaaaaaaaaaaaaaaa")
+            plan.sampled("aaaaaaaaaaaaaaaaaaaaaaaa00000000")
+                && !plan.sampled("aaaaaaaaaaaaaaaaaaaaaaaaffffffff")
         );
+        // The gateway's own ids, made within one millisecond, are sampled at the same share.
+        let hits = (0..n)
+            .filter(|_| plan.sampled(&crate::pipeline::ingress::new_trace_id()))
+            .count();
+        let share = hits as f64 / f64::from(n);
+        assert!((share - 0.02).abs() < 0.002, "sampled {share} of new ids");
     }
 
     #[test]
