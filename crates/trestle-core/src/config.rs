@@ -1275,6 +1275,29 @@ impl Config {
                         message,
                     );
                 }
+                if let Some(verifier) = &sem.verifier
+                    && !self.embedders.contains_key(verifier)
+                {
+                    issue(
+                        line,
+                        format!("routes.{name}.cache.semantic.verifier"),
+                        format!("unknown embedder `{verifier}`: name an [embedders.NAME]"),
+                    );
+                }
+                if matches!(
+                    self.embedders.get(&sem.embedder),
+                    Some(EmbedderConfig::CrossEncoder { .. })
+                ) {
+                    issue(
+                        line,
+                        format!("routes.{name}.cache.semantic.embedder"),
+                        format!(
+                            "`{}` is a cross-encoder: it scores pairs, it embeds nothing; \
+                             name it as `verifier` and a sentence encoder as `embedder`",
+                            sem.embedder
+                        ),
+                    );
+                }
                 if let Some(judge) = &sem.judge
                     && !self.routes.contains_key(judge)
                     && let Err(message) = self.check_target(judge)
@@ -1719,6 +1742,15 @@ cache = { semantic = { embedder = "remote", judge = "p/small", judge_timeout_ms 
 [routes.f]
 targets = ["p/m"]
 fallback = { cache_semantic = true }
+[embedders.xenc]
+kind = "cross_encoder"
+path = "/models/xenc"
+[routes.v]
+targets = ["p/m"]
+cache = { semantic = { embedder = "xenc", verifier = "nope", verifier_threshold = 1.5, verifier_from = -0.1 } }
+[routes.w]
+targets = ["p/m"]
+cache = { semantic = { embedder = "remote", verifier = "xenc" } }
 [routes.s]
 targets = ["p/m"]
 cache = { mode = "sometimes" }
@@ -1739,9 +1771,16 @@ cache = { mode = "sometimes" }
             "routes.k.cache.semantic.judge_timeout_ms",
             "routes.l.fallback.cache_semantic_threshold",
             "routes.f.fallback.cache_semantic",
+            "routes.v.cache.semantic.verifier",
+            "routes.v.cache.semantic.verifier_threshold",
+            "routes.v.cache.semantic.verifier_from",
+            "routes.v.cache.semantic.embedder",
         ] {
             assert!(err.contains(key), "{key} missing from:\n{err}");
         }
+        assert!(err.contains("`xenc` is a cross-encoder"), "{err}");
+        // A cross-encoder as the verifier is fine.
+        assert!(!err.contains("routes.w."), "{err}");
         // A judge naming a route or a target of a known provider is fine.
         assert!(!err.contains("routes.j."), "{err}");
         assert!(!err.contains("p/small"), "{err}");

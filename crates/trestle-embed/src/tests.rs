@@ -155,3 +155,126 @@ fn matches_an_independent_reference() {
         );
     }
 }
+
+/// A folder holding all-MiniLM-L6-v2's weights, tokenizer and configs (linked) with its own
+/// Pooling config and config_sentence_transformers.json, as a bge or e5 folder would have.
+struct VariantDir(PathBuf);
+
+impl VariantDir {
+    fn new(name: &str, pooling: &str, prompts: Option<&str>) -> Self {
+        let source = PathBuf::from(std::env::var_os(MODEL_DIR_ENV).unwrap_or_default());
+        let dir = std::env::temp_dir().join(format!("trestle-embed-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(POOLING_DIR)).unwrap();
+        for file in [
+            WEIGHTS_FILE,
+            TOKENIZER_FILE,
+            CONFIG_FILE,
+            SENTENCE_CONFIG_FILE,
+        ] {
+            std::os::unix::fs::symlink(source.join(file), dir.join(file)).unwrap();
+        }
+        std::fs::write(dir.join(POOLING_DIR).join(CONFIG_FILE), pooling).unwrap();
+        if let Some(prompts) = prompts {
+            std::fs::write(dir.join(PROMPTS_CONFIG_FILE), prompts).unwrap();
+        }
+        VariantDir(dir)
+    }
+}
+
+impl Drop for VariantDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn assert_close(got: &[f32], expected: &[f32], what: &str) {
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert!(
+            (g - e).abs() < 1e-4,
+            "{what}, component {i}: got {g}, reference {e}"
+        );
+    }
+}
+
+#[test]
+fn cls_pooling_from_the_folder_matches_an_independent_reference() {
+    let dir = VariantDir::new(
+        "cls",
+        r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true,
+            "pooling_mode_mean_tokens": false, "pooling_mode_max_tokens": false,
+            "pooling_mode_mean_sqrt_len_tokens": false}"#,
+        None,
+    );
+    let variant = SentenceEncoder::load(&dir.0).unwrap();
+    assert_eq!(variant.pooling(), Pooling::Cls);
+    assert_eq!(model().pooling(), Pooling::Mean);
+    assert!(
+        variant.describe().ends_with("CLS pooling"),
+        "{}",
+        variant.describe()
+    );
+    // `bench/bert_reference.py $TRESTLE_MINILM_DIR --pooling cls`: float64 NumPy BERT, [CLS].
+    let texts = [
+        "How do I reset my password?",
+        "What is the capital of France?",
+        "ok",
+    ];
+    let expected: [[f32; 6]; 3] = [
+        [
+            -0.013213, -0.041524, -0.029021, 0.010912, -0.047374, 0.023730,
+        ],
+        [0.042144, 0.010059, 0.044333, -0.021243, 0.049376, -0.001829],
+        [
+            -0.004873, -0.006385, 0.004892, 0.007327, -0.004747, -0.012657,
+        ],
+    ];
+    // Batched, so the shorter texts are padded: [CLS] is first either way.
+    let vectors = variant.embed(&texts).unwrap();
+    for ((text, got), want) in texts.iter().zip(&vectors).zip(&expected) {
+        assert!((norm(got) - 1.0).abs() < 1e-4);
+        assert_close(got, want, text);
+    }
+    let mean = embed_one(texts[0]);
+    assert!(
+        cosine(&mean, &vectors[0]) < 0.99,
+        "CLS and mean pooling gave the same vector"
+    );
+}
+
+#[test]
+fn the_default_prompt_goes_before_every_text() {
+    let dir = VariantDir::new(
+        "prompt",
+        r#"{"pooling_mode_mean_tokens": true}"#,
+        Some(
+            r#"{"prompts": {"query": "query: ", "passage": "passage: "},
+                 "default_prompt_name": "query"}"#,
+        ),
+    );
+    let variant = SentenceEncoder::load(&dir.0).unwrap();
+    assert_eq!(variant.prompt(), Some("query: "));
+    assert_eq!(model().prompt(), None);
+    let text = "How do I reset my password?";
+    let got = variant.embed(&[text]).unwrap().remove(0);
+    // `bench/bert_reference.py $TRESTLE_MINILM_DIR --prompt "query: "`.
+    let expected = [
+        0.021478, -0.044463, -0.072074, 0.050213, -0.086691, 0.071637,
+    ];
+    assert_close(&got, &expected, text);
+    let by_hand = embed_one(&format!("query: {text}"));
+    assert!((cosine(&got, &by_hand) - 1.0).abs() < 1e-5);
+    assert!(
+        cosine(&got, &embed_one(text)) < 0.99,
+        "the prompt made no difference"
+    );
+
+    // A Pooling module that leaves the prompt out is refused rather than pooled wrong.
+    std::fs::write(
+        dir.0.join(POOLING_DIR).join(CONFIG_FILE),
+        r#"{"pooling_mode_mean_tokens": true, "include_prompt": false}"#,
+    )
+    .unwrap();
+    let err = SentenceEncoder::load(&dir.0).err().unwrap();
+    assert!(err.to_string().contains("include_prompt"), "{err}");
+}

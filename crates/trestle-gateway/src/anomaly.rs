@@ -209,7 +209,7 @@ fn answer_text(body: &Body) -> String {
             .first()
             .and_then(|ch| ch.message.content.clone())
             .unwrap_or_default(),
-        Body::Raw(_) => {
+        Body::Raw(_) | Body::Frames(_) => {
             let v: Value = serde_json::from_str(&body.to_text()).unwrap_or_default();
             v["choices"][0]["message"]["content"]
                 .as_str()

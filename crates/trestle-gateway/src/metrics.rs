@@ -157,6 +157,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "trestle_cache_judge_total",
         "Semantic-cache candidates put to the judge, by route, verdict and whether the verdict was remembered (`cached`)."
     );
+    describe_histogram!(
+        "trestle_cache_verifier_duration_seconds",
+        "Semantic-cache verifier scorings (in process), by route and verdict (`same`, `different`, `error`)."
+    );
+    describe_counter!(
+        "trestle_cache_verifier_total",
+        "Semantic-cache candidates put to the verifier, by route and verdict."
+    );
     describe_counter!(
         "trestle_tool_cache_total",
         "Tool-response cache reads by namespace and result (hit, miss), and writes."
@@ -401,6 +409,17 @@ impl RouteMetrics {
         if let Some(cost) = cost {
             h.cost.record(cost);
         }
+    }
+}
+
+/// A semantic candidate put to the verifier: its verdict and the time it took.
+pub fn cache_verifier(route: &str, verdict: &'static str, took: Option<Duration>) {
+    counter!("trestle_cache_verifier_total", "route" => route.to_string(), "verdict" => verdict)
+        .increment(1);
+    if let Some(took) = took {
+        histogram!("trestle_cache_verifier_duration_seconds", "route" => route.to_string(),
+            "verdict" => verdict)
+        .record(took.as_secs_f64());
     }
 }
 

@@ -119,6 +119,9 @@ impl Runtime {
                 EmbedderConfig::Mpnet { path } => {
                     local_embedder(name, LocalModel::MpNet, path.as_deref())?
                 }
+                EmbedderConfig::CrossEncoder { path } => {
+                    cross_encoder(name, &rt.config.resolve_path(path))?
+                }
             };
             embedders.insert(name.clone(), embedder);
         }
@@ -464,6 +467,22 @@ fn local_embedder(
     let encoder = trestle_embed::SentenceEncoder::load(&dir)
         .map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?;
     Ok(Embedder::Local(Arc::new(encoder)))
+}
+
+/// A cross-encoder in process, for a semantic cache's `verifier`.
+#[cfg(feature = "local-embeddings")]
+fn cross_encoder(name: &str, dir: &std::path::Path) -> anyhow::Result<Embedder> {
+    let model = trestle_embed::CrossEncoder::load(dir)
+        .map_err(|e| anyhow::anyhow!("embedders.{name}: {e}"))?;
+    Ok(Embedder::Pairs(Arc::new(model)))
+}
+
+#[cfg(not(feature = "local-embeddings"))]
+fn cross_encoder(name: &str, _dir: &std::path::Path) -> anyhow::Result<Embedder> {
+    Err(anyhow::anyhow!(
+        "embedders.{name}: kind = \"cross_encoder\" needs a build with the `local-embeddings` \
+         feature (cargo build --release --features trestle/local-embeddings)"
+    ))
 }
 
 #[cfg(not(feature = "local-embeddings"))]

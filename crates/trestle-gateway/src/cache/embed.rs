@@ -1,6 +1,7 @@
 //! Embedders for the semantic cache: any configured `provider/model` with an
 //! OpenAI-compatible embeddings endpoint, or all-MiniLM-L6-v2 / all-mpnet-base-v2 in process
-//! (the `local-embeddings` build feature). Vectors come back unit-length.
+//! (the `local-embeddings` build feature). Vectors come back unit-length. A cross-encoder
+//! ([`super::verify`]) is kept here too, by name, though it only scores pairs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub enum Embedder {
     Provider(Arc<Target>),
     #[cfg(feature = "local-embeddings")]
     Local(Arc<trestle_embed::SentenceEncoder>),
+    /// A model that scores pairs (a cross-encoder): a `verifier` only, it embeds nothing.
+    Pairs(Arc<dyn super::verify::PairScorer>),
 }
 
 /// The `[embedders.NAME]` for the in-process model in `dir` (`$TRESTLE_MINILM_DIR` without
@@ -39,6 +42,7 @@ impl Embedder {
             Embedder::Provider(t) => t.name.clone(),
             #[cfg(feature = "local-embeddings")]
             Embedder::Local(model) => format!("{} (in process)", model.describe()),
+            Embedder::Pairs(scorer) => format!("{} (in process)", scorer.describe()),
         }
     }
 
@@ -72,6 +76,10 @@ impl Embedder {
                     .map(|d| normalize(d.embedding))
                     .collect())
             }
+            Embedder::Pairs(scorer) => Err(format!(
+                "{} scores pairs of questions and embeds nothing: use it as a `verifier`",
+                scorer.describe()
+            )),
             #[cfg(feature = "local-embeddings")]
             Embedder::Local(model) => {
                 let model = model.clone();

@@ -25,6 +25,8 @@ use super::remote::{self, ExactValue, Remote};
 pub enum Answer {
     Raw(Bytes),
     Parsed(ChatCompletion),
+    /// A pass-through stream's SSE frames (`data: CHUNK\n\n`…), assembled when read.
+    Frames(Bytes),
 }
 
 impl Answer {
@@ -32,6 +34,18 @@ impl Answer {
         match self {
             Answer::Raw(b) => serde_json::from_slice(b).ok(),
             Answer::Parsed(c) => Some(c.clone()),
+            Answer::Frames(f) => Some(crate::pipeline::assemble_frames(std::slice::from_ref(f))),
+        }
+    }
+
+    /// The answer's JSON (assembled for a stream's).
+    pub fn json(&self) -> Option<Bytes> {
+        match self {
+            Answer::Raw(b) => Some(b.clone()),
+            Answer::Parsed(c) => serde_json::to_vec(c).ok().map(Bytes::from),
+            Answer::Frames(_) => serde_json::to_vec(&self.completion()?)
+                .ok()
+                .map(Bytes::from),
         }
     }
 }
@@ -104,10 +118,7 @@ impl ExactCache {
             let stored_ms = crate::store::now_ms()
                 - i64::try_from(entry.stored_at.elapsed().as_millis()).unwrap_or(0);
             remote.set(remote.exact_key(key), keep, move || {
-                let answer = match &entry.answer {
-                    Answer::Raw(b) => b.clone(),
-                    Answer::Parsed(c) => Bytes::from(serde_json::to_vec(c).ok()?),
-                };
+                let answer = entry.answer.json()?;
                 ExactValue {
                     answer,
                     served_by: entry.served_by.clone(),

@@ -17,6 +17,7 @@ pub mod persist;
 pub mod remote;
 pub mod semantic;
 pub mod tool;
+pub mod verify;
 
 use std::sync::{Arc, OnceLock};
 

@@ -3,10 +3,12 @@
 //! semantic cache (the query's embedding against earlier ones in the same scope: the nearest
 //! one the guard accepts, served when its learned threshold allows, [`learned`]; with a
 //! `judge`, a candidate the threshold would not serve, from `judge_from` up, is served when
-//! the judge says it asks for the same answer, [`judge`]). A miss carries what the answer
-//! will be stored under, and a neighbour to compare the fresh answer with when one is to be
-//! verified. The judge is awaited on this request's own task, within `judge_timeout_ms`;
-//! routes without one never reach it.
+//! the judge says it asks for the same answer, [`judge`]; with a `verifier`, an in-process
+//! model gives its verdict first, [`verify`], and the judge sees what it turns down). A miss
+//! carries what the answer will be stored under, and a neighbour to compare the fresh answer
+//! with when one is to be verified. The judge is awaited on this request's own task, within
+//! `judge_timeout_ms`, the verifier on a blocking thread; routes without them never reach
+//! them.
 //!
 //! `cache-control: no-cache` on the request skips the lookup; `no-store` skips storing.
 
@@ -22,7 +24,7 @@ use super::record::{Remember, SemanticWrite};
 use crate::cache::exact::Entry;
 use crate::cache::judge::{self, Verdict};
 use crate::cache::learned::{self, Check, Pending};
-use crate::cache::{guard, key};
+use crate::cache::{guard, key, verify};
 use crate::guard::GuardRecord;
 use crate::metrics;
 use crate::runtime::{Route, Runtime};
@@ -34,16 +36,16 @@ pub struct Hit {
     pub entry: Arc<Entry>,
     pub age: Duration,
     pub similarity: Option<f32>,
-    /// The judge's verdict on it, for the trace.
-    pub judged: Option<GuardRecord>,
+    /// The verifier's and the judge's verdicts on it, for the trace.
+    pub judged: Vec<GuardRecord>,
 }
 
 pub enum Outcome {
     Hit(Hit),
     /// Where the answer goes once made (none: nothing is stored), the semantic neighbour
-    /// to compare it with (learned thresholds), and the judge's verdict on a candidate it
-    /// turned down, for the trace.
-    Miss(Option<Remember>, Option<Pending>, Option<GuardRecord>),
+    /// to compare it with (learned thresholds), and the verifier's and judge's verdicts on a
+    /// candidate they turned down, for the trace.
+    Miss(Option<Remember>, Option<Pending>, Vec<GuardRecord>),
 }
 
 /// The tenant a request belongs to: `x-trestle-tenant-id`, else `metadata.tenant_id`.
@@ -82,7 +84,7 @@ pub async fn lookup(
     // The `cache` fallback level needs answers stored even when the cache itself is off.
     let stores = writes || route.config.fallback.cache;
     if !reads && !stores {
-        return Outcome::Miss(None, None, None);
+        return Outcome::Miss(None, None, Vec::new());
     }
     // The `cache` level's semantic neighbours need the queries indexed even when the cache
     // itself stores nothing.
@@ -97,12 +99,12 @@ pub async fn lookup(
             entry,
             age,
             similarity: None,
-            judged: None,
+            judged: Vec::new(),
         });
     }
     let mut semantic = None;
     let mut pending = None;
-    let mut judged = None;
+    let mut judged = Vec::new();
     if let Some(sem) = &cfg.semantic
         && (reads || writes || fallback_semantic)
         && (sem.allow_tools || req.tools.as_ref().is_none_or(Vec::is_empty))
@@ -154,22 +156,48 @@ pub async fn lookup(
                         Some(_) if rand::random::<f32>() < sem.verify_rate => Some(Check::Verify),
                         Some(_) => None,
                     };
+                    // The verifier: on a candidate the threshold would not serve, from its
+                    // floor up (with `verifier_all`, on one it would serve too).
+                    let verify = sem.verifier.as_deref().filter(|_| {
+                        asks_second_opinion(
+                            n.similarity,
+                            sem.verifier_floor(),
+                            sem.verifier_all,
+                            check,
+                        )
+                    });
+                    let check = match (verify, entry.query.as_deref()) {
+                        (Some(name), Some(cached)) => {
+                            let (same, record) = ask_verifier(
+                                runtime,
+                                route,
+                                sem,
+                                name,
+                                cached,
+                                &text,
+                                n.similarity,
+                            )
+                            .await;
+                            judged.push(record);
+                            if same {
+                                None
+                            } else {
+                                Some(check.unwrap_or(Check::Explore))
+                            }
+                        }
+                        _ => check,
+                    };
                     // The judge: on a candidate the threshold would not serve, from its floor
                     // up (with `judge_all`, on one it would serve too).
                     let ask = sem.judge.as_deref().filter(|_| {
-                        n.similarity >= sem.judge_floor()
-                            && match check {
-                                Some(Check::Explore) => true,
-                                None => sem.judge_all,
-                                Some(Check::Verify) => false,
-                            }
+                        asks_second_opinion(n.similarity, sem.judge_floor(), sem.judge_all, check)
                     });
                     let check = match (ask, entry.query.as_deref()) {
                         (Some(name), Some(cached)) => {
                             let (same, fresh, record) =
                                 ask_judge(runtime, route, sem, name, cached, &text, n.similarity)
                                     .await;
-                            judged = Some(record);
+                            judged.push(record);
                             if same {
                                 // A fresh yes is evidence for the entry (a remembered one
                                 // was counted when it was given).
@@ -294,7 +322,6 @@ async fn ask_judge(
             error: Some(format!("no route or target `{name}`")),
         },
     };
-    let same = asked.verdict == Verdict::Same;
     metrics::cache_judge(&route.name, asked.verdict.as_str(), asked.took);
     if let Some(e) = &asked.error {
         tracing::debug!(route = %route.name, judge = name, error = %e,
@@ -304,13 +331,59 @@ async fn ask_judge(
     if asked.took.is_none() && asked.error.is_none() {
         detail.push_str("; remembered verdict");
     }
+    let fresh = asked.took.is_some();
+    let (same, record) = record(name, "cache_judge", asked, detail);
+    (same, fresh, record)
+}
+
+/// Asks the route's verifier (an in-process `[embedders.NAME]`) whether `cached` and `query`
+/// ask the same thing: whether to serve, and what the trace keeps of it. Anything but a
+/// score at or above `verifier_threshold` is a miss.
+async fn ask_verifier(
+    runtime: &Runtime,
+    route: &Route,
+    sem: &trestle_core::config::SemanticConfig,
+    name: &str,
+    cached: &str,
+    query: &str,
+    similarity: f32,
+) -> (bool, GuardRecord) {
+    let (asked, score) = match runtime.embedders.get(name) {
+        Some(verifier) => verify::ask(verifier, cached, query, sem.verifier_threshold).await,
+        None => (
+            judge::Asked {
+                verdict: Verdict::Error,
+                took: None,
+                error: Some(format!("no [embedders.{name}]")),
+            },
+            None,
+        ),
+    };
+    metrics::cache_verifier(&route.name, asked.verdict.as_str(), asked.took);
+    if let Some(e) = &asked.error {
+        tracing::debug!(route = %route.name, verifier = name, error = %e,
+            "semantic-cache verifier gave no verdict; a miss");
+    }
+    let mut detail = format!("similarity {similarity:.3}");
+    if let Some(score) = score {
+        detail.push_str(&format!(
+            "; score {score:.3} (serves from {:.3})",
+            sem.verifier_threshold
+        ));
+    }
+    record(name, "cache_verifier", asked, detail)
+}
+
+/// Whether a verdict serves, and its trace record (`kind`: `cache_judge`, `cache_verifier`).
+fn record(name: &str, kind: &str, asked: judge::Asked, mut detail: String) -> (bool, GuardRecord) {
+    let same = asked.verdict == Verdict::Same;
     if let Some(e) = asked.error {
         detail.push_str("; ");
         detail.push_str(&e);
     }
     let record = GuardRecord {
         guardrail: name.to_string(),
-        kind: "cache_judge".into(),
+        kind: kind.into(),
         stage: "cache".into(),
         action: if same { "serve" } else { "miss" }.into(),
         outcome: asked.verdict.as_str().into(),
@@ -318,5 +391,20 @@ async fn ask_judge(
         detail: Some(detail),
         latency_ms: asked.took.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
     };
-    (same, asked.took.is_some(), record)
+    (same, record)
 }
+
+/// Whether the verifier or the judge is asked about a candidate: one the threshold would not
+/// serve (a near miss), from `floor` up; with `all`, one it would serve too; never one picked
+/// for a fresh-answer check.
+fn asks_second_opinion(similarity: f32, floor: f32, all: bool, check: Option<Check>) -> bool {
+    similarity >= floor
+        && match check {
+            Some(Check::Explore) => true,
+            None => all,
+            Some(Check::Verify) => false,
+        }
+}
+
+#[cfg(test)]
+mod tests;

@@ -74,6 +74,7 @@ pub async fn run(
             targets: std::slice::from_ref(target),
             retries: plan.retries,
             hedge: false,
+            relayed: false,
         };
         let mut inference = infer::run(route, &step, req, stream && last, started).await;
         inference.level = i;

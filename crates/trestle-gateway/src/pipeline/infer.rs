@@ -35,6 +35,9 @@ pub struct Plan<'a> {
     pub targets: &'a [Arc<Target>],
     pub retries: u32,
     pub hedge: bool,
+    /// A stream whose chunks no stage reads: relayed as the upstream's frames where the
+    /// provider can ([`crate::providers::Provider::chat_stream_relayed`]).
+    pub relayed: bool,
 }
 
 /// The chain's result with everything the trace needs.
@@ -103,6 +106,7 @@ pub async fn run(
             stream,
             deadline: started + Duration::from_millis(cfg.total_timeout_ms()),
             ttft_limit: cfg.first_token_timeout_ms().map(Duration::from_millis),
+            relayed: plan.relayed,
         },
         route,
         started,
@@ -375,6 +379,7 @@ struct Call<'r> {
     stream: bool,
     deadline: Instant,
     ttft_limit: Option<Duration>,
+    relayed: bool,
 }
 
 /// The chain's running state for one request.
@@ -429,7 +434,7 @@ async fn attempt(
         .map_or(remaining, |a| Duration::from_millis(a).min(remaining));
     let cold = target.touch();
     let result = if stream {
-        open_stream(target, req, remaining, ttft_limit)
+        open_stream(target, req, remaining, ttft_limit, call.relayed)
             .await
             .map(|(first, rest)| Served::Stream { first, rest })
     } else {
@@ -639,6 +644,7 @@ async fn open_stream(
     req: &ChatRequest,
     remaining: Duration,
     ttft_limit: Option<Duration>,
+    relayed: bool,
 ) -> Result<(Chunk, ChunkStream), ProviderError> {
     let started = Instant::now();
     let first_deadline = started + ttft_limit.map_or(remaining, |t| t.min(remaining));
@@ -647,12 +653,12 @@ async fn open_stream(
     } else {
         "waiting for the first token (route deadline)"
     };
-    let mut stream = match tokio::time::timeout_at(
-        first_deadline,
-        target.provider.chat_stream(&target.model, req),
-    )
-    .await
-    {
+    let call = if relayed {
+        target.provider.chat_stream_relayed(&target.model, req)
+    } else {
+        target.provider.chat_stream(&target.model, req)
+    };
+    let mut stream = match tokio::time::timeout_at(first_deadline, call).await {
         Ok(r) => r?,
         Err(_) => return Err(ProviderError::Timeout(what)),
     };

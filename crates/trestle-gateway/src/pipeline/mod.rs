@@ -27,6 +27,7 @@ use deliver::Relay;
 pub use deliver::{Served as ServedHeaders, frame as sse_frame, trestle_headers};
 use infer::{Plan, Served};
 use record::TraceGuard;
+pub(crate) use record::assemble_frames;
 
 use crate::error::GatewayError;
 use crate::runtime::Route;
@@ -222,12 +223,13 @@ pub async fn chat(
         None => applied.cache_scope.as_str().into(),
     };
     let lookup = match &input_blocked {
-        Some(_) => cache::Outcome::Miss(None, None, None),
+        Some(_) => cache::Outcome::Miss(None, None, Vec::new()),
         None => cache::lookup(&runtime, &route, &cache_scope, &req, &identity, &headers).await,
     };
+    let mut verifying = false;
     let remember = match lookup {
         cache::Outcome::Hit(mut hit) => {
-            guard.guardrails(hit.judged.take().into_iter().collect());
+            guard.guardrails(std::mem::take(&mut hit.judged));
             guard.cache_hit(hit.layer, &hit.entry, hit.similarity);
             let headers = served("primary", hit.layer, Some(hit.age.as_secs()), false);
             return match hit.entry.answer.completion() {
@@ -240,8 +242,9 @@ pub async fn chat(
             };
         }
         cache::Outcome::Miss(remember, pending, judged) => {
-            guard.guardrails(judged.into_iter().collect());
+            guard.guardrails(judged);
             if let Some(p) = pending {
+                verifying = true;
                 guard.verify(p);
             }
             remember
@@ -255,6 +258,17 @@ pub async fn chat(
         targets: chain,
         retries: behaviour.retries.unwrap_or(route.config.retries),
         hedge: behaviour.hedge.unwrap_or(route.config.hedge),
+        // Pass-through: no stage after inference reads the stream's chunks (no output
+        // guardrail, no cache write or check beyond the `cache` fallback level's copy, no
+        // confidence), so the upstream's frames go out as they arrived, parsed only where
+        // they carry what the trace and spend need.
+        relayed: stream
+            && route.output_guards.is_empty()
+            && remember
+                .as_ref()
+                .is_none_or(|r| !r.persist && r.semantic.is_none())
+            && !verifying
+            && !wants_confidence,
     };
     let mut inference = match (input_blocked, behaviour.serve()) {
         (Some(blocked), _) => infer::Inference::failed(blocked),
@@ -379,6 +393,9 @@ pub async fn chat(
             let mut headers = served(level, "miss", None, false);
             if let Some(v) = dropped_header {
                 headers.insert("x-trestle-dropped-params", v);
+            }
+            if plan.relayed {
+                guard.pass_through();
             }
             deliver::sse(relay(guard), first, rest, headers)
         }

@@ -1,6 +1,7 @@
 //! Record: the trace of a request is built as it goes and handed to the recorder when the
 //! request ends — including when the client walks away mid-stream (the guard's `Drop`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ pub struct TraceGuard {
     reserved_usd: f64,
     /// A semantic neighbour to compare a good answer with (learned thresholds).
     verify: Option<crate::cache::learned::Pending>,
+    /// A pass-through stream's frames as sent (and its usage chunk), kept for the trace's
+    /// response body: assembled on the writer thread, not here (`Body::Frames`).
+    frames: Option<Vec<Bytes>>,
 }
 
 impl TraceGuard {
@@ -143,6 +147,7 @@ impl TraceGuard {
             caller: None,
             reserved_usd: 0.0,
             verify: None,
+            frames: None,
         }
     }
 
@@ -378,6 +383,26 @@ impl TraceGuard {
         metrics::streams_open(1.0);
     }
 
+    /// The stream is relayed as the upstream's frames: the trace (when it keeps bodies) and
+    /// the `cache` fallback level keep them instead of an answer assembled on the request path.
+    pub fn pass_through(&mut self) {
+        if self.keep_bodies || self.remember.is_some() {
+            self.frames = Some(Vec::new());
+        }
+    }
+
+    /// Whether [`TraceGuard::frame`] keeps what it is given.
+    pub fn keeps_frames(&self) -> bool {
+        self.frames.is_some()
+    }
+
+    /// One or more whole SSE frames of a pass-through stream (a reference, not a copy).
+    pub fn frame(&mut self, frames: &Bytes) {
+        if let Some(kept) = self.frames.as_mut() {
+            kept.push(frames.clone());
+        }
+    }
+
     pub fn observe(&mut self, chunk: &ChatChunk) {
         if let Some(s) = self.stream.as_mut() {
             s.observe(chunk);
@@ -417,7 +442,20 @@ impl TraceGuard {
                 self.remember = None;
                 self.verify = None;
             }
-            if self.keep_bodies || self.remember.is_some() || self.verify.is_some() {
+            if let Some(frames) = self.frames.take() {
+                if self.remember.is_some() {
+                    // One copy, so the cache holds no slices of the upstream's read buffers.
+                    let mut joined =
+                        bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+                    for f in &frames {
+                        joined.extend_from_slice(f);
+                    }
+                    self.store(Answer::Frames(joined.freeze()), &t.usage);
+                }
+                if self.keep_bodies {
+                    t.response = Some(Body::Frames(frames));
+                }
+            } else if self.keep_bodies || self.remember.is_some() || self.verify.is_some() {
                 let completion = s.into_completion();
                 if let Some(pending) = self.verify.take() {
                     pending.compare(answer_text(&completion));
@@ -577,6 +615,75 @@ struct StreamSummary {
     fingerprint: Option<String>,
 }
 
+/// A pass-through stream's answer from its frames (`data: CHUNK\n\n`, several to a piece),
+/// assembled as the parsed relay assembles it: run by the trace writer, off the request path.
+/// Each frame is read into borrowed strings ([`Piece`]), not a [`ChatChunk`]: only what the
+/// answer keeps is taken.
+pub(crate) fn assemble_frames(frames: &[Bytes]) -> ChatCompletion {
+    let mut summary = StreamSummary::default();
+    for piece in frames {
+        for frame in piece.split(|&b| b == b'\n') {
+            let Some(payload) = frame.strip_prefix(b"data: ") else {
+                continue;
+            };
+            if let Ok(piece) = serde_json::from_slice::<Piece<'_>>(payload) {
+                summary.observe_piece(&piece);
+            }
+        }
+    }
+    summary.into_completion()
+}
+
+/// What [`StreamSummary`] keeps of a chunk, borrowed from its frame.
+#[derive(serde::Deserialize)]
+struct Piece<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    created: u64,
+    #[serde(default, borrow)]
+    model: Cow<'a, str>,
+    #[serde(default, borrow)]
+    choices: Vec<PieceChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(serde::Deserialize)]
+struct PieceChoice<'a> {
+    #[serde(default)]
+    index: u32,
+    #[serde(default, borrow)]
+    delta: PieceDelta<'a>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PieceDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<PieceCall<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PieceCall<'a> {
+    index: u32,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<PieceFunction<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PieceFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
 /// The text of an answer's first choice.
 fn answer_text(completion: &ChatCompletion) -> Option<String> {
     completion.choices.first()?.message.content.clone()
@@ -609,31 +716,74 @@ impl StreamSummary {
                 self.content.push_str(text);
             }
             for call in choice.delta.tool_calls.iter().flatten() {
-                let i = call.index as usize;
-                while self.tool_calls.len() <= i {
-                    self.tool_calls.push(ToolCall {
-                        id: None,
-                        kind: "function".into(),
-                        function: FunctionCall::default(),
-                    });
-                }
-                let slot = &mut self.tool_calls[i];
-                if call.id.is_some() {
-                    slot.id.clone_from(&call.id);
-                }
-                if let Some(f) = &call.function {
-                    if let Some(name) = &f.name {
-                        slot.function.name.push_str(name);
-                    }
-                    if let Some(args) = &f.arguments {
-                        slot.function.arguments.push_str(args);
-                    }
-                }
+                let f = call.function.as_ref();
+                self.tool_call_piece(
+                    call.index,
+                    call.id.as_deref(),
+                    f.and_then(|f| f.name.as_deref()),
+                    f.and_then(|f| f.arguments.as_deref()),
+                );
             }
             if choice.finish_reason.is_some() {
                 self.finish_reason.clone_from(&choice.finish_reason);
             }
         }
+    }
+
+    /// [`StreamSummary::observe`] for a borrowed chunk (the fingerprint is the request
+    /// path's, not the assembled answer's).
+    fn observe_piece(&mut self, chunk: &Piece<'_>) {
+        if self.id.is_empty() {
+            self.id = chunk.id.to_string();
+            self.model = chunk.model.to_string();
+            self.created = chunk.created;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            if let Some(text) = &choice.delta.content {
+                self.content.push_str(text);
+            }
+            for call in choice.delta.tool_calls.iter().flatten() {
+                let f = call.function.as_ref();
+                self.tool_call_piece(
+                    call.index,
+                    call.id.as_deref(),
+                    f.and_then(|f| f.name.as_deref()),
+                    f.and_then(|f| f.arguments.as_deref()),
+                );
+            }
+            if let Some(reason) = &choice.finish_reason {
+                self.finish_reason = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// Adds one streamed piece of tool call `index` to the calls assembled so far.
+    fn tool_call_piece(
+        &mut self,
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) {
+        let i = index as usize;
+        while self.tool_calls.len() <= i {
+            self.tool_calls.push(ToolCall {
+                id: None,
+                kind: "function".into(),
+                function: FunctionCall::default(),
+            });
+        }
+        let slot = &mut self.tool_calls[i];
+        if let Some(id) = id {
+            slot.id = Some(id.to_string());
+        }
+        slot.function.name.push_str(name.unwrap_or_default());
+        slot.function
+            .arguments
+            .push_str(arguments.unwrap_or_default());
     }
 
     fn into_completion(self) -> ChatCompletion {
@@ -656,6 +806,39 @@ impl StreamSummary {
             }],
             usage: self.usage,
             extra: Map::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod frames_tests {
+    use super::*;
+
+    /// The answer assembled from frames equals the one assembled from parsed chunks: text,
+    /// tool calls, finish reason, usage.
+    #[test]
+    fn frames_assemble_as_parsed_chunks_do() {
+        let usage = r#"data: {"id":"x","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
+        for fixture in [
+            include_str!("../providers/openai/fixtures/stream.sse"),
+            include_str!("../providers/openai/fixtures/tool_stream.sse"),
+        ] {
+            let text = format!("{fixture}{usage}\n\n");
+            let mut parsed = StreamSummary::default();
+            for line in text.lines() {
+                if let Some(Ok(c)) = line
+                    .strip_prefix("data: ")
+                    .map(serde_json::from_str::<ChatChunk>)
+                {
+                    parsed.observe(&c);
+                }
+            }
+            let framed = assemble_frames(&[Bytes::from(text.clone())]);
+            assert_eq!(
+                serde_json::to_value(&framed).unwrap(),
+                serde_json::to_value(parsed.into_completion()).unwrap()
+            );
+            assert!(framed.usage.is_some());
         }
     }
 }

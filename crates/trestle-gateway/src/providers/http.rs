@@ -217,6 +217,24 @@ impl HttpClient {
         sse_parse(bytes, self.max_response_bytes, self.max_event_bytes)
     }
 
+    /// A `text/event-stream` response's body as it arrives, within the same limits as
+    /// [`HttpClient::sse_events`], for a relay that splits the events itself.
+    pub fn sse_bytes(
+        &self,
+        response: Response,
+    ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        let mut limit = Limiter {
+            max_total: self.max_response_bytes,
+            max_event: self.max_event_bytes,
+            total: 0,
+            event: 0,
+            after_newline: false,
+        };
+        body_bytes(response.into_body())
+            .map(move |chunk| chunk.and_then(|c| limit.check(c)))
+            .boxed()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -235,7 +253,9 @@ impl HttpClient {
                     .body(http_body_util::Full::new(body))
                     .map_err(|e| ProviderError::Connect(format!("bad upstream URL {url}: {e}")))?;
                 let headers = request.headers_mut();
-                headers.reserve(self.headers.len() + extra.len() + 1);
+                // content-type here; host and content-length added by hyper's client as it
+                // writes the head (a full map would be grown and rehashed there).
+                headers.reserve(self.headers.len() + extra.len() + 3);
                 for (name, value) in self.headers.iter() {
                     headers.insert(name, value.clone());
                 }
@@ -482,16 +502,26 @@ impl Limiter {
                 self.max_total
             )));
         }
-        for &b in chunk.iter() {
-            match b {
-                b'\n' if self.after_newline => self.event = 0,
-                b'\n' => self.after_newline = true,
-                b'\r' => {}
-                _ => {
-                    self.after_newline = false;
-                    self.event += 1;
-                }
+        // Line by line (memchr), not byte by byte: `\r` counts for nothing, a `\n` right after
+        // a `\n` (an empty line) ends the event.
+        let mut rest = &chunk[..];
+        loop {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            let counted = line.len() - line.iter().filter(|&&b| b == b'\r').count();
+            if counted > 0 {
+                self.after_newline = false;
+                self.event += counted;
             }
+            let Some(next) = next else { break };
+            if self.after_newline {
+                self.event = 0;
+            } else {
+                self.after_newline = true;
+            }
+            rest = next;
         }
         if self.event > self.max_event {
             return Err(ProviderError::Malformed(format!(

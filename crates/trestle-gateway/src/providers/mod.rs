@@ -34,15 +34,35 @@ pub struct Completion {
 }
 
 /// One streamed chunk. `raw` holds the upstream's `data:` payload when it can be relayed as is.
+///
+/// A pass-through stream ([`Provider::chat_stream_relayed`]) also yields runs of whole SSE
+/// frames (`frames`): `raw` is then `data: …\n\n` bytes to send as they are, and `chunk` is
+/// empty (nothing was parsed).
 #[derive(Debug, Clone)]
 pub struct Chunk {
     pub chunk: ChatChunk,
     pub raw: Option<Bytes>,
+    pub frames: bool,
+}
+
+impl Chunk {
+    /// A run of whole SSE frames, relayed unread.
+    pub fn frames(bytes: Bytes) -> Self {
+        Chunk {
+            chunk: ChatChunk::default(),
+            raw: Some(bytes),
+            frames: true,
+        }
+    }
 }
 
 impl From<ChatChunk> for Chunk {
     fn from(chunk: ChatChunk) -> Self {
-        Chunk { chunk, raw: None }
+        Chunk {
+            chunk,
+            raw: None,
+            frames: false,
+        }
     }
 }
 
@@ -179,6 +199,18 @@ pub trait Provider: Send + Sync {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>>;
+
+    /// A streamed completion for a relay that reads no chunk but the first and those carrying
+    /// usage: an adapter that can relays the upstream's SSE frames as they arrived (runs of
+    /// [`Chunk::frames`] between the parsed chunks); the others answer as
+    /// [`Provider::chat_stream`].
+    fn chat_stream_relayed(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
+        self.chat_stream(model, req)
+    }
 
     /// The request's parameters this provider cannot take and leaves out (reported in
     /// `x-trestle-dropped-params` and on the trace, never silently).

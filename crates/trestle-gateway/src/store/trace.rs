@@ -11,6 +11,9 @@ pub enum Body {
     Raw(Bytes),
     /// A response assembled by the gateway (a stream, or a translated provider answer).
     Completion(Box<ChatCompletion>),
+    /// A pass-through stream's SSE frames as relayed: assembled into a completion when the
+    /// body is written, off the request path.
+    Frames(Vec<Bytes>),
 }
 
 impl Body {
@@ -25,6 +28,9 @@ impl Body {
                 Err(_) => String::from_utf8_lossy(b),
             },
             Body::Completion(c) => serde_json::to_string(c).unwrap_or_default().into(),
+            Body::Frames(f) => serde_json::to_string(&crate::pipeline::assemble_frames(f))
+                .unwrap_or_default()
+                .into(),
         }
     }
 }

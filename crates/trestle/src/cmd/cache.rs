@@ -1,5 +1,6 @@
 //! `trestle cache eval`: semantic-cache quality on a labelled paraphrase set, per threshold,
-//! and per stage (similarity, guard, attribute rule, learned thresholds, judge: [`stages`]).
+//! and per stage (similarity, guard, attribute rule, learned thresholds, verifier, judge:
+//! [`stages`]).
 
 mod stages;
 
@@ -64,6 +65,17 @@ pub struct EvalArgs {
     /// Error patterns each simulated judge is averaged over.
     #[arg(long, default_value_t = 10)]
     judge_seeds: u64,
+    /// A verifier for the verifier stages: an `[embedders.NAME]` in --config (a
+    /// `cross_encoder`, or a sentence encoder whose cosine is the score).
+    #[arg(long)]
+    verifier: Option<String>,
+    /// A verifier for the verifier stages: a model folder (a BERT sequence classifier is
+    /// run as a cross-encoder; a sentence encoder's cosine is the score).
+    #[arg(long)]
+    verifier_dir: Option<PathBuf>,
+    /// The lowest similarity the verifier is asked about (pairs the guard passes).
+    #[arg(long, default_value_t = 0.5)]
+    verifier_from: f32,
 }
 
 fn embedder(args: &EvalArgs) -> anyhow::Result<(String, Embedder, Config)> {
@@ -99,6 +111,11 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         args.judge.as_deref(),
         args.judge_url.as_deref(),
         args.judge_model.as_deref(),
+    )?;
+    let verifier = stages::verifier(
+        args.config.as_ref().map(|_| &config),
+        args.verifier.as_deref(),
+        args.verifier_dir.as_deref(),
     )?;
     println!(
         "{} pairs from {}; embedder: {}",
@@ -164,8 +181,25 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             lexical: guard::lexically_compatible(&p.a, &p.b),
             attributes: guard::attributes::differ(&p.a, &p.b).is_none(),
             judge: None,
+            verifier: None,
         })
         .collect();
+    let (scored, verified) = match &verifier {
+        Some((name, v)) => {
+            let (scored, timing) = stages::verify(
+                name,
+                &embedder,
+                v,
+                &pairs,
+                scored,
+                args.verifier_from,
+                args.latency_queries,
+            )
+            .await?;
+            (scored, Some(timing))
+        }
+        None => (scored, None),
+    };
     let judged = match judge {
         Some((judge_name, target)) => Some(
             stages::ask(
@@ -186,6 +220,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         judged.as_ref(),
         &args.simulated_judge,
         args.judge_seeds,
+        verified.as_ref().map(|v| v.name.as_str()),
     );
     report.latency = Some(Latency {
         queries: single.len(),
@@ -194,6 +229,9 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         batched_ms_per_text: batch_ms,
     });
     print_report(&report, &name);
+    if let Some(v) = &verified {
+        stages::print_verifier(v);
+    }
     stages::print(&report.stages, judged.as_ref());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -16,6 +16,11 @@
 //!    and alone: the judge on every candidate from `judge_from` up (`judge_all`).
 //!
 //! The judge's verdicts come from the caller: a model over HTTP, or a simulated judge.
+//!
+//! With a verifier's scores ([`crate::cache::verify`]: a cross-encoder's probability or a
+//! second encoder's cosine), [`verifier_stages`] adds, on top of the attribute rule: the
+//! verifier on candidates below the threshold, from a floor up (`verifier_from`); and the
+//! verifier on every candidate from a floor up (`verifier_all`).
 
 use std::collections::BTreeMap;
 
@@ -34,6 +39,8 @@ pub struct Scored {
     pub attributes: bool,
     /// The judge's yes (`Some(true)`), no, or nothing (not asked, no answer in time).
     pub judge: Option<bool>,
+    /// The verifier's score (not asked: none).
+    pub verifier: Option<f32>,
 }
 
 /// One stage at its best operating point.
@@ -243,6 +250,59 @@ pub fn stages(
     out
 }
 
+/// The verifier's thresholds tried: 0.05 to 0.99.
+fn verifier_grid() -> impl Iterator<Item = f32> + Clone {
+    (5..=99).map(|t| t as f32 / 100.0)
+}
+
+/// The floors tried for the verifier's band: 0.50 to 1.00 by 0.05.
+fn floor_grid() -> impl Iterator<Item = f32> + Clone {
+    (10..=20).map(|t| t as f32 / 20.0)
+}
+
+/// The verifier's stages at their best points within `target` false hits (see the module's
+/// notes); `name` labels them. Pairs without a verifier score are never served by it.
+pub fn verifier_stages(pairs: &[Pair], scores: &[Scored], target: f64, name: &str) -> Vec<Stage> {
+    let guarded = |s: &Scored| s.lexical && s.attributes;
+    let yes = |s: &Scored, from: f32, v: f32| {
+        guarded(s) && s.similarity >= from && s.verifier.is_some_and(|x| x >= v)
+    };
+    let band = grid().flat_map(|t| {
+        floor_grid().filter(move |f| *f <= t).flat_map(move |from| {
+            verifier_grid().map(move |v| {
+                let served: Vec<bool> = scores
+                    .iter()
+                    .map(|s| (guarded(s) && s.similarity >= t) || yes(s, from, v))
+                    .collect();
+                (
+                    format!("threshold {t:.2}, verifier from {from:.2} at {v:.2}"),
+                    served,
+                )
+            })
+        })
+    });
+    let all = floor_grid().flat_map(|from| {
+        verifier_grid().map(move |v| {
+            let served: Vec<bool> = scores.iter().map(|s| yes(s, from, v)).collect();
+            (format!("verifier from {from:.2} at {v:.2}"), served)
+        })
+    });
+    vec![
+        best(
+            &format!("+ verifier below threshold ({name})"),
+            pairs,
+            target,
+            band,
+        ),
+        best(
+            &format!("guard + verifier, every candidate ({name})"),
+            pairs,
+            target,
+            all,
+        ),
+    ]
+}
+
 /// A judge that answers from the labels, wrong with probability `1 - accuracy` (a fixed
 /// pseudo-random stream from `seed`): a stand-in, never a measured model.
 pub fn simulated_judge(pairs: &[Pair], accuracy: f64, seed: u64) -> Vec<Option<bool>> {
@@ -277,6 +337,7 @@ mod tests {
                 lexical: true,
                 attributes: true,
                 judge: Some(true),
+                verifier: Some(0.8),
             });
         }
         for (kind, sim, lexical, attributes) in [
@@ -291,6 +352,7 @@ mod tests {
                     lexical,
                     attributes,
                     judge: Some(false),
+                    verifier: Some(if kind == "negation" { 0.9 } else { 0.2 }),
                 });
             }
         }
@@ -302,6 +364,24 @@ mod tests {
         assert!(s.iter().all(|s| s.false_hits == 0.0));
         assert_eq!(s[5].served, 1.0);
         assert_eq!(s[2].by_kind["negation"], 0.0);
+        // The verifier: the negations (0.95, scored 0.9) pass it, the numbers the guard
+        // stops, the unrelated (0.2) do not: in the band from 0.70 at 0.25..0.80 it serves
+        // every paraphrase with no false hit; on every candidate too.
+        let v = verifier_stages(&pairs, &scores, 0.0, "fake");
+        assert_eq!((v[0].served, v[0].false_hits), (1.0, 0.0), "{v:?}");
+        assert_eq!((v[1].served, v[1].false_hits), (1.0, 0.0), "{v:?}");
+        let unguarded: Vec<Scored> = scores
+            .iter()
+            .map(|s| Scored {
+                attributes: true,
+                ..*s
+            })
+            .collect();
+        // Without the attribute rule the negations score 0.9: above any point that serves
+        // the paraphrases (0.8), so within no false hits nothing beyond 0.95 is served.
+        let v = verifier_stages(&pairs, &unguarded, 0.0, "fake");
+        assert!(v[1].served < 1.0 && v[1].false_hits == 0.0, "{v:?}");
+        assert_eq!(v[1].by_kind["negation"], 0.0);
         // A simulated judge is as accurate as asked, over many pairs.
         let many: Vec<Pair> = (0..4000).map(|i| pair(i % 2 == 0, "k")).collect();
         let verdicts = simulated_judge(&many, 0.9, 7);

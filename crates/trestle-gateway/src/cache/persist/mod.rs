@@ -43,7 +43,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use trestle_core::config::CacheConfig;
 
 use super::exact::{Answer, Entry};
@@ -649,10 +648,7 @@ fn change(op: Op) -> Option<Change> {
             stored_ms,
             expires_ms,
         } => {
-            let answer = match &entry.answer {
-                Answer::Raw(b) => b.clone(),
-                Answer::Parsed(c) => Bytes::from(serde_json::to_vec(c).ok()?),
-            };
+            let answer = entry.answer.json()?;
             let semantic = match (entry.scope, &entry.embedding, &entry.query) {
                 (Some(scope), Some(vector), Some(query)) => Some(SemanticPart {
                     scope,

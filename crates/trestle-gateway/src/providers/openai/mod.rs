@@ -17,6 +17,7 @@ use trestle_core::openai::{
 use super::http::{self, Auth, HttpClient};
 use super::{Chunk, ChunkStream, Completion, Provider, ProviderError};
 
+mod relay;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -123,6 +124,7 @@ pub fn parse_chunk(data: &str) -> Result<Option<Chunk>, ProviderError> {
     Ok(Some(Chunk {
         chunk,
         raw: Some(Bytes::copy_from_slice(data.as_bytes())),
+        frames: false,
     }))
 }
 
@@ -160,6 +162,19 @@ impl Provider for OpenAi {
                 .take_while(|item| std::future::ready(!matches!(item, Ok(None))))
                 .filter_map(|item| std::future::ready(item.transpose()));
             Ok(chunks.boxed())
+        })
+    }
+
+    fn chat_stream_relayed(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
+        let body = request_body(model, req, true);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let response = http.post_json("/chat/completions", body?, &[]).await?;
+            Ok(relay::relay(http.sse_bytes(response)))
         })
     }
 

@@ -3,16 +3,21 @@
 //! over HTTP (`--judge` in `--config`, or `--judge-url` and `--judge-model`), asked about
 //! every pair the guard passes from `--judge-from` up with the gateway's own prompt, parser
 //! and timeout; or a simulated judge (`--simulated-judge 0.95,0.9`) that answers from the
-//! labels with the stated accuracy, labelled as such.
+//! labels with the stated accuracy, labelled as such. A verifier (`--verifier` in
+//! `--config`, or `--verifier-dir`) scores every pair the guard passes from
+//! `--verifier-from` up, and the lookup with verification is timed query by query.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use trestle_core::Config;
+use trestle_gateway::cache::embed::{self, Embedder};
 use trestle_gateway::cache::eval::stages::{self, Scored, Stage};
 use trestle_gateway::cache::eval::{Pair, StageRun};
 use trestle_gateway::cache::judge::{Verdict, Verdicts};
+use trestle_gateway::cache::verify;
 use trestle_gateway::resilience::Registry;
 use trestle_gateway::runtime::{Runtime, Target};
 
@@ -136,13 +141,18 @@ pub fn runs(
     judged: Option<&Judged>,
     simulated: &[f64],
     seeds: u64,
+    verifier: Option<&str>,
 ) -> Vec<StageRun> {
     let mut runs = Vec::new();
     for target in TARGETS {
+        let mut alone = stages::stages(pairs, scores, target, None);
+        if let Some(name) = verifier {
+            alone.extend(stages::verifier_stages(pairs, scores, target, name));
+        }
         runs.push(StageRun {
             target_false_hits: target,
             judge: "none".into(),
-            stages: stages::stages(pairs, scores, target, None),
+            stages: alone,
         });
         if let Some(j) = judged {
             let with: Vec<Scored> = scores
@@ -264,4 +274,144 @@ pub fn print(runs: &[StageRun], judged: Option<&Judged>) {
             println!("  {}", s.point);
         }
     }
+}
+
+/// The verifier: an `[embedders.NAME]` in `config`, or the model in `dir` (a BERT sequence
+/// classifier as a cross-encoder, else a sentence encoder).
+pub fn verifier(
+    config: Option<&Config>,
+    name: Option<&str>,
+    dir: Option<&Path>,
+) -> anyhow::Result<Option<(String, Embedder)>> {
+    let (config, name) = match (config, name, dir) {
+        (_, None, None) => return Ok(None),
+        (Some(c), Some(n), None) => (c.clone(), n.to_string()),
+        (None, Some(_), None) => anyhow::bail!("--verifier needs --config (or use --verifier-dir)"),
+        (_, Some(_), Some(_)) => anyhow::bail!("--verifier and --verifier-dir: one or the other"),
+        (_, None, Some(dir)) => {
+            let classifier = std::fs::read_to_string(dir.join("config.json"))
+                .is_ok_and(|t| t.contains("ForSequenceClassification"));
+            let ec = if classifier {
+                trestle_core::config::EmbedderConfig::CrossEncoder {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                embed::local_config(Some(dir.to_path_buf()))
+            };
+            let mut config = Config::default();
+            let name = dir
+                .file_name()
+                .map_or("verifier".into(), |n| n.to_string_lossy().into_owned());
+            config.embedders.insert(name.clone(), ec);
+            (config, name)
+        }
+    };
+    let registry = Arc::new(Registry::new(&config.cache));
+    let runtime = Runtime::build(config, registry)?;
+    let v = runtime
+        .embedders
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no [embedders.{name}] for --verifier"))?;
+    Ok(Some((name, v)))
+}
+
+/// What the verifier stage measured.
+pub struct Verified {
+    /// The verifier's name (its `[embedders.NAME]`, or its folder's).
+    pub name: String,
+    /// What it is.
+    pub what: String,
+    /// Pairs scored.
+    pub asked: usize,
+    /// One pair at a time: the verifier alone, and the lookup with verification (the
+    /// query's embedding, then the verifier on the query and its candidate).
+    pub verifier_ms: (f64, f64),
+    pub lookup_ms: (f64, f64),
+    pub queries: usize,
+}
+
+fn p50_p99(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: usize| {
+        times
+            .get((times.len() * q).div_ceil(100).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(50), at(99))
+}
+
+/// Scores every pair the guard passes from `from` up with `verifier` (batched), then times
+/// `queries` lookups with verification one at a time, after one to warm up.
+pub async fn verify(
+    name: &str,
+    embedder: &Embedder,
+    verifier: &Embedder,
+    pairs: &[Pair],
+    mut scores: Vec<Scored>,
+    from: f32,
+    queries: usize,
+) -> anyhow::Result<(Vec<Scored>, Verified)> {
+    let asked: Vec<usize> = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.lexical && s.attributes && s.similarity >= from)
+        .map(|(i, _)| i)
+        .collect();
+    for chunk in asked.chunks(32) {
+        let texts: Vec<(String, String)> = chunk
+            .iter()
+            .map(|&i| (pairs[i].a.clone(), pairs[i].b.clone()))
+            .collect();
+        let got = verify::score_many(verifier, texts)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        for (&i, v) in chunk.iter().zip(got) {
+            scores[i].verifier = Some(v);
+        }
+    }
+    let timed: Vec<&Pair> = pairs.iter().cycle().take(queries.max(1) + 1).collect();
+    let (mut alone, mut lookup) = (Vec::new(), Vec::new());
+    for p in timed {
+        let t = Instant::now();
+        embedder.embed(&p.b).await.map_err(anyhow::Error::msg)?;
+        let v = Instant::now();
+        let (asked, _) = verify::ask(verifier, &p.a, &p.b, 0.5).await;
+        if let Some(e) = asked.error {
+            anyhow::bail!("verifier {name}: {e}");
+        }
+        alone.push(v.elapsed().as_secs_f64() * 1000.0);
+        lookup.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    alone.remove(0);
+    lookup.remove(0);
+    let queries = alone.len();
+    Ok((
+        scores,
+        Verified {
+            name: name.to_string(),
+            what: verifier.describe(),
+            asked: asked.len(),
+            verifier_ms: p50_p99(alone),
+            lookup_ms: p50_p99(lookup),
+            queries,
+        },
+    ))
+}
+
+pub fn print_verifier(v: &Verified) {
+    println!(
+        "\nverifier `{}` ({}): scored {} pairs (the guard passes, similarity from --verifier-from up). \
+         One pair at a time ({} queries): verifier p50 {:.2} ms, p99 {:.2} ms; lookup with \
+         verification (embedding + verifier) p50 {:.2} ms, p99 {:.2} ms.",
+        v.name,
+        v.what,
+        v.asked,
+        v.queries,
+        v.verifier_ms.0,
+        v.verifier_ms.1,
+        v.lookup_ms.0,
+        v.lookup_ms.1
+    );
 }
