@@ -93,6 +93,25 @@ impl Case {
     }
 }
 
+/// Row `row` set to `value` is left out and named as dropped.
+pub fn dropped(row: &'static str, value: Value) -> Case {
+    Case::new(row, json!({ row: value }), Want::Dropped)
+}
+
+/// The rows only OpenAI's API has: every translating adapter (Anthropic, Gemini) drops them.
+pub fn openai_only_dropped() -> Vec<Case> {
+    vec![
+        dropped("metadata", json!({"k": "v"})),
+        dropped("store", json!(true)),
+        dropped("service_tier", json!("auto")),
+        dropped("reasoning_effort", json!("low")),
+        dropped("modalities", json!(["text", "audio"])),
+        dropped("audio", json!({"voice": "alloy", "format": "wav"})),
+        dropped("prediction", json!({"type": "content", "content": "x = 1"})),
+        dropped("web_search_options", json!({})),
+    ]
+}
+
 /// `pointer` holds `value`.
 pub fn at(pointer: &str, value: Value) -> (String, Option<Value>) {
     (pointer.to_string(), Some(value))

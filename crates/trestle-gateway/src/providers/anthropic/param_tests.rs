@@ -1,10 +1,12 @@
 //! The `anthropic` column of the parameter table (docs/providers.md), row by row.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::*;
-use crate::providers::param_table::{Case, Want, absent, at, check, schema_format, weather_tool};
+use crate::providers::param_table::{
+    Case, Want, absent, at, check, dropped, openai_only_dropped, schema_format, weather_tool,
+};
 
 /// The only top-level fields the Messages API takes from the gateway.
 const MESSAGES_FIELDS: &[&str] = &[
@@ -22,10 +24,6 @@ const MESSAGES_FIELDS: &[&str] = &[
     "stream",
     "metadata",
 ];
-
-fn dropped(row: &'static str, value: Value) -> Case {
-    Case::new(row, json!({ row: value }), Want::Dropped)
-}
 
 fn cases() -> Vec<Case> {
     vec![
@@ -224,15 +222,10 @@ fn cases() -> Vec<Case> {
             Want::Sent(vec![absent("/system")]),
         )
         .variant("text: the default"),
-        dropped("metadata", json!({"k": "v"})),
-        dropped("store", json!(true)),
-        dropped("service_tier", json!("auto")),
-        dropped("reasoning_effort", json!("low")),
-        dropped("modalities", json!(["text", "audio"])),
-        dropped("audio", json!({"voice": "alloy", "format": "wav"})),
-        dropped("prediction", json!({"type": "content", "content": "x = 1"})),
-        dropped("web_search_options", json!({})),
     ]
+    .into_iter()
+    .chain(openai_only_dropped())
+    .collect()
 }
 
 #[test]

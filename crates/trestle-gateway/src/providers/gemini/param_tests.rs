@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::providers::param_table::{Case, Want, absent, at, check, schema_format, weather_tool};
+use crate::providers::param_table::{
+    Case, Want, absent, at, check, dropped, openai_only_dropped, schema_format, weather_tool,
+};
 
 /// The only top-level fields of a `GenerateContentRequest` the gateway writes.
 pub(crate) const GENERATE_FIELDS: &[&str] = &[
@@ -15,10 +17,6 @@ pub(crate) const GENERATE_FIELDS: &[&str] = &[
     "toolConfig",
     "generationConfig",
 ];
-
-fn dropped(row: &'static str, value: Value) -> Case {
-    Case::new(row, json!({ row: value }), Want::Dropped)
-}
 
 /// `generationConfig.<field>` holds `value` for `row` set to `value`.
 fn config(row: &'static str, field: &str, value: Value) -> Case {
@@ -209,15 +207,10 @@ pub(crate) fn cases() -> Vec<Case> {
             Want::Sent(vec![absent("/generationConfig")]),
         )
         .variant("text: the default"),
-        dropped("metadata", json!({"k": "v"})),
-        dropped("store", json!(true)),
-        dropped("service_tier", json!("auto")),
-        dropped("reasoning_effort", json!("low")),
-        dropped("modalities", json!(["text", "audio"])),
-        dropped("audio", json!({"voice": "alloy", "format": "wav"})),
-        dropped("prediction", json!({"type": "content", "content": "x = 1"})),
-        dropped("web_search_options", json!({})),
     ]
+    .into_iter()
+    .chain(openai_only_dropped())
+    .collect()
 }
 
 #[test]
