@@ -2,7 +2,7 @@
 //! streams the response back frame by frame, without buffering or parsing. It is the
 //! "physical limit" line in the benchmark: what any Rust proxy pays for one extra HTTP hop.
 //!
-//! Usage: hyper-proxy LISTEN_ADDR UPSTREAM_HOST:PORT
+//! Usage: hyper-proxy LISTEN_ADDR UPSTREAM_HOST:PORT [--read-body]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +19,16 @@ use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-async fn forward(
-    client: Client<HttpConnector, Incoming>,
+async fn forward<B>(
+    client: Client<HttpConnector, B>,
     upstream: Authority,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    mut req: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = req
         .uri()
         .path_and_query()
@@ -65,9 +70,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: hyper-proxy LISTEN UPSTREAM")?
         .parse()?;
 
+    // `--read-body`: the handler reads the whole request body before forwarding it, as a
+    // gateway that parses requests must (BENCHMARKS.md, "One connection, measured again").
+    let read_body = args.next().as_deref() == Some("--read-body");
+
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector.clone());
+    let buffered: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .build(connector);
 
@@ -77,12 +89,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let client = client.clone();
+        let buffered = buffered.clone();
         let upstream = upstream.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| forward(client.clone(), upstream.clone(), req));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = TokioIo::new(stream);
+            if read_body {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (client, upstream) = (buffered.clone(), upstream.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        forward(
+                            client,
+                            upstream,
+                            Request::from_parts(parts, Full::new(bytes)),
+                        )
+                        .await
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(io, service).await;
+            } else {
+                let service = service_fn(move |req| forward(client.clone(), upstream.clone(), req));
+                let _ = http1::Builder::new().serve_connection(io, service).await;
+            }
         });
     }
 }

@@ -24,6 +24,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod prompts;
 pub mod providers;
+pub mod repoll;
 pub mod resilience;
 pub mod review;
 pub mod runtime;

@@ -311,7 +311,11 @@ async fn chat(
     let id = new_id();
     let fingerprint = mock.fingerprint();
     if !req.is_stream() {
-        tokio::time::sleep(plan.duration()).await;
+        // A zero wait would still round up to the timer's next millisecond tick.
+        let wait = plan.duration();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let mut answer = completion(&plan, &id, &req.model);
         if let Some(fp) = &fingerprint {
             answer.extra.insert("system_fingerprint".into(), json!(fp));

@@ -1017,25 +1017,34 @@ pub async fn serve_router(
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            tokio::select! {
-                ended = conn => {
-                    if let Err(e) = ended {
-                        // hyper names a header read timeout so; anything else is a peer
-                        // going away, which is ordinary.
-                        let text = e.to_string();
-                        if text.contains("timeout") || text.contains("timed out") {
-                            crate::metrics::refused_early("header_timeout");
-                            tracing::info!(error = %text, "connection closed: headers too slow to arrive");
-                        } else {
-                            tracing::debug!(error = %text, "connection ended with an error");
-                        }
-                    }
+        // The connection's own wakes (its request body's channel) re-poll it in place instead
+        // of rescheduling the task and waking a second worker (crate::repoll).
+        let killable = options.killable;
+        tokio::spawn(crate::repoll::Repoll::new(async move {
+            // Only a killable listener (the mock's) watches the kill signal: the select
+            // would otherwise poll the token at every wake of the connection, once or twice
+            // per streamed chunk.
+            let ended = if killable {
+                tokio::select! {
+                    ended = conn => Some(ended),
+                    // Dropping the connection with SO_LINGER 0 resets it.
+                    () = kill.0.cancelled() => None,
                 }
-                // Dropping the connection with SO_LINGER 0 resets it.
-                () = kill.0.cancelled() => {}
+            } else {
+                Some(conn.await)
+            };
+            if let Some(Err(e)) = ended {
+                // hyper names a header read timeout so; anything else is a peer going
+                // away, which is ordinary.
+                let text = e.to_string();
+                if text.contains("timeout") || text.contains("timed out") {
+                    crate::metrics::refused_early("header_timeout");
+                    tracing::info!(error = %text, "connection closed: headers too slow to arrive");
+                } else {
+                    tracing::debug!(error = %text, "connection ended with an error");
+                }
             }
-        });
+        }));
     }
     drop(listener);
     graceful.shutdown().await;

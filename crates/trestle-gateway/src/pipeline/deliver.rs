@@ -142,15 +142,18 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
                 let (deadline, shutdown) = (&mut stops.0, &mut stops.1);
                 let next = match first.take() {
                     Some(chunk) => Next::Chunk(chunk),
+                    // The stream first: a chunk that is ready goes out without touching the
+                    // shutdown signal (a lock per poll) or the timer; both are polled, and
+                    // armed, whenever the stream has to wait.
                     None => tokio::select! {
                         biased;
-                        _ = shutdown => Next::Fail("shutdown", "the gateway is shutting down".into()),
                         item = rest.next() => match item {
                             None => Next::End,
                             Some(Err(e @ crate::providers::ProviderError::Blocked { .. })) => Next::Fail("blocked", e.to_string()),
                             Some(Err(e)) => Next::Fail("stream_error", format!("the upstream failed mid-stream: {e}")),
                             Some(Ok(chunk)) => Next::Chunk(chunk),
                         },
+                        _ = shutdown => Next::Fail("shutdown", "the gateway is shutting down".into()),
                         _ = deadline => Next::Fail("stream_error", format!("the route deadline of {} ms was reached mid-stream", relay.deadline_ms)),
                     },
                 };

@@ -112,22 +112,25 @@ impl Pii {
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let mut hits = Vec::new();
         let wants = |e: Entity| self.entities.contains(&e);
+        // Every number pattern needs a digit (`\d`), and IPv6 a colon: a text without them,
+        // most prose, skips those patterns' scans.
+        let digit = has_digit(text);
         if wants(Entity::EmailAddress) {
             recognizers::emails(text, &mut hits);
         }
-        if wants(Entity::CreditCard) {
+        if digit && wants(Entity::CreditCard) {
             recognizers::cards(text, &mut hits);
         }
-        if wants(Entity::IbanCode) {
+        if digit && wants(Entity::IbanCode) {
             recognizers::ibans(text, &mut hits);
         }
-        if wants(Entity::IpAddress) {
+        if (digit || text.contains(':')) && wants(Entity::IpAddress) {
             recognizers::ips(text, &mut hits);
         }
-        if wants(Entity::UsSsn) {
+        if digit && wants(Entity::UsSsn) {
             recognizers::ssns(text, &mut hits);
         }
-        if wants(Entity::PhoneNumber) {
+        if digit && wants(Entity::PhoneNumber) {
             recognizers::phones(text, &mut hits);
         }
         if wants(Entity::Person) || wants(Entity::Location) {
@@ -144,6 +147,13 @@ impl Pii {
         hits.retain(|h| h.score >= self.min_score);
         resolve(text, hits)
     }
+}
+
+/// Whether `text` holds a character the patterns' `\d` could match (Unicode decimal digits;
+/// `char::is_numeric` covers them and more).
+fn has_digit(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_digit())
+        || (!text.is_ascii() && text.chars().any(char::is_numeric))
 }
 
 /// Words that, before a candidate, make it likelier to be that entity (several languages).

@@ -140,3 +140,21 @@ fn unknown_entities_are_refused_and_offsets_are_characters() {
     assert_eq!((f[0].start, f[0].end), (8, 25));
     assert_eq!(crate::redact(text, &f), "Grüße — <EMAIL_ADDRESS>");
 }
+
+#[test]
+fn the_digit_gate_admits_every_character_the_patterns_digit_class_matches() {
+    // The number patterns are skipped for texts without a digit: every character `\d`
+    // matches must count as one, or a number in another script would be missed.
+    let digit = regex::Regex::new(r"^\d$").unwrap_or_else(|e| unreachable!("{e}"));
+    let mut buf = [0u8; 4];
+    let missed: Vec<char> = (0..=char::MAX as u32)
+        .filter_map(char::from_u32)
+        .filter(|c| digit.is_match(c.encode_utf8(&mut buf)) && !super::has_digit(&c.to_string()))
+        .collect();
+    assert!(missed.is_empty(), "not seen as digits: {missed:?}");
+    assert!(!super::has_digit(
+        "Write a few sentences about bridges — über Brücken."
+    ));
+    // Fullwidth digits are still scanned (the card pattern's `\d` matches them).
+    assert!(super::has_digit("カード ４１１１"));
+}
