@@ -126,11 +126,7 @@ impl CrossEncoder {
     /// For each pair, the probability that its two texts mean the same thing (see the
     /// module's notes), batched.
     pub fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>, EmbedError> {
-        let mut out = Vec::with_capacity(pairs.len());
-        for batch in pairs.chunks(MAX_BATCH) {
-            out.extend(self.score_batch(batch)?);
-        }
-        Ok(out)
+        crate::batched(pairs, MAX_BATCH, |batch| self.score_batch(batch))
     }
 
     /// Longest pair in tokens, special tokens included.

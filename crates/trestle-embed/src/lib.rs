@@ -52,6 +52,19 @@ pub const MAX_TOKENS: usize = 256;
 /// Texts run through the model together; larger inputs are split into batches of this size.
 const MAX_BATCH: usize = 32;
 
+/// `run` over `items` in batches of at most `size`, results in order.
+pub(crate) fn batched<T, R>(
+    items: &[T],
+    size: usize,
+    mut run: impl FnMut(&[T]) -> Result<Vec<R>, EmbedError>,
+) -> Result<Vec<R>, EmbedError> {
+    let mut out = Vec::with_capacity(items.len());
+    for batch in items.chunks(size) {
+        out.extend(run(batch)?);
+    }
+    Ok(out)
+}
+
 /// The network behind a [`SentenceEncoder`].
 enum Model {
     Bert(BertModel),
@@ -155,11 +168,7 @@ impl SentenceEncoder {
             }
             None => texts.to_vec(),
         };
-        let mut out = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(MAX_BATCH) {
-            out.extend(self.embed_batch(batch)?);
-        }
-        Ok(out)
+        batched(&texts, MAX_BATCH, |batch| self.embed_batch(batch))
     }
 
     /// How token states become the sentence vector (mean for all-MiniLM-L6-v2 and

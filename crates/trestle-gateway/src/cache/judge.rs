@@ -90,6 +90,17 @@ pub struct Asked {
     pub error: Option<String>,
 }
 
+impl Asked {
+    /// No verdict: the call (or the lookup of what to call) failed with `error`.
+    pub fn failed(error: String, took: Option<Duration>) -> Self {
+        Asked {
+            verdict: Verdict::Error,
+            took,
+            error: Some(error),
+        }
+    }
+}
+
 /// Verdicts remembered, keyed by the judge and the two questions.
 pub struct Verdicts {
     cache: moka::sync::Cache<u64, bool>,
@@ -143,13 +154,7 @@ impl Verdicts {
         let started = Instant::now();
         let req = match request(&target.model, cached, query) {
             Ok(req) => req,
-            Err(e) => {
-                return Asked {
-                    verdict: Verdict::Error,
-                    took: Some(started.elapsed()),
-                    error: Some(e),
-                };
-            }
+            Err(e) => return Asked::failed(e, Some(started.elapsed())),
         };
         let call = target.provider.chat(&target.model, &req);
         let (verdict, error) = match tokio::time::timeout(timeout, call).await {

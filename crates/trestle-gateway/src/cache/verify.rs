@@ -92,21 +92,13 @@ pub async fn ask(
             (asked, Some(score))
         }
         Ok(other) => (
-            Asked {
-                verdict: Verdict::Error,
+            Asked::failed(
+                format!("the verifier gave no usable score: {other:?}"),
                 took,
-                error: Some(format!("the verifier gave no usable score: {other:?}")),
-            },
+            ),
             None,
         ),
-        Err(e) => (
-            Asked {
-                verdict: Verdict::Error,
-                took,
-                error: Some(e),
-            },
-            None,
-        ),
+        Err(e) => (Asked::failed(e, took), None),
     }
 }
 

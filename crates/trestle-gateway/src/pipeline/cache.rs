@@ -316,11 +316,7 @@ async fn ask_judge(
                 .ask(&target, cached, query, timeout)
                 .await
         }
-        None => judge::Asked {
-            verdict: Verdict::Error,
-            took: None,
-            error: Some(format!("no route or target `{name}`")),
-        },
+        None => judge::Asked::failed(format!("no route or target `{name}`"), None),
     };
     metrics::cache_judge(&route.name, asked.verdict.as_str(), asked.took);
     if let Some(e) = &asked.error {
@@ -351,11 +347,7 @@ async fn ask_verifier(
     let (asked, score) = match runtime.embedders.get(name) {
         Some(verifier) => verify::ask(verifier, cached, query, sem.verifier_threshold).await,
         None => (
-            judge::Asked {
-                verdict: Verdict::Error,
-                took: None,
-                error: Some(format!("no [embedders.{name}]")),
-            },
+            judge::Asked::failed(format!("no [embedders.{name}]"), None),
             None,
         ),
     };

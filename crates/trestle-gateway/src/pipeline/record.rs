@@ -700,21 +700,11 @@ fn fingerprint(extra: &Map<String, serde_json::Value>) -> Option<String> {
 
 impl StreamSummary {
     fn observe(&mut self, chunk: &ChatChunk) {
-        if self.id.is_empty() {
-            self.id.clone_from(&chunk.id);
-            self.model.clone_from(&chunk.model);
-            self.created = chunk.created;
-        }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
-        }
+        self.head(&chunk.id, &chunk.model, chunk.created, chunk.usage);
         if self.fingerprint.is_none() {
             self.fingerprint = fingerprint(&chunk.extra);
         }
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
-            if let Some(text) = &choice.delta.content {
-                self.content.push_str(text);
-            }
             for call in choice.delta.tool_calls.iter().flatten() {
                 let f = call.function.as_ref();
                 self.tool_call_piece(
@@ -724,27 +714,18 @@ impl StreamSummary {
                     f.and_then(|f| f.arguments.as_deref()),
                 );
             }
-            if choice.finish_reason.is_some() {
-                self.finish_reason.clone_from(&choice.finish_reason);
-            }
+            self.delta(
+                choice.delta.content.as_deref(),
+                choice.finish_reason.as_deref(),
+            );
         }
     }
 
     /// [`StreamSummary::observe`] for a borrowed chunk (the fingerprint is the request
     /// path's, not the assembled answer's).
     fn observe_piece(&mut self, chunk: &Piece<'_>) {
-        if self.id.is_empty() {
-            self.id = chunk.id.to_string();
-            self.model = chunk.model.to_string();
-            self.created = chunk.created;
-        }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
-        }
+        self.head(&chunk.id, &chunk.model, chunk.created, chunk.usage);
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
-            if let Some(text) = &choice.delta.content {
-                self.content.push_str(text);
-            }
             for call in choice.delta.tool_calls.iter().flatten() {
                 let f = call.function.as_ref();
                 self.tool_call_piece(
@@ -754,9 +735,32 @@ impl StreamSummary {
                     f.and_then(|f| f.arguments.as_deref()),
                 );
             }
-            if let Some(reason) = &choice.finish_reason {
-                self.finish_reason = Some(reason.to_string());
-            }
+            self.delta(
+                choice.delta.content.as_deref(),
+                choice.finish_reason.as_deref(),
+            );
+        }
+    }
+
+    /// The stream's identity from its first chunk; the usage from whichever carries it.
+    fn head(&mut self, id: &str, model: &str, created: u64, usage: Option<Usage>) {
+        if self.id.is_empty() {
+            self.id = id.to_string();
+            self.model = model.to_string();
+            self.created = created;
+        }
+        if usage.is_some() {
+            self.usage = usage;
+        }
+    }
+
+    /// The first choice's text and finish reason from one chunk.
+    fn delta(&mut self, content: Option<&str>, finish_reason: Option<&str>) {
+        if let Some(text) = content {
+            self.content.push_str(text);
+        }
+        if let Some(reason) = finish_reason {
+            self.finish_reason = Some(reason.to_string());
         }
     }
 

@@ -31,6 +31,21 @@ impl OpenAi {
             http: HttpClient::new(config, "https://api.openai.com/v1", Auth::Bearer)?,
         })
     }
+
+    /// Sends a streamed chat request; the caller reads the answer as events or as bytes.
+    fn open_stream(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> impl Future<Output = Result<(HttpClient, http::Response), ProviderError>> + Send + 'static
+    {
+        let body = request_body(model, req, true);
+        let http = self.http.clone();
+        async move {
+            let response = http.post_json("/chat/completions", body?, &[]).await?;
+            Ok((http, response))
+        }
+    }
 }
 
 /// The outgoing body: the client's request with the upstream model name; streams always ask
@@ -151,10 +166,9 @@ impl Provider for OpenAi {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
-        let body = request_body(model, req, true);
-        let http = self.http.clone();
+        let opened = self.open_stream(model, req);
         Box::pin(async move {
-            let response = http.post_json("/chat/completions", body?, &[]).await?;
+            let (http, response) = opened.await?;
             let events = http.sse_events(response);
             let chunks = events
                 .map(|event| event.and_then(|e| parse_chunk(&e.data)))
@@ -170,10 +184,9 @@ impl Provider for OpenAi {
         model: &str,
         req: &ChatRequest,
     ) -> BoxFuture<'static, Result<ChunkStream, ProviderError>> {
-        let body = request_body(model, req, true);
-        let http = self.http.clone();
+        let opened = self.open_stream(model, req);
         Box::pin(async move {
-            let response = http.post_json("/chat/completions", body?, &[]).await?;
+            let (http, response) = opened.await?;
             Ok(relay::relay(http.sse_bytes(response)))
         })
     }

@@ -114,21 +114,15 @@ pub async fn ask(
             Verdict::Unclear | Verdict::Error => errors += 1,
         }
     }
-    times.sort_by(f64::total_cmp);
-    let pct = |q: usize| {
-        times
-            .get((times.len() * q).div_ceil(100).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let (p50_ms, p99_ms) = p50_p99(times);
     Judged {
         name,
         verdicts: out,
         asked: asked.len(),
         timeouts,
         errors,
-        p50_ms: pct(50),
-        p99_ms: pct(99),
+        p50_ms,
+        p99_ms,
         accuracy: right as f64 / asked.len().max(1) as f64,
     }
 }
