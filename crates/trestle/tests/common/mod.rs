@@ -65,66 +65,88 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn wait_ready(port: u16, child: &mut Child) {
+/// Waits until the process listens on `port`; `Err` with its exit status if it ended first.
+fn wait_ready(port: u16, child: &mut Child) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("trestle exited early: {status}");
+            return Err(status);
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("trestle did not listen on {port}");
 }
 
-fn spawn(args: &[String], dir: &PathBuf, port: u16, envs: &[(&str, &str)]) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("trestle-{port}.log"))).expect("log file");
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
-    for (k, v) in envs {
-        cmd.env(k, v);
+/// Starts `trestle` with the arguments `args` gives for a free port. The port is free when
+/// probed but another process may take it before trestle binds it: then trestle exits saying
+/// so, and it is started again on another port.
+fn spawn(args: impl Fn(u16) -> Vec<String>, dir: &PathBuf, envs: &[(&str, &str)]) -> Proc {
+    for _ in 0..5 {
+        let port = free_port();
+        let log_path = dir.join(format!("trestle-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args(port))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start trestle");
+        match wait_ready(port, &mut child) {
+            Ok(()) => {
+                return Proc {
+                    child,
+                    port,
+                    dir: dir.clone(),
+                };
+            }
+            Err(status) => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                assert!(
+                    log.contains("Address already in use"),
+                    "trestle exited early: {status}\n{log}"
+                );
+            }
+        }
     }
-    let mut child = cmd.spawn().expect("start trestle");
-    wait_ready(port, &mut child);
-    Proc {
-        child,
-        port,
-        dir: dir.clone(),
-    }
+    panic!("no free port after 5 tries");
 }
 
 /// Starts `trestle mock` with extra flags.
 pub fn mock(flags: &[&str]) -> Proc {
-    let port = free_port();
     let dir = temp_dir("mock");
-    let mut args = vec![
-        "mock".to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    args.extend(flags.iter().map(|s| s.to_string()));
-    spawn(&args, &dir, port, &[])
+    let args = |port: u16| {
+        let mut args = vec![
+            "mock".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args
+    };
+    spawn(args, &dir, &[])
 }
 
 /// Starts `trestle serve` with a config body; `{UP}`/`{BACKUP}` are replaced by the URLs given.
 pub fn gateway(config: &str, envs: &[(&str, &str)]) -> Proc {
-    let port = free_port();
     let dir = temp_dir("gw");
     std::fs::write(dir.join("trestle.toml"), config).expect("write config");
-    let args = vec![
-        "serve".to_string(),
-        "--config".into(),
-        "trestle.toml".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    spawn(&args, &dir, port, envs)
+    let args = |port: u16| {
+        vec![
+            "serve".to_string(),
+            "--config".into(),
+            "trestle.toml".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ]
+    };
+    spawn(args, &dir, envs)
 }
 
 /// The reference config (`examples/two-upstreams.toml`, as documented) pointed at two mock
