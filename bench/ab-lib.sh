@@ -1,4 +1,5 @@
-# Shared by bench/ab.sh, bench/ab-full.sh and bench/ab-latency.sh (sourced, not run).
+# Shared by bench/ab.sh, bench/ab-config.sh, bench/ab-full.sh and bench/ab-latency.sh
+# (sourced, not run).
 #
 # ab_setup MOCK_BIN: makes $W, starts `MOCK_BIN mock` on 127.0.0.1:18100 ($MOCK, stopped on
 # exit), writes the benchmark request to $W/body.json and a wrk script sending it to
@@ -54,4 +55,21 @@ ab_round() {
 # ab_wait: until the gateway on :18130 answers /health (5 s at most).
 ab_wait() {
   for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18130/health && return; sleep 0.1; done
+}
+
+# ab_rounds ROUNDS SECONDS BIN_A CONFIG_A BIN_B CONFIG_B: alternating rounds of ab_round, A
+# then B, each on a fresh gateway in a fresh folder.
+ab_rounds() {
+  local rounds="$1" dur="$2" r which bin cfg gw
+  for r in $(seq "$rounds"); do
+    for which in A B; do
+      if [ "$which" = A ]; then bin="$3"; cfg="$4"; else bin="$5"; cfg="$6"; fi
+      mkdir -p "$W/$which-$r"
+      (cd "$W/$which-$r" && exec "$bin" serve --config "$cfg" --listen 127.0.0.1:18130) > "$W/$which-$r.log" 2>&1 &
+      gw=$!
+      ab_wait
+      ab_round "$which" "$r" "$gw" "$W/post.lua" "$dur"
+      kill "$gw"; wait "$gw" 2>/dev/null
+    done
+  done
 }

@@ -12,14 +12,4 @@ set -u
 A="$1"; B="$2"; CFG="$(cd "$(dirname "$3")" && pwd)/$(basename "$3")"; ROUNDS="${4:-4}"; DUR="${5:-8}"
 . "$(dirname "${BASH_SOURCE[0]}")/ab-lib.sh"
 ab_setup "$B"
-for r in $(seq "$ROUNDS"); do
-  for which in A B; do
-    bin="$A"; [ "$which" = B ] && bin="$B"
-    mkdir -p "$W/$which-$r"
-    (cd "$W/$which-$r" && exec "$bin" serve --config "$CFG" --listen 127.0.0.1:18130) > "$W/$which-$r.log" 2>&1 &
-    gw=$!
-    ab_wait
-    ab_round "$which" "$r" "$gw" "$W/post.lua" "$DUR"
-    kill "$gw"; wait "$gw" 2>/dev/null
-  done
-done
+ab_rounds "$ROUNDS" "$DUR" "$A" "$CFG" "$B" "$CFG"

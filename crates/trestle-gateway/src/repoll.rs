@@ -104,6 +104,65 @@ impl<F: Future> Future for Repoll<F> {
     }
 }
 
+/// A future that is polled only after it has woken itself: in between, polling it costs two
+/// atomic operations. For the stop signals a long-lived task waits on beside its work (a
+/// stream's route deadline and the shutdown signal, a connection's graceful-shutdown signal):
+/// polled directly, they cost a lock (`CancellationToken`'s, a `Notify`'s waiter list) and a
+/// timer check at every wake of the task, once or twice per streamed chunk.
+pub struct OnWake<F> {
+    inner: F,
+    shared: Arc<Woken>,
+    waker: Waker,
+    /// Polled once: its wakes go to `waker` from then on.
+    armed: bool,
+}
+
+struct Woken {
+    woken: std::sync::atomic::AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future + Unpin> OnWake<F> {
+    pub fn new(inner: F) -> Self {
+        let shared = Arc::new(Woken {
+            woken: std::sync::atomic::AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        OnWake {
+            inner,
+            waker: Waker::from(shared.clone()),
+            shared,
+            armed: false,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for OnWake<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // The task's waker first: a wake after the check below still reaches the task.
+        this.shared.task.register(cx.waker());
+        if this.armed && !this.shared.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.armed = true;
+        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -218,5 +277,73 @@ mod tests {
                 .unwrap();
             echo.await.unwrap();
         });
+    }
+
+    /// Counts its polls; ready once `open` is set (and woken by whoever sets it).
+    struct Gate {
+        polls: Arc<AtomicUsize>,
+        open: Arc<std::sync::atomic::AtomicBool>,
+        waker: Arc<std::sync::Mutex<Option<Waker>>>,
+    }
+
+    impl Future for Gate {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.open.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn on_wake_polls_the_inner_future_only_after_it_woke() {
+        let (count, waker) = counting();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let inner_waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
+        let mut fut = OnWake::new(Gate {
+            polls: polls.clone(),
+            open: open.clone(),
+            waker: inner_waker.clone(),
+        });
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..5 {
+            assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once to arm it");
+        // Opened from another thread: the inner wake reaches the task, and the next poll
+        // polls the inner future again.
+        let (o, w) = (open.clone(), inner_waker.clone());
+        std::thread::spawn(move || {
+            o.store(true, Ordering::SeqCst);
+            w.lock().unwrap().take().unwrap().wake();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was woken");
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A stream's stop signals behind `OnWake` still stop it: a timer and a cancellation.
+    #[tokio::test]
+    async fn on_wake_passes_timers_and_cancellations_through() {
+        let sleep = OnWake::new(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+        tokio::time::timeout(Duration::from_secs(5), sleep)
+            .await
+            .expect("the timer fired through OnWake");
+        let token = tokio_util::sync::CancellationToken::new();
+        let cancelled = OnWake::new(Box::pin(token.clone().cancelled_owned()));
+        let t = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            t.cancel();
+        });
+        tokio::time::timeout(Duration::from_secs(5), cancelled)
+            .await
+            .expect("the cancellation came through OnWake");
     }
 }

@@ -973,7 +973,8 @@ pub async fn serve_router(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task, so shutdown can wait for them to drain.
+    let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -1016,22 +1017,28 @@ pub async fn serve_router(
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
-        let conn = graceful.watch(conn);
         // The connection's own wakes (its request body's channel) re-poll it in place instead
         // of rescheduling the task and waking a second worker (crate::repoll).
-        let killable = options.killable;
-        tokio::spawn(crate::repoll::Repoll::new(async move {
-            // Only a killable listener (the mock's) watches the kill signal: the select
-            // would otherwise poll the token at every wake of the connection, once or twice
-            // per streamed chunk.
-            let ended = if killable {
+        let (killable, stopping) = (options.killable, stop.clone());
+        tracker.spawn(crate::repoll::Repoll::new(async move {
+            let mut conn = std::pin::pin!(conn);
+            // Shutdown lets the connection finish its request and close (graceful). The
+            // signal is polled only when it fires (crate::repoll::OnWake): not at every wake
+            // of the connection, once or twice per streamed chunk. Only a killable listener
+            // (the mock's) watches the kill signal.
+            let mut stop = crate::repoll::OnWake::new(Box::pin(stopping.cancelled_owned()));
+            let mut draining = false;
+            let ended = loop {
                 tokio::select! {
-                    ended = conn => Some(ended),
+                    biased;
+                    ended = conn.as_mut() => break Some(ended),
+                    () = &mut stop, if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                     // Dropping the connection with SO_LINGER 0 resets it.
-                    () = kill.0.cancelled() => None,
+                    () = kill.0.cancelled(), if killable => break None,
                 }
-            } else {
-                Some(conn.await)
             };
             if let Some(Err(e)) = ended {
                 // hyper names a header read timeout so; anything else is a peer going
@@ -1047,7 +1054,8 @@ pub async fn serve_router(
         }));
     }
     drop(listener);
-    graceful.shutdown().await;
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

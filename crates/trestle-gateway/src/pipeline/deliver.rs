@@ -124,13 +124,26 @@ enum Next {
     Fail(&'static str, String),
 }
 
+/// Why a stream stops before its end.
+enum Stop {
+    Shutdown,
+    Deadline,
+}
+
 pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap) -> Response {
     relay.guard.stream_started();
-    // The deadline and the shutdown signal are armed once for the whole stream, not per chunk.
-    let stops = (
-        Box::pin(tokio::time::sleep_until(relay.deadline)),
-        Box::pin(relay.hard_stop.clone().cancelled_owned()),
-    );
+    // The deadline and the shutdown signal are armed once for the whole stream, and polled
+    // again only when one of them fires (crate::repoll::OnWake), not at every chunk.
+    let stops = {
+        let (deadline, hard_stop) = (relay.deadline, relay.hard_stop.clone());
+        crate::repoll::OnWake::new(Box::pin(async move {
+            tokio::select! {
+                biased;
+                () = hard_stop.cancelled_owned() => Stop::Shutdown,
+                () = tokio::time::sleep_until(deadline) => Stop::Deadline,
+            }
+        }))
+    };
     let state = (relay, Some(first), rest, false, stops);
     let body = stream::unfold(
         state,
@@ -139,12 +152,10 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
                 return None;
             }
             loop {
-                let (deadline, shutdown) = (&mut stops.0, &mut stops.1);
                 let next = match first.take() {
                     Some(chunk) => Next::Chunk(chunk),
-                    // The stream first: a chunk that is ready goes out without touching the
-                    // shutdown signal (a lock per poll) or the timer; both are polled, and
-                    // armed, whenever the stream has to wait.
+                    // The stream first: a chunk that is ready goes out without looking at
+                    // the stop signals.
                     None => tokio::select! {
                         biased;
                         item = rest.next() => match item {
@@ -153,8 +164,10 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
                             Some(Err(e)) => Next::Fail("stream_error", format!("the upstream failed mid-stream: {e}")),
                             Some(Ok(chunk)) => Next::Chunk(chunk),
                         },
-                        _ = shutdown => Next::Fail("shutdown", "the gateway is shutting down".into()),
-                        _ = deadline => Next::Fail("stream_error", format!("the route deadline of {} ms was reached mid-stream", relay.deadline_ms)),
+                        stop = &mut stops => match stop {
+                            Stop::Shutdown => Next::Fail("shutdown", "the gateway is shutting down".into()),
+                            Stop::Deadline => Next::Fail("stream_error", format!("the route deadline of {} ms was reached mid-stream", relay.deadline_ms)),
+                        },
                     },
                 };
                 match next {

@@ -17,11 +17,23 @@ use super::ingress::Identity;
 use crate::cache::exact::{Answer, Entry};
 use crate::error::GatewayError;
 use crate::metrics::{self, RequestMetrics};
+use crate::providers::openai::template::{Template, Text, only_text};
 use crate::resilience::Registry;
 use crate::resilience::health::Admission;
 use crate::runtime::{Route, Target};
 use crate::state::SharedState;
 use crate::store::{Body, Trace};
+
+/// A body kept past the request (by the trace until the writer has written it, by a cache
+/// for its whole life), copied out of the read buffer it is a slice of: a slice pins the
+/// whole buffer (8 KB or more, often holding other requests' bytes), so a cached 700-byte
+/// answer held 8 KB.
+fn owned(body: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(body)
+}
+
+/// What a pass-through stream's kept frames start with: a typical answer's frames fit.
+const FRAMES_CAPACITY: usize = 4096;
 
 /// Where a good answer goes once it has ended well.
 pub struct Remember {
@@ -74,8 +86,10 @@ pub struct TraceGuard {
     /// A semantic neighbour to compare a good answer with (learned thresholds).
     verify: Option<crate::cache::learned::Pending>,
     /// A pass-through stream's frames as sent (and its usage chunk), kept for the trace's
-    /// response body: assembled on the writer thread, not here (`Body::Frames`).
-    frames: Option<Vec<Bytes>>,
+    /// response body: assembled on the writer thread, not here (`Body::Frames`). Copied as
+    /// they go, not held as slices of the upstream's reads: hyper then reuses its read
+    /// buffer, and the writer thread frees one buffer per stream, not one per read.
+    frames: Option<bytes::BytesMut>,
 }
 
 impl TraceGuard {
@@ -114,7 +128,7 @@ impl TraceGuard {
             served_by: None,
             usage: Usage::default(),
             cost_usd: 0.0,
-            request: raw.filter(|_| keep_bodies).map(Body::Raw),
+            request: raw.filter(|_| keep_bodies).map(|b| Body::Raw(owned(&b))),
             response: None,
             attempts: Vec::new(),
             guardrails: Vec::new(),
@@ -352,7 +366,7 @@ impl TraceGuard {
         }
         if self.remember.is_some() {
             let answer = match raw {
-                Some(b) => Answer::Raw(b.clone()),
+                Some(b) => Answer::Raw(owned(b)),
                 None => Answer::Parsed(completion.clone()),
             };
             self.store(answer, &completion.usage.unwrap_or_default());
@@ -368,7 +382,7 @@ impl TraceGuard {
             }
             if keep {
                 t.response = Some(match raw {
-                    Some(b) => Body::Raw(b.clone()),
+                    Some(b) => Body::Raw(owned(b)),
                     None => Body::Completion(Box::new(completion.clone())),
                 });
             }
@@ -387,7 +401,7 @@ impl TraceGuard {
     /// the `cache` fallback level keep them instead of an answer assembled on the request path.
     pub fn pass_through(&mut self) {
         if self.keep_bodies || self.remember.is_some() {
-            self.frames = Some(Vec::new());
+            self.frames = Some(bytes::BytesMut::with_capacity(FRAMES_CAPACITY));
         }
     }
 
@@ -396,10 +410,10 @@ impl TraceGuard {
         self.frames.is_some()
     }
 
-    /// One or more whole SSE frames of a pass-through stream (a reference, not a copy).
+    /// One or more whole SSE frames of a pass-through stream.
     pub fn frame(&mut self, frames: &Bytes) {
         if let Some(kept) = self.frames.as_mut() {
-            kept.push(frames.clone());
+            kept.extend_from_slice(frames);
         }
     }
 
@@ -443,17 +457,13 @@ impl TraceGuard {
                 self.verify = None;
             }
             if let Some(frames) = self.frames.take() {
+                let frames = frames.freeze();
                 if self.remember.is_some() {
-                    // One copy, so the cache holds no slices of the upstream's read buffers.
-                    let mut joined =
-                        bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-                    for f in &frames {
-                        joined.extend_from_slice(f);
-                    }
-                    self.store(Answer::Frames(joined.freeze()), &t.usage);
+                    // A copy of its exact size: the buffer grew by doubling.
+                    self.store(Answer::Frames(Bytes::copy_from_slice(&frames)), &t.usage);
                 }
                 if self.keep_bodies {
-                    t.response = Some(Body::Frames(frames));
+                    t.response = Some(Body::Frames(vec![frames]));
                 }
             } else if self.keep_bodies || self.remember.is_some() || self.verify.is_some() {
                 let completion = s.into_completion();
@@ -618,16 +628,32 @@ struct StreamSummary {
 /// A pass-through stream's answer from its frames (`data: CHUNK\n\n`, several to a piece),
 /// assembled as the parsed relay assembles it: run by the trace writer, off the request path.
 /// Each frame is read into borrowed strings ([`Piece`]), not a [`ChatChunk`]: only what the
-/// answer keeps is taken.
+/// answer keeps is taken. A frame that repeats the last parsed one around another text is not
+/// parsed again: it is that chunk with that text (`providers/openai/template.rs`).
 pub(crate) fn assemble_frames(frames: &[Bytes]) -> ChatCompletion {
     let mut summary = StreamSummary::default();
+    let mut last: Option<(Template<&[u8]>, Piece<'_>)> = None;
     for piece in frames {
-        for frame in piece.split(|&b| b == b'\n') {
-            let Some(payload) = frame.strip_prefix(b"data: ") else {
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            let line = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            let Some(payload) = line.strip_prefix(b"data: ") else {
                 continue;
             };
-            if let Ok(piece) = serde_json::from_slice::<Piece<'_>>(payload) {
-                summary.observe_piece(&piece);
+            if let Some((template, chunk)) = &last
+                && let Some(text) = template.text(payload)
+            {
+                summary.observe_piece(chunk, Some(text));
+                continue;
+            }
+            if let Ok(chunk) = serde_json::from_slice::<Piece<'_>>(payload) {
+                summary.observe_piece(&chunk, None);
+                last = chunk
+                    .text()
+                    .and_then(|text| Template::learn(payload, text))
+                    .map(|template| (template, chunk));
             }
         }
     }
@@ -649,6 +675,13 @@ struct Piece<'a> {
     usage: Option<Usage>,
 }
 
+impl<'a> Piece<'a> {
+    /// The one choice's text, when it was borrowed (it had no escapes): a template's.
+    fn text(&self) -> Option<&'a str> {
+        only_text(&self.choices, |c| c.delta.content.as_ref())
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct PieceChoice<'a> {
     #[serde(default)]
@@ -656,13 +689,13 @@ struct PieceChoice<'a> {
     #[serde(default, borrow)]
     delta: PieceDelta<'a>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(serde::Deserialize, Default)]
 struct PieceDelta<'a> {
     #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<PieceCall<'a>>>,
 }
@@ -671,7 +704,7 @@ struct PieceDelta<'a> {
 struct PieceCall<'a> {
     index: u32,
     #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(default, borrow)]
     function: Option<PieceFunction<'a>>,
 }
@@ -679,9 +712,9 @@ struct PieceCall<'a> {
 #[derive(serde::Deserialize)]
 struct PieceFunction<'a> {
     #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Text<'a>>,
 }
 
 /// The text of an answer's first choice.
@@ -722,8 +755,8 @@ impl StreamSummary {
     }
 
     /// [`StreamSummary::observe`] for a borrowed chunk (the fingerprint is the request
-    /// path's, not the assembled answer's).
-    fn observe_piece(&mut self, chunk: &Piece<'_>) {
+    /// path's, not the assembled answer's); `text`, when given, stands for its first choice's.
+    fn observe_piece(&mut self, chunk: &Piece<'_>, text: Option<&str>) {
         self.head(&chunk.id, &chunk.model, chunk.created, chunk.usage);
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
             for call in choice.delta.tool_calls.iter().flatten() {
@@ -736,7 +769,7 @@ impl StreamSummary {
                 );
             }
             self.delta(
-                choice.delta.content.as_deref(),
+                text.or(choice.delta.content.as_deref()),
                 choice.finish_reason.as_deref(),
             );
         }
@@ -843,6 +876,61 @@ mod frames_tests {
                 serde_json::to_value(parsed.into_completion()).unwrap()
             );
             assert!(framed.usage.is_some());
+        }
+    }
+
+    /// A chunk's JSON with this text, as upstreams send them: the same bytes around each text.
+    fn chunk(text: &str, finish: bool) -> String {
+        let finish = if finish { "\"stop\"" } else { "null" };
+        format!(
+            r#"{{"id":"c9","object":"chat.completion.chunk","created":7,"model":"m1","choices":[{{"index":0,"delta":{{"content":{}}},"finish_reason":{finish}}}],"system_fingerprint":"fp"}}"#,
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    proptest::proptest! {
+        /// Frames that repeat the last parsed chunk around another text (the template path)
+        /// assemble as parsed chunks do, whatever the texts hold (quotes, escapes, control
+        /// characters, any Unicode) and however the frames are cut into pieces; so do frames
+        /// that only look alike (a raw control character or a stray quote in the text).
+        #[test]
+        fn templated_frames_assemble_as_parsed_chunks_do(
+            texts in proptest::collection::vec("(\\PC|[\"\\\\\n\t\u{7f}\u{2028}é✓]){0,12}", 1..12),
+            raw in proptest::collection::vec(proptest::prelude::any::<bool>(), 12),
+            cuts in proptest::collection::vec(0usize..4096, 0..4),
+        ) {
+            let mut wire = String::new();
+            let mut parsed = StreamSummary::default();
+            for (i, text) in texts.iter().enumerate() {
+                let json = if raw[i] {
+                    // The text put in unescaped: valid JSON or not, as it happens.
+                    chunk("\u{1}", false).replace("\\u0001", text)
+                } else {
+                    chunk(text, i + 1 == texts.len())
+                };
+                if let Ok(c) = serde_json::from_str::<ChatChunk>(&json) {
+                    parsed.observe(&c);
+                }
+                wire.push_str(&format!("data: {json}\n\n"));
+            }
+            let bytes = Bytes::from(wire);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            // Pieces end where frames end (the relay sends whole frames): cut after a `\n\n`.
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                if let Some(at) = memchr::memmem::find(&bytes[cut.max(from)..], b"\n\n") {
+                    let to = cut.max(from) + at + 2;
+                    pieces.push(bytes.slice(from..to));
+                    from = to;
+                }
+            }
+            pieces.push(bytes.slice(from..));
+            proptest::prop_assert_eq!(
+                serde_json::to_value(assemble_frames(&pieces)).unwrap(),
+                serde_json::to_value(parsed.into_completion()).unwrap()
+            );
         }
     }
 }

@@ -510,7 +510,11 @@ impl Limiter {
                 Some(i) => (&rest[..i], Some(&rest[i + 1..])),
                 None => (rest, None),
             };
-            let counted = line.len() - line.iter().filter(|&&b| b == b'\r').count();
+            // `\r` is rare (a `\r\n` line end): searched for, not counted byte by byte.
+            let counted = match memchr::memchr(b'\r', line) {
+                None => line.len(),
+                Some(_) => line.len() - memchr::memchr_iter(b'\r', line).count(),
+            };
             if counted > 0 {
                 self.after_newline = false;
                 self.event += counted;

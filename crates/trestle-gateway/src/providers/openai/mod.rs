@@ -18,6 +18,7 @@ use super::http::{self, Auth, HttpClient};
 use super::{Chunk, ChunkStream, Completion, Provider, ProviderError};
 
 mod relay;
+pub(crate) mod template;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -23,21 +23,14 @@ use trestle_core::openai::ChatChunk;
 
 use super::super::http;
 use super::super::{Chunk, ProviderError};
+use super::template::{Template, Text, only_text};
 
 /// The relayed stream over the upstream's body bytes; it ends at `[DONE]`, at the end of the
 /// body, or after the first error.
 pub fn relay(
     bytes: BoxStream<'static, Result<Bytes, ProviderError>>,
 ) -> BoxStream<'static, Result<Chunk, ProviderError>> {
-    Box::pin(Relay {
-        inner: bytes,
-        pending: BytesMut::new(),
-        out: VecDeque::new(),
-        started: false,
-        first: false,
-        fingerprint: false,
-        ended: false,
-    })
+    Box::pin(Relay::new(bytes))
 }
 
 struct Relay {
@@ -54,6 +47,9 @@ struct Relay {
     fingerprint: bool,
     /// `[DONE]`, an error, or the end of the body: nothing more is read.
     ended: bool,
+    /// The last plain chunk's bytes around its text: a chunk that repeats them with another
+    /// text is plain without a parse (`template.rs`).
+    template: Option<Template<Bytes>>,
 }
 
 impl Stream for Relay {
@@ -91,6 +87,19 @@ enum Kind {
 }
 
 impl Relay {
+    fn new(inner: BoxStream<'static, Result<Bytes, ProviderError>>) -> Self {
+        Relay {
+            inner,
+            pending: BytesMut::new(),
+            out: VecDeque::new(),
+            started: false,
+            first: false,
+            fingerprint: false,
+            ended: false,
+            template: None,
+        }
+    }
+
     /// Takes one read of the body: every whole event in it becomes output.
     fn feed(&mut self, bytes: Bytes) {
         let data = if self.pending.is_empty() {
@@ -145,9 +154,20 @@ impl Relay {
     }
 
     /// Whether a payload can go out unread.
-    fn kind(&self, payload: &[u8]) -> Kind {
-        if !self.first
-            || payload == b"[DONE]"
+    fn kind(&mut self, payload: &Bytes) -> Kind {
+        if !self.first {
+            return Kind::Parse;
+        }
+        // The last plain chunk again with another text: plain too. Its bytes around the text
+        // carry no usage, fingerprint or error, and the text holds no quote to add one.
+        if self
+            .template
+            .as_ref()
+            .is_some_and(|t| t.text(payload).is_some())
+        {
+            return Kind::Plain;
+        }
+        if payload.as_ref() == b"[DONE]"
             || payload.starts_with(b"{\"error\"")
             || carries(payload, b"\"usage\"")
             || (!self.fingerprint && carries(payload, b"\"system_fingerprint\""))
@@ -155,9 +175,17 @@ impl Relay {
             return Kind::Parse;
         }
         // Not a chunk's shape (or not UTF-8): parsed, so it fails as the parsed relay fails.
-        match std::str::from_utf8(payload) {
-            Ok(text) if serde_json::from_str::<Shape<'_>>(text).is_ok() => Kind::Plain,
-            _ => Kind::Parse,
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return Kind::Parse;
+        };
+        match serde_json::from_str::<Shape<'_>>(text) {
+            Ok(shape) => {
+                if let Some(text) = shape.text() {
+                    self.template = Template::learn(payload.clone(), text);
+                }
+                Kind::Plain
+            }
+            Err(_) => Kind::Parse,
         }
     }
 
@@ -245,6 +273,13 @@ struct Shape<'a> {
     choices: Vec<ShapeChoice<'a>>,
 }
 
+impl<'a> Shape<'a> {
+    /// The one choice's text, when it was borrowed (it had no escapes): a template's.
+    fn text(&self) -> Option<&'a str> {
+        only_text(&self.choices, |c| c.delta.content.as_ref())
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]
 struct ShapeChoice<'a> {
@@ -253,16 +288,16 @@ struct ShapeChoice<'a> {
     #[serde(default, borrow)]
     delta: ShapeDelta<'a>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(serde::Deserialize, Default)]
 #[allow(dead_code)]
 struct ShapeDelta<'a> {
     #[serde(default, borrow)]
-    role: Option<Cow<'a, str>>,
+    role: Option<Text<'a>>,
     #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<ShapeToolCall<'a>>>,
 }
@@ -272,9 +307,9 @@ struct ShapeDelta<'a> {
 struct ShapeToolCall<'a> {
     index: u32,
     #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(rename = "type", default, borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
     #[serde(default, borrow)]
     function: Option<ShapeFunction<'a>>,
 }
@@ -283,9 +318,9 @@ struct ShapeToolCall<'a> {
 #[allow(dead_code)]
 struct ShapeFunction<'a> {
     #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Text<'a>>,
 }
 
 /// The length of a `data: PAYLOAD\n\n` event at the start of `bytes`, when the whole event is
@@ -506,5 +541,65 @@ mod tests {
         assert!(carries(CHUNK_A.as_bytes(), fp));
         assert!(!carries(br#"{"system_fingerprint":null,"x":1}"#, fp));
         assert!(!carries(br#"{"system_fingerprint": ""}"#, fp));
+    }
+
+    /// A chunk with this text, as upstreams send them: the same bytes around each text.
+    fn text_chunk(text: &str) -> String {
+        format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m1","choices":[{{"index":0,"delta":{{"content":{}}},"finish_reason":null}}],"system_fingerprint":"fp_1"}}"#,
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    #[test]
+    fn repeated_chunks_go_out_unparsed_after_the_first_plain_one() {
+        let mut whole = format!("data: {CHUNK_A}\n\n");
+        for text in ["Aute", " irure", " dolor", "", " ✓"] {
+            whole.push_str(&format!("data: {}\n\n", text_chunk(text)));
+        }
+        whole.push_str(&format!("data: {USAGE}\n\ndata: [DONE]\n\n"));
+        let (expected, _) = parsed_relay(whole.as_bytes());
+        let (out, parsed, error) = relayed(&[whole.as_bytes()]);
+        assert_eq!(out, expected);
+        assert!(error.is_none());
+        assert_eq!(parsed, [CHUNK_A, USAGE]);
+        // The first plain chunk taught the template the others were checked against.
+        let mut relay = Relay::new(futures_util::stream::empty().boxed());
+        relay.feed(Bytes::from(whole));
+        let template = relay.template.expect("a template");
+        assert_eq!(template.text(text_chunk("x").as_bytes()), Some("x"));
+    }
+
+    proptest::proptest! {
+        /// Chunks that repeat a plain chunk around another text relay as the parsed relay
+        /// sends them, whatever the texts hold and wherever the read is cut; so do frames
+        /// that only look alike (the text put in unescaped: a quote, a backslash or a control
+        /// character makes them another shape, or not JSON).
+        #[test]
+        fn templated_chunks_relay_as_the_parsed_relay_does(
+            texts in proptest::collection::vec("(\\PC|[\"\\\\\t\u{7f}\u{2028}é✓]){0,12}", 1..10),
+            raw in proptest::collection::vec(proptest::prelude::any::<bool>(), 10),
+            cut in 0usize..8192,
+        ) {
+            let mut whole = format!("data: {CHUNK_A}\n\n");
+            for (i, text) in texts.iter().enumerate() {
+                let json = if raw[i] {
+                    text_chunk("\u{1}").replace("\\u0001", text)
+                } else {
+                    text_chunk(text)
+                };
+                whole.push_str(&format!("data: {json}\n\n"));
+            }
+            whole.push_str(&format!("data: {USAGE}\n\ndata: [DONE]\n\n"));
+            let bytes = whole.as_bytes();
+            let (expected, expected_error) = parsed_relay(bytes);
+            let cut = cut % (bytes.len() + 1);
+            let (out, _, error) = relayed(&[&bytes[..cut], &bytes[cut..]]);
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected)
+            );
+            proptest::prop_assert_eq!(error, expected_error);
+        }
     }
 }
