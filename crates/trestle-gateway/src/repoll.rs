@@ -104,8 +104,9 @@ impl<F: Future> Future for Repoll<F> {
     }
 }
 
-/// A future that is polled only after it has woken itself: in between, polling it costs two
-/// atomic operations. For the stop signals a long-lived task waits on beside its work (a
+/// A future that is polled only after it has woken itself: in between, polling it costs a
+/// few atomic operations (the task waker's registration, two compare-and-swaps when it is the
+/// same waker, and a swap of the flag). Once it has returned `Ready` it stays pending. For the stop signals a long-lived task waits on beside its work (a
 /// stream's route deadline and the shutdown signal, a connection's graceful-shutdown signal):
 /// polled directly, they cost a lock (`CancellationToken`'s, a `Notify`'s waiter list) and a
 /// timer check at every wake of the task, once or twice per streamed chunk.
@@ -115,6 +116,8 @@ pub struct OnWake<F> {
     waker: Waker,
     /// Polled once: its wakes go to `waker` from then on.
     armed: bool,
+    /// It returned `Ready`: never polled again.
+    done: bool,
 }
 
 struct Woken {
@@ -144,6 +147,7 @@ impl<F: Future + Unpin> OnWake<F> {
             waker: Waker::from(shared.clone()),
             shared,
             armed: false,
+            done: false,
         }
     }
 }
@@ -153,13 +157,18 @@ impl<F: Future + Unpin> Future for OnWake<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Pending;
+        }
         // The task's waker first: a wake after the check below still reaches the task.
         this.shared.task.register(cx.waker());
         if this.armed && !this.shared.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
         this.armed = true;
-        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
+        let out = Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker));
+        this.done = out.is_ready();
+        out
     }
 }
 
@@ -325,6 +334,10 @@ mod tests {
         .unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was woken");
         assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        // Done: a later wake does not poll the finished future again.
+        fut.waker.wake_by_ref();
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 

@@ -87,8 +87,8 @@ pub struct TraceGuard {
     verify: Option<crate::cache::learned::Pending>,
     /// A pass-through stream's frames as sent (and its usage chunk), kept for the trace's
     /// response body: assembled on the writer thread, not here (`Body::Frames`). Copied as
-    /// they go, not held as slices of the upstream's reads: hyper then reuses its read
-    /// buffer, and the writer thread frees one buffer per stream, not one per read.
+    /// they go, not held as slices of the upstream's reads, which would pin those read
+    /// buffers for the stream's life; the writer thread frees one buffer, not one per read.
     frames: Option<bytes::BytesMut>,
 }
 
@@ -364,9 +364,11 @@ impl TraceGuard {
         if let Some(pending) = self.verify.take() {
             pending.compare(answer_text(completion));
         }
+        // One copy, shared by the cache and the trace.
+        let raw = raw.filter(|_| keep || self.remember.is_some()).map(owned);
         if self.remember.is_some() {
-            let answer = match raw {
-                Some(b) => Answer::Raw(owned(b)),
+            let answer = match &raw {
+                Some(b) => Answer::Raw(b.clone()),
                 None => Answer::Parsed(completion.clone()),
             };
             self.store(answer, &completion.usage.unwrap_or_default());
@@ -382,7 +384,7 @@ impl TraceGuard {
             }
             if keep {
                 t.response = Some(match raw {
-                    Some(b) => Body::Raw(owned(b)),
+                    Some(b) => Body::Raw(b),
                     None => Body::Completion(Box::new(completion.clone())),
                 });
             }

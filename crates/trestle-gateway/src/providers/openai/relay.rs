@@ -47,8 +47,8 @@ struct Relay {
     fingerprint: bool,
     /// `[DONE]`, an error, or the end of the body: nothing more is read.
     ended: bool,
-    /// The last plain chunk's bytes around its text: a chunk that repeats them with another
-    /// text is plain without a parse (`template.rs`).
+    /// The bytes around the text of the last plain chunk whose text had no escapes (a copy):
+    /// a chunk that repeats them with another text is plain without a parse (`template.rs`).
     template: Option<Template<Bytes>>,
 }
 
@@ -181,7 +181,7 @@ impl Relay {
         match serde_json::from_str::<Shape<'_>>(text) {
             Ok(shape) => {
                 if let Some(text) = shape.text() {
-                    self.template = Template::learn(payload.clone(), text);
+                    self.template = Template::learn(&payload[..], text).map(|t| t.to_owned());
                 }
                 Kind::Plain
             }

@@ -84,6 +84,16 @@ impl<B: AsRef<[u8]>> Template<B> {
         })
     }
 
+    /// The template with its own copy of the payload's bytes: a template kept for a whole
+    /// stream must not hold a slice of a read buffer, which would pin all of it.
+    pub fn to_owned(&self) -> Template<bytes::Bytes> {
+        Template {
+            payload: bytes::Bytes::copy_from_slice(self.payload.as_ref()),
+            start: self.start,
+            end: self.end,
+        }
+    }
+
     /// The text of `payload` when it is this template's chunk with another text: the bytes
     /// before and after the text are the same, and the new text is a JSON string's contents
     /// that needs no unescaping (no quote, backslash or control character; valid UTF-8).
