@@ -26,11 +26,16 @@ def start(args, cwd) -> subprocess.Popen:
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"trestle {args[0]} exited: see {log.name}")
+        # An HTTP answer, not only a connect: a connect to a free port in the ephemeral range
+        # can pick that port as its source and connect to itself.
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+                if s.recv(8).startswith(b"HTTP/1."):
+                    return proc
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"trestle {args[0]} did not listen on {port}")
 
 

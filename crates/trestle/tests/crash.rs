@@ -145,7 +145,7 @@ async fn kill_9_under_load_loses_at_most_the_flush_interval() {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_http(port) {
             assert!(Instant::now() < deadline, "restart did not listen");
             assert!(child.try_wait().unwrap().is_none(), "restart exited");
             std::thread::sleep(Duration::from_millis(20));

@@ -813,9 +813,17 @@ judge = {{ route = "judge", criteria = ["accuracy", "tone"] }}
         "{report}"
     );
 
-    // Failed online evals feed failure mining.
-    let out = mine(&gw.dir, &["--out", "mined.jsonl"]);
-    let mined = std::fs::read_to_string(gw.dir.join("mined.jsonl")).unwrap();
+    // Failed online evals feed failure mining. A score is counted before its row is written
+    // (off the request path, like the trace): mine again until the rows are there.
+    let (mut out, mut mined) = (String::new(), String::new());
+    for _ in 0..50 {
+        out = mine(&gw.dir, &["--out", "mined.jsonl"]);
+        mined = std::fs::read_to_string(gw.dir.join("mined.jsonl")).unwrap();
+        if mined.contains("failed online eval") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(
         mined.contains("failed online eval") && mined.contains("<EMAIL_ADDRESS>"),
         "{out}\n{mined}"

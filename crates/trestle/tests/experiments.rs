@@ -75,7 +75,7 @@ fn gateway_with_prompts(config_text: &str, dir: Option<&Path>) -> Proc {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !common::answers_http(port) {
         assert!(
             std::time::Instant::now() < deadline,
             "the gateway did not start; see {}",

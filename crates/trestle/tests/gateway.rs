@@ -471,3 +471,92 @@ fn config_check_reports_line_and_key() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The process runs itself again in place with glibc's per-thread cache enlarged (src/main.rs,
+/// `tune_malloc`): same PID, same arguments, still serving; a `GLIBC_TUNABLES` that sets the
+/// count is left alone, and other tunables are kept.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn the_allocator_cache_is_enlarged_in_place() {
+    // glibc's loader cuts `GLIBC_TUNABLES` at each `:` in the process's own copy of the
+    // environment, so the tunables are looked for one by one.
+    let environ = |pid: u32| -> Vec<String> {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        raw.split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    let cases: [(Option<&str>, &[&str], &[&str]); 3] = [
+        (
+            None,
+            &["GLIBC_TUNABLES=glibc.malloc.tcache_count=64"],
+            &["tcache_count=7"],
+        ),
+        (
+            Some("glibc.malloc.trim_threshold=1048576"),
+            &[
+                "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1048576",
+                "glibc.malloc.tcache_count=64",
+            ],
+            &[],
+        ),
+        (
+            Some("glibc.malloc.tcache_count=7"),
+            &["GLIBC_TUNABLES=glibc.malloc.tcache_count=7"],
+            &["tcache_count=64"],
+        ),
+    ];
+    for (given, present, absent) in cases {
+        let port = free_port();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["mock", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("TRESTLE_MALLOC_TUNED")
+            .env_remove("GLIBC_TUNABLES")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(t) = given {
+            cmd.env("GLIBC_TUNABLES", t);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut proc = Proc {
+            child,
+            port,
+            dir: temp_dir("tcache"),
+        };
+        let body = chat_body("m1", "hello", false);
+        let mut answered = None;
+        for _ in 0..200 {
+            if let Ok(r) = client()
+                .post(format!("{}/v1/chat/completions", proc.url()))
+                .json(&body)
+                .send()
+                .await
+            {
+                answered = Some(r.status());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(answered, Some(reqwest::StatusCode::OK), "{given:?}");
+        let env: Vec<String> = environ(proc.child.id())
+            .into_iter()
+            .filter(|v| v.contains("glibc.") || v.starts_with("GLIBC_"))
+            .collect();
+        for p in present {
+            assert!(env.iter().any(|v| v == p), "{given:?}: {p} in {env:?}");
+        }
+        for a in absent {
+            assert!(
+                !env.iter().any(|v| v.contains(a)),
+                "{given:?}: {a} in {env:?}"
+            );
+        }
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", proc.child.id())).unwrap();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains(&format!("127.0.0.1:{port}")),
+            "{given:?}"
+        );
+        assert!(proc.child.try_wait().unwrap().is_none(), "{given:?}");
+        proc.child.kill().unwrap();
+    }
+}

@@ -2,6 +2,9 @@
 //! fails after it started ends with an OpenAI-shaped error event and `[DONE]`, never silently.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -9,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream;
+use http_body::Frame;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::record::TraceGuard;
 use crate::error::GatewayError;
 use crate::providers::{Chunk, ChunkStream, Completion};
+use crate::repoll::OnWake;
 
 /// How an answer was served, for the `x-trestle-*` headers.
 pub struct Served {
@@ -136,99 +141,21 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
     // again only when one of them fires (crate::repoll::OnWake), not at every chunk.
     let stops = {
         let (deadline, hard_stop) = (relay.deadline, relay.hard_stop.clone());
-        crate::repoll::OnWake::new(Box::pin(async move {
+        OnWake::new(Box::pin(async move {
             tokio::select! {
                 biased;
                 () = hard_stop.cancelled_owned() => Stop::Shutdown,
                 () = tokio::time::sleep_until(deadline) => Stop::Deadline,
             }
-        }))
+        }) as StopSignals)
     };
-    let state = (relay, Some(first), rest, false, stops);
-    let body = stream::unfold(
-        state,
-        |(mut relay, mut first, mut rest, done, mut stops)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let next = match first.take() {
-                    Some(chunk) => Next::Chunk(chunk),
-                    // The stream first: a chunk that is ready goes out without looking at
-                    // the stop signals.
-                    None => tokio::select! {
-                        biased;
-                        item = rest.next() => match item {
-                            None => Next::End,
-                            Some(Err(e @ crate::providers::ProviderError::Blocked { .. })) => Next::Fail("blocked", e.to_string()),
-                            Some(Err(e)) => Next::Fail("stream_error", format!("the upstream failed mid-stream: {e}")),
-                            Some(Ok(chunk)) => Next::Chunk(chunk),
-                        },
-                        stop = &mut stops => match stop {
-                            Stop::Shutdown => Next::Fail("shutdown", "the gateway is shutting down".into()),
-                            Stop::Deadline => Next::Fail("stream_error", format!("the route deadline of {} ms was reached mid-stream", relay.deadline_ms)),
-                        },
-                    },
-                };
-                match next {
-                    Next::Chunk(chunk) if chunk.frames => {
-                        // Pass-through: whole frames, as the upstream sent them.
-                        let Some(frames) = chunk.raw else { continue };
-                        relay.guard.frame(&frames);
-                        return Some((
-                            Ok::<_, Infallible>(frames),
-                            (relay, None, rest, false, stops),
-                        ));
-                    }
-                    Next::Chunk(chunk) => {
-                        relay.guard.observe(&chunk.chunk);
-                        let usage_only =
-                            chunk.chunk.choices.is_empty() && chunk.chunk.usage.is_some();
-                        if usage_only && !relay.include_usage && !relay.guard.keeps_frames() {
-                            continue;
-                        }
-                        let frame = match &chunk.raw {
-                            Some(raw) => frame(raw),
-                            None => match serde_json::to_vec(&chunk.chunk) {
-                                Ok(v) => frame(&v),
-                                Err(_) => continue,
-                            },
-                        };
-                        // A pass-through trace keeps the usage chunk even when the client did not
-                        // ask for it.
-                        relay.guard.frame(&frame);
-                        if usage_only && !relay.include_usage {
-                            continue;
-                        }
-                        return Some((
-                            Ok::<_, Infallible>(frame),
-                            (relay, None, rest, false, stops),
-                        ));
-                    }
-                    Next::End => {
-                        relay.guard.end_stream("ok", None);
-                        return Some((
-                            Ok(Bytes::from_static(b"data: [DONE]\n\n")),
-                            (relay, None, rest, true, stops),
-                        ));
-                    }
-                    Next::Fail(outcome, message) => {
-                        relay.guard.end_stream(outcome, Some(message.clone()));
-                        let (kind, code) = match outcome {
-                            "shutdown" => ("upstream_error", "shutting_down"),
-                            "blocked" => ("guardrail_error", "guardrail_blocked"),
-                            _ => ("upstream_error", "stream_interrupted"),
-                        };
-                        let event = json!({"error": {"message": message, "type": kind,
-                        "code": code, "param": null}});
-                        let mut out = BytesMut::from(&frame(event.to_string().as_bytes())[..]);
-                        out.put_slice(b"data: [DONE]\n\n");
-                        return Some((Ok(out.freeze()), (relay, None, rest, true, stops)));
-                    }
-                }
-            }
-        },
-    );
+    let body = SseBody {
+        relay,
+        first: Some(first),
+        rest,
+        done: false,
+        stops,
+    };
     let mut headers = headers;
     headers.insert(
         header::CONTENT_TYPE,
@@ -236,9 +163,121 @@ pub fn sse(mut relay: Relay, first: Chunk, rest: ChunkStream, headers: HeaderMap
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    let mut response = Response::new(Body::from_stream(body));
+    let mut response = Response::new(Body::new(body));
     *response.headers_mut() = headers;
     response
+}
+
+type StopSignals = Pin<Box<dyn Future<Output = Stop> + Send>>;
+
+/// A streamed answer's body: each poll relays what the upstream has ready. Its state stays in
+/// place between frames (a `stream::unfold` moved all of it, the trace guard included, into a
+/// new future at every frame; see docs/architecture.md, "The hot path").
+struct SseBody {
+    relay: Relay,
+    first: Option<Chunk>,
+    rest: ChunkStream,
+    done: bool,
+    stops: OnWake<StopSignals>,
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let next = match this.first.take() {
+                Some(chunk) => Next::Chunk(chunk),
+                // The stream first: a chunk that is ready goes out without looking at the stop
+                // signals.
+                None => match this.rest.poll_next_unpin(cx) {
+                    Poll::Ready(None) => Next::End,
+                    Poll::Ready(Some(Err(e @ crate::providers::ProviderError::Blocked { .. }))) => {
+                        Next::Fail("blocked", e.to_string())
+                    }
+                    Poll::Ready(Some(Err(e))) => Next::Fail(
+                        "stream_error",
+                        format!("the upstream failed mid-stream: {e}"),
+                    ),
+                    Poll::Ready(Some(Ok(chunk))) => Next::Chunk(chunk),
+                    Poll::Pending => match Pin::new(&mut this.stops).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Stop::Shutdown) => {
+                            Next::Fail("shutdown", "the gateway is shutting down".into())
+                        }
+                        Poll::Ready(Stop::Deadline) => Next::Fail(
+                            "stream_error",
+                            format!(
+                                "the route deadline of {} ms was reached mid-stream",
+                                this.relay.deadline_ms
+                            ),
+                        ),
+                    },
+                },
+            };
+            if let Some(out) = this.relay.next(next) {
+                this.done = out.1;
+                return Poll::Ready(Some(Ok(Frame::data(out.0))));
+            }
+        }
+    }
+}
+
+impl Relay {
+    /// What goes out for `next`, if anything, and whether the stream ends with it.
+    fn next(&mut self, next: Next) -> Option<(Bytes, bool)> {
+        match next {
+            Next::Chunk(chunk) if chunk.frames => {
+                // Pass-through: whole frames, as the upstream sent them.
+                let frames = chunk.raw?;
+                self.guard.frame(&frames);
+                Some((frames, false))
+            }
+            Next::Chunk(chunk) => {
+                self.guard.observe(&chunk.chunk);
+                let usage_only = chunk.chunk.choices.is_empty() && chunk.chunk.usage.is_some();
+                if usage_only && !self.include_usage && !self.guard.keeps_frames() {
+                    return None;
+                }
+                let frame = match &chunk.raw {
+                    Some(raw) => frame(raw),
+                    None => frame(&serde_json::to_vec(&chunk.chunk).ok()?),
+                };
+                // A pass-through trace keeps the usage chunk even when the client did not ask
+                // for it.
+                self.guard.frame(&frame);
+                if usage_only && !self.include_usage {
+                    return None;
+                }
+                Some((frame, false))
+            }
+            Next::End => {
+                self.guard.end_stream("ok", None);
+                Some((Bytes::from_static(b"data: [DONE]\n\n"), true))
+            }
+            Next::Fail(outcome, message) => {
+                self.guard.end_stream(outcome, Some(message.clone()));
+                let (kind, code) = match outcome {
+                    "shutdown" => ("upstream_error", "shutting_down"),
+                    "blocked" => ("guardrail_error", "guardrail_blocked"),
+                    _ => ("upstream_error", "stream_interrupted"),
+                };
+                let event = json!({"error": {"message": message, "type": kind,
+                "code": code, "param": null}});
+                let mut out = BytesMut::from(&frame(event.to_string().as_bytes())[..]);
+                out.put_slice(b"data: [DONE]\n\n");
+                Some((out.freeze(), true))
+            }
+        }
+    }
 }
 
 /// One SSE `data:` event.

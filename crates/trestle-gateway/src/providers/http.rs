@@ -223,16 +223,18 @@ impl HttpClient {
         &self,
         response: Response,
     ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
-        let mut limit = Limiter {
+        let limit = Limiter {
             max_total: self.max_response_bytes,
             max_event: self.max_event_bytes,
             total: 0,
             event: 0,
             after_newline: false,
         };
-        body_bytes(response.into_body())
-            .map(move |chunk| chunk.and_then(|c| limit.check(c)))
-            .boxed()
+        BodyBytes {
+            body: Some(response.into_body()),
+            limit: Some(limit),
+        }
+        .boxed()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -336,23 +338,54 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A body's data frames as a stream of bytes (trailers skipped).
-fn body_bytes(
-    body: Body,
-) -> impl futures_util::Stream<Item = Result<Bytes, ProviderError>> + Send + 'static {
-    futures_util::stream::unfold(Some(body), |body| async move {
-        use http_body_util::BodyExt;
-        let mut body = body?;
+fn body_bytes(body: Body) -> BodyBytes {
+    BodyBytes {
+        body: Some(body),
+        limit: None,
+    }
+}
+
+/// [`body_bytes`]'s stream, polling the body in place, each read checked against `limit` when
+/// there is one: a streamed answer passes through it at every read, so it is one layer, not an
+/// async block rebuilt per read and a `map` over it.
+struct BodyBytes {
+    /// `None` once it ended or failed.
+    body: Option<Body>,
+    limit: Option<Limiter>,
+}
+
+impl futures_util::Stream for BodyBytes {
+    type Item = Result<Bytes, ProviderError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
         loop {
-            match body.frame().await? {
-                Ok(frame) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some(body)));
-                    }
-                }
-                Err(e) => return Some((Err(ProviderError::Stream(e)), None)),
-            }
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = http_body::Body::poll_frame(std::pin::Pin::new(body), cx);
+            let out = match std::task::ready!(frame) {
+                None => None,
+                Some(Err(e)) => Some(Err(ProviderError::Stream(e))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Err(_) => continue, // trailers
+                    Ok(data) => match this.limit.as_mut() {
+                        None => return Poll::Ready(Some(Ok(data))),
+                        Some(limit) => match limit.check(data) {
+                            Ok(data) => return Poll::Ready(Some(Ok(data))),
+                            Err(e) => Some(Err(e)),
+                        },
+                    },
+                },
+            };
+            this.body = None;
+            return Poll::Ready(out);
         }
-    })
+    }
 }
 
 /// The innermost error's text: the outer ones say little ("error sending request").

@@ -65,19 +65,37 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Waits until the process listens on `port`; `Err` with its exit status if it ended first.
+/// Waits until the process answers HTTP on `port`; `Err` with its exit status if it ended
+/// first.
 fn wait_ready(port: u16, child: &mut Child) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(status);
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if answers_http(port) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("trestle did not listen on {port}");
+}
+
+/// Whether an HTTP server answers on `port`. A connect alone is not enough: a probed port is
+/// in the ephemeral range, and a connect to it while nothing listens yet can pick that same
+/// port as its source and connect to itself (it then reads back its own request).
+pub fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 8];
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.")
 }
 
 /// Starts `trestle` with the arguments `args` gives for a free port. The port is free when
