@@ -256,12 +256,15 @@ fn main() -> ExitCode {
 /// glibc's allocator keeps up to 7 freed blocks of each size in a per-thread cache (tcache).
 /// A request frees more than that of several sizes at once, and the rest goes back to the
 /// arenas under their locks (contended when the block came from the other worker): with 64
-/// per size the gateway spends about 14% less CPU per request, with the same idle memory
-/// (BENCHMARKS.md, "glibc's per-thread cache"; docs/architecture.md, "Process"). glibc reads
-/// the count only at start, from `GLIBC_TUNABLES`, so the process runs itself again once, in
-/// place (same PID, arguments, descriptors), with the count added. A `GLIBC_TUNABLES` that
-/// sets the count already is left as it is (`glibc.malloc.tcache_count=7` is glibc's own
-/// default); so is a process that already ran itself again.
+/// per size the gateway spent 5–7% less CPU per request in alternating runs, with the same
+/// idle memory (BENCHMARKS.md, "Fifth session"; docs/architecture.md, "The hot path"). glibc
+/// reads the count only at start, from `GLIBC_TUNABLES`, so the process runs its own
+/// executable again once, in place (same PID, arguments, descriptors; started by its path,
+/// not `/proc/self/exe`, so the process keeps its name), with the count added. Left as it
+/// is: a `GLIBC_TUNABLES` that sets the count already (`glibc.malloc.tcache_count=7` is
+/// glibc's own default), a process that already ran itself again, an executable replaced or
+/// removed on disk since it started, and one started through the dynamic loader (`ld-linux…
+/// ./trestle`), whose executable is the loader.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
     use std::os::unix::process::CommandExt;
@@ -271,17 +274,27 @@ fn tune_malloc() {
     if std::env::var_os(ONCE).is_some() || current.to_string_lossy().contains(TUNABLE) {
         return;
     }
+    // A replaced or removed executable reads as "PATH (deleted)", which is not a file.
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let loader = exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("ld-"));
+    if loader || !exe.is_file() {
+        return;
+    }
     let mut tunables = current;
     if !tunables.is_empty() {
         tunables.push(":");
     }
     tunables.push(format!("{TUNABLE}=64"));
     let mut args = std::env::args_os();
-    let mut again = std::process::Command::new("/proc/self/exe");
+    let mut again = std::process::Command::new(exe);
     if let Some(arg0) = args.next() {
         again.arg0(arg0);
     }
-    // `exec` returns only if it failed (no /proc, say): the process goes on untuned.
+    // `exec` returns only if it failed: the process goes on untuned.
     let _failed = again
         .args(args)
         .env("GLIBC_TUNABLES", tunables)

@@ -819,7 +819,7 @@ judge = {{ route = "judge", criteria = ["accuracy", "tone"] }}
     for _ in 0..50 {
         out = mine(&gw.dir, &["--out", "mined.jsonl"]);
         mined = std::fs::read_to_string(gw.dir.join("mined.jsonl")).unwrap();
-        if mined.contains("failed online eval") {
+        if mined.contains("failed online eval") && mined.contains("<EMAIL_ADDRESS>") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
