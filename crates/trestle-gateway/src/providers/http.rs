@@ -213,7 +213,7 @@ impl HttpClient {
         &self,
         response: Response,
     ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
-        let bytes = body_bytes(response.into_body());
+        let bytes = body_bytes(response.into_body(), None);
         sse_parse(bytes, self.max_response_bytes, self.max_event_bytes)
     }
 
@@ -223,18 +223,8 @@ impl HttpClient {
         &self,
         response: Response,
     ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
-        let limit = Limiter {
-            max_total: self.max_response_bytes,
-            max_event: self.max_event_bytes,
-            total: 0,
-            event: 0,
-            after_newline: false,
-        };
-        BodyBytes {
-            body: Some(response.into_body()),
-            limit: Some(limit),
-        }
-        .boxed()
+        let limit = Limiter::new(self.max_response_bytes, self.max_event_bytes);
+        body_bytes(response.into_body(), Some(limit)).boxed()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -337,11 +327,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// A body's data frames as a stream of bytes (trailers skipped).
-fn body_bytes(body: Body) -> BodyBytes {
+/// A body's data frames as a stream of bytes (trailers skipped), each checked against
+/// `limit` when there is one.
+fn body_bytes(body: Body, limit: Option<Limiter>) -> BodyBytes {
     BodyBytes {
         body: Some(body),
-        limit: None,
+        limit,
     }
 }
 
@@ -488,13 +479,7 @@ pub fn sse_parse<S>(
 where
     S: futures_util::Stream<Item = Result<Bytes, ProviderError>> + Send + 'static,
 {
-    let mut limit = Limiter {
-        max_total,
-        max_event,
-        total: 0,
-        event: 0,
-        after_newline: false,
-    };
+    let mut limit = Limiter::new(max_total, max_event);
     bytes
         .map(move |chunk| chunk.and_then(|c| limit.check(c)))
         .eventsource()
@@ -527,6 +512,16 @@ struct Limiter {
 }
 
 impl Limiter {
+    fn new(max_total: usize, max_event: usize) -> Self {
+        Limiter {
+            max_total,
+            max_event,
+            total: 0,
+            event: 0,
+            after_newline: false,
+        }
+    }
+
     fn check(&mut self, chunk: Bytes) -> Result<Bytes, ProviderError> {
         self.total += chunk.len();
         if self.total > self.max_total {
