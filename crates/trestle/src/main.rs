@@ -8,6 +8,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc, not the system allocator: a request's blocks are often freed on another
+/// thread than the one that made them (a trace on the writer thread, a body on the other
+/// worker). glibc's allocator took the owning arena's lock for each such free, and the
+/// trace writer slept on it hundreds of times a second at saturation; mimalloc hands the
+/// block back to its page without a lock. The gateway spent 14% less CPU per request with
+/// tracing on and 22% less with it off. Version 2 without transparent huge pages
+/// (`features = ["v2", "no_thp"]`) keeps idle memory under 20 MiB, where v3 with them idled
+/// at 34 MiB (BENCHMARKS.md, "Sixth session"; docs/architecture.md, "The hot path").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "trestle",
@@ -158,8 +169,6 @@ enum TraceCommand {
 }
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tune_malloc();
     let cli = Cli::parse();
     trestle_gateway::providers::install_tls();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRESTLE_LOG").unwrap_or_else(|_| {
@@ -251,53 +260,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// glibc's allocator keeps up to 7 freed blocks of each size in a per-thread cache (tcache).
-/// A request frees more than that of several sizes at once, and the rest goes back to the
-/// arenas under their locks (contended when the block came from the other worker): with 64
-/// per size the gateway spent 5–7% less CPU per request in alternating runs, with the same
-/// idle memory (BENCHMARKS.md, "Fifth session"; docs/architecture.md, "The hot path"). glibc
-/// reads the count only at start, from `GLIBC_TUNABLES`, so the process runs its own
-/// executable again once, in place (same PID, arguments, descriptors; started by its path,
-/// not `/proc/self/exe`, so the process keeps its name), with the count added. Left as it
-/// is: a `GLIBC_TUNABLES` that sets the count already (`glibc.malloc.tcache_count=7` is
-/// glibc's own default), a process that already ran itself again, an executable replaced or
-/// removed on disk since it started, and one started through the dynamic loader (`ld-linux…
-/// ./trestle`), whose executable is the loader.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc() {
-    use std::os::unix::process::CommandExt;
-    const TUNABLE: &str = "glibc.malloc.tcache_count";
-    const ONCE: &str = "TRESTLE_MALLOC_TUNED";
-    let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-    if std::env::var_os(ONCE).is_some() || current.to_string_lossy().contains(TUNABLE) {
-        return;
-    }
-    // A replaced or removed executable reads as "PATH (deleted)", which is not a file.
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let loader = exe
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("ld-"));
-    if loader || !exe.is_file() {
-        return;
-    }
-    let mut tunables = current;
-    if !tunables.is_empty() {
-        tunables.push(":");
-    }
-    tunables.push(format!("{TUNABLE}=64"));
-    let mut args = std::env::args_os();
-    let mut again = std::process::Command::new(exe);
-    if let Some(arg0) = args.next() {
-        again.arg0(arg0);
-    }
-    // `exec` returns only if it failed: the process goes on untuned.
-    let _failed = again
-        .args(args)
-        .env("GLIBC_TUNABLES", tunables)
-        .env(ONCE, "1")
-        .exec();
 }

@@ -84,13 +84,15 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Hands traces to the writer thread.
-/// How often a lingering writer looks at the queue again.
-const LINGER_STEP: Duration = Duration::from_millis(2);
-
 pub struct Recorder {
     tx: Option<mpsc::Sender<Msg>>,
     stats: Arc<RecorderStats>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The writer, to wake from its linger when a batch is queued or the recorder closes.
+    writer_thread: Option<std::thread::Thread>,
+    /// Queued traces that complete a batch (the lingering writer holds at least one more):
+    /// the writer is woken when there are this many.
+    wake_at: usize,
     last_drop_log: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -99,7 +101,10 @@ impl Recorder {
     ///
     /// The writer commits a batch when it holds `batch` traces or `linger` after the first
     /// one arrived: fewer, larger transactions write each hot index page once per batch
-    /// instead of once per trace (group commit).
+    /// instead of once per trace (group commit). It lingers parked, woken early only by a
+    /// full batch or the close: one wake per batch, not one every 2 ms to look at the queue
+    /// (up to 500 a second, each taking a core from a request; BENCHMARKS.md, "Sixth
+    /// session").
     pub fn start(
         store: Box<dyn TraceStore>,
         capacity: usize,
@@ -143,7 +148,7 @@ impl Recorder {
                                 if waited >= linger {
                                     break;
                                 }
-                                std::thread::sleep((linger - waited).min(LINGER_STEP));
+                                std::thread::park_timeout(linger - waited);
                             }
                         }
                     }
@@ -169,7 +174,9 @@ impl Recorder {
         Ok(Recorder {
             tx: Some(tx),
             stats,
+            writer_thread: Some(writer.thread().clone()),
             writer: std::sync::Mutex::new(Some(writer)),
+            wake_at: (batch - 1).max(1),
             last_drop_log: std::sync::Mutex::new(None),
         })
     }
@@ -180,6 +187,8 @@ impl Recorder {
             tx: None,
             stats: Arc::new(RecorderStats::default()),
             writer: std::sync::Mutex::new(None),
+            writer_thread: None,
+            wake_at: 1,
             last_drop_log: std::sync::Mutex::new(None),
         }
     }
@@ -196,7 +205,15 @@ impl Recorder {
     pub fn record(&self, trace: Trace) {
         let Some(tx) = &self.tx else { return };
         self.stats.recorded.fetch_add(1, Ordering::Relaxed);
-        if tx.try_send(Msg::Trace(Box::new(trace))).is_err() {
+        if tx.try_send(Msg::Trace(Box::new(trace))).is_ok() {
+            // A batch is waiting: end the writer's linger now (an atomic swap when it is
+            // already awake).
+            if tx.max_capacity() - tx.capacity() >= self.wake_at
+                && let Some(writer) = &self.writer_thread
+            {
+                writer.unpark();
+            }
+        } else {
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::counter!("trestle_traces_dropped_total").increment(1);
             self.log_drop(dropped);
@@ -220,6 +237,9 @@ impl Recorder {
     pub async fn close(&self, deadline: Duration) {
         let Some(tx) = &self.tx else { return };
         let _ = tokio::time::timeout(deadline, tx.send(Msg::Close)).await;
+        if let Some(writer) = &self.writer_thread {
+            writer.unpark();
+        }
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(handle) = handle {
             let joined = tokio::task::spawn_blocking(move || handle.join());
@@ -313,6 +333,35 @@ mod tests {
         // After close, traces are counted as dropped, not silently lost.
         r.record(trace("late"));
         assert_eq!(r.stats().dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_batch_or_the_close_ends_the_linger() {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let r = Recorder::start(
+            Box::new(Memory(kept.clone(), Duration::ZERO)),
+            1000,
+            8,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        // The first trace starts the linger; the writer parks holding it.
+        r.record(trace("0"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 1..8 {
+            r.record(trace(&i.to_string()));
+        }
+        let started = Instant::now();
+        while kept.lock().unwrap().len() < 8 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Well within the 60 s linger: the eighth trace woke the writer.
+        assert_eq!(kept.lock().unwrap().len(), 8);
+        // The close wakes a lingering writer too.
+        r.record(trace("8"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r.close(Duration::from_secs(5)).await;
+        assert_eq!(kept.lock().unwrap().len(), 9);
     }
 
     /// A sink that notes the span ids it is handed.
