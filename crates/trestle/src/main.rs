@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand};
 /// worker). glibc's allocator took the owning arena's lock for each such free, and the
 /// trace writer slept on it hundreds of times a second at saturation; mimalloc hands the
 /// block back to its page without a lock. The gateway spent 14% less CPU per request with
-/// tracing on and 22% less with it off. Version 2 without transparent huge pages
-/// (`features = ["v2", "no_thp"]`) keeps idle memory under 20 MiB, where v3 with them idled
-/// at 34 MiB (BENCHMARKS.md, "Sixth session"; docs/architecture.md, "The hot path").
+/// tracing on and 22% less with it off, for 1.3 MiB more idle memory. Version 2 without
+/// transparent huge pages (`features = ["v2", "no_thp"]`): v3 with them idled at 34 MiB,
+/// this one at 19.4–20.7 (BENCHMARKS.md, "Sixth session"; docs/architecture.md, "The hot
+/// path").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
