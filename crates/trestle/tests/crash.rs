@@ -144,12 +144,7 @@ async fn kill_9_under_load_loses_at_most_the_flush_interval() {
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !answers_http(port) {
-            assert!(Instant::now() < deadline, "restart did not listen");
-            assert!(child.try_wait().unwrap().is_none(), "restart exited");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(port, &mut child).unwrap_or_else(|status| panic!("restart exited: {status}"));
         Proc {
             child,
             port,

@@ -61,7 +61,7 @@ fn gateway_with_prompts(config_text: &str, dir: Option<&Path>) -> Proc {
     std::fs::write(dir.join("prompts/support-answer.toml"), PROMPT).unwrap();
     std::fs::write(dir.join("trestle.toml"), config_text).unwrap();
     let log = std::fs::File::create(dir.join(format!("trestle-{port}.log"))).unwrap();
-    let child = std::process::Command::new(BIN)
+    let mut child = std::process::Command::new(BIN)
         .args([
             "serve",
             "--config",
@@ -74,15 +74,8 @@ fn gateway_with_prompts(config_text: &str, dir: Option<&Path>) -> Proc {
         .stderr(log)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !common::answers_http(port) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway did not start; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_ready(port, &mut child)
+        .unwrap_or_else(|status| panic!("the gateway exited ({status}); see {}", dir.display()));
     Proc { child, port, dir }
 }
 

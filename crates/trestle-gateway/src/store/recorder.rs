@@ -310,20 +310,31 @@ mod tests {
         }
     }
 
+    /// A recorder over a [`Memory`] store that takes `delay` per batch, and what it keeps.
+    fn memory_recorder(
+        capacity: usize,
+        batch: usize,
+        linger: Duration,
+        delay: Duration,
+    ) -> (Recorder, Arc<Mutex<Vec<String>>>) {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let r = Recorder::start(
+            Box::new(Memory(kept.clone(), delay)),
+            capacity,
+            batch,
+            linger,
+        )
+        .unwrap();
+        (r, kept)
+    }
+
     fn trace(span: &str) -> Trace {
         crate::store::sqlite::tests::sample("t", span, "c")
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn close_flushes_everything_queued() {
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let r = Recorder::start(
-            Box::new(Memory(kept.clone(), Duration::ZERO)),
-            1000,
-            7,
-            Duration::from_millis(5),
-        )
-        .unwrap();
+        let (r, kept) = memory_recorder(1000, 7, Duration::from_millis(5), Duration::ZERO);
         for i in 0..500 {
             r.record(trace(&i.to_string()));
         }
@@ -337,14 +348,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_full_batch_or_the_close_ends_the_linger() {
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let r = Recorder::start(
-            Box::new(Memory(kept.clone(), Duration::ZERO)),
-            1000,
-            8,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let (r, kept) = memory_recorder(1000, 8, Duration::from_secs(60), Duration::ZERO);
         // The first trace starts the linger; the writer parks holding it.
         r.record(trace("0"));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -396,14 +400,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_full_queue_drops_and_counts() {
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let r = Recorder::start(
-            Box::new(Memory(kept.clone(), Duration::from_millis(50))),
-            4,
-            1,
-            Duration::ZERO,
-        )
-        .unwrap();
+        let (r, kept) = memory_recorder(4, 1, Duration::ZERO, Duration::from_millis(50));
         for i in 0..100 {
             r.record(trace(&i.to_string()));
         }

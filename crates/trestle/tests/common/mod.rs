@@ -67,7 +67,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// Waits until the process answers HTTP on `port`; `Err` with its exit status if it ended
 /// first.
-fn wait_ready(port: u16, child: &mut Child) -> Result<(), std::process::ExitStatus> {
+pub fn wait_ready(port: u16, child: &mut Child) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -84,7 +84,7 @@ fn wait_ready(port: u16, child: &mut Child) -> Result<(), std::process::ExitStat
 /// Whether an HTTP server answers on `port`. A connect alone is not enough: a probed port is
 /// in the ephemeral range, and a connect to it while nothing listens yet can pick that same
 /// port as its source and connect to itself (it then reads back its own request).
-pub fn answers_http(port: u16) -> bool {
+fn answers_http(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
