@@ -402,14 +402,16 @@ async fn score(
         outcomes,
     };
     let pass = row.pass();
-    stats.scored.fetch_add(1, Ordering::Relaxed);
-    stats.passed.fetch_add(u64::from(pass), Ordering::Relaxed);
-    metrics::counter!("trestle_online_evals_total", "route" => sample.route, "result" => if pass { "pass" } else { "fail" }).increment(1);
     let written = tokio::task::spawn_blocking(move || store.insert(&[row])).await;
     if !matches!(written, Ok(Ok(()))) {
         stats.write_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("an online eval score could not be written: {written:?}");
     }
+    // Counted after the write: whoever reads `scored` going up finds the row in the store
+    // (or the failed write in `write_errors`).
+    stats.scored.fetch_add(1, Ordering::Relaxed);
+    stats.passed.fetch_add(u64::from(pass), Ordering::Relaxed);
+    metrics::counter!("trestle_online_evals_total", "route" => sample.route, "result" => if pass { "pass" } else { "fail" }).increment(1);
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 
 pub mod store;
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -46,13 +47,82 @@ impl TraceMeta {
 /// Feedback's place in the store, recent traces, and the regeneration detector.
 pub struct Feedback {
     store: Option<Arc<Store>>,
-    recent: moka::sync::Cache<String, Arc<TraceMeta>>,
+    recent: Recent,
     /// conversation id → (hash of the last user message, its trace id).
     last_question: moka::sync::Cache<String, (u64, String)>,
 }
 
 /// How long a repeated question counts as a regeneration.
 const REGENERATION_WINDOW: Duration = Duration::from_secs(600);
+
+/// How many finished traces `recent` holds unless told otherwise: more than the trace queue
+/// holds with its defaults (`[store] queue_capacity` 16,384 and a batch of 512), so a trace
+/// still on its way to the store is found here; older ones are read from the store.
+const RECENT_TRACES: usize = 32_768;
+
+/// The newest finished traces, oldest out first, every new one in. Not a moka cache: its
+/// default admission turns new keys away from a full cache ([`newest`]), and with its LRU
+/// policy the gateway spent 16% more CPU per request with every stage on than with this map
+/// and queue (`bench/ab-full.sh`; BENCHMARKS.md, "Seventh session").
+struct Recent {
+    capacity: usize,
+    inner: Mutex<RecentInner>,
+}
+
+#[derive(Default)]
+struct RecentInner {
+    order: VecDeque<Arc<str>>,
+    metas: HashMap<Arc<str>, Arc<TraceMeta>>,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Self {
+        Recent {
+            capacity: capacity.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    fn insert(&self, trace_id: &str, meta: TraceMeta) {
+        let (id, meta) = (Arc::<str>::from(trace_id), Arc::new(meta));
+        let Ok(mut r) = self.inner.lock() else {
+            return;
+        };
+        if r.metas.insert(id.clone(), meta).is_none() {
+            r.order.push_back(id);
+        }
+        while r.order.len() > self.capacity {
+            if let Some(oldest) = r.order.pop_front() {
+                r.metas.remove(&oldest);
+            }
+        }
+    }
+
+    fn get(&self, trace_id: &str) -> Option<Arc<TraceMeta>> {
+        self.inner.lock().ok()?.metas.get(trace_id).cloned()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |r| r.metas.len())
+    }
+}
+
+/// A cache of the newest entries: least recently used out first, and every new entry in.
+/// moka's default policy (TinyLFU) admits a new key into a full cache only when the key was
+/// asked for more often than the one it would evict, so once full a cache of keys seen once
+/// (trace ids, conversations) would keep its oldest entries and turn the newest away.
+pub(crate) fn newest<K, V>(capacity: u64, ttl: Duration) -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl)
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .build()
+}
 
 impl Feedback {
     /// Feedback kept in `db` (none: feedback cannot be kept). May be called from inside
@@ -67,20 +137,21 @@ impl Feedback {
         });
         Feedback {
             store,
-            recent: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(86_400))
-                .build(),
-            last_question: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(REGENERATION_WINDOW)
-                .build(),
+            recent: Recent::new(RECENT_TRACES),
+            last_question: newest(200_000, REGENERATION_WINDOW),
         }
+    }
+
+    /// Holds the newest `traces` finished traces (at least one) instead of
+    /// [`RECENT_TRACES`]: the gateway passes what its trace queue can hold, plus two batches.
+    pub fn remembering(mut self, traces: usize) -> Self {
+        self.recent = Recent::new(traces);
+        self
     }
 
     /// Remembers a finished trace for feedback that comes before the store has it.
     pub fn remember(&self, trace_id: &str, meta: TraceMeta) {
-        self.recent.insert(trace_id.to_string(), Arc::new(meta));
+        self.recent.insert(trace_id, meta);
     }
 
     /// A request's question in a conversation: when it repeats the last one, the last answer

@@ -98,7 +98,11 @@ pub fn build_state(
         config_path,
         recorder,
         otel,
-        feedback: Arc::new(crate::feedback::Feedback::new(db.clone())),
+        // Traces still queued for the store, and a batch the writer holds, stay findable.
+        feedback: Arc::new(
+            crate::feedback::Feedback::new(db.clone())
+                .remembering(store_cfg.queue_capacity + 2 * store_cfg.batch_size),
+        ),
         review: crate::review::Review::new(db.clone()),
         keys,
         spans: crate::otlp::SpanStore::new(db.clone()),

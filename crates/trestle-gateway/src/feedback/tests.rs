@@ -325,3 +325,25 @@ fn on_postgres_feedback_works_from_inside_the_async_runtime() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Trace ids are each seen once: a full `recent` must still take the newest (moka's default
+/// admission would keep the oldest and turn the newest away), and hold no more than asked.
+#[test]
+fn a_full_recent_cache_keeps_the_newest_traces() {
+    let fb = Feedback::new(None).remembering(64);
+    for i in 0..1_000 {
+        fb.remember(&format!("t{i}"), TraceMeta::default());
+    }
+    for i in 936..1_000 {
+        assert!(
+            fb.meta(&format!("t{i}")).unwrap().is_some(),
+            "t{i} was turned away"
+        );
+    }
+    assert!(fb.meta("t935").unwrap().is_none());
+    assert_eq!(fb.recent.len(), 64);
+    // A trace remembered twice (a retry of the record) is one entry.
+    fb.remember("t999", TraceMeta::default());
+    assert_eq!(fb.recent.len(), 64);
+    assert!(fb.meta("t936").unwrap().is_some());
+}

@@ -336,12 +336,32 @@ impl Redis {
                 "cannot run redis-server ({e}): install it (apt-get install redis-server) or set TRESTLE_SKIP_REDIS=1"
             ),
         };
+        let mut redis = Redis { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        while !redis.pongs() {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!("redis-server on port {port} exited before answering: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Redis { port, child })
+        Some(redis)
+    }
+
+    /// Whether the server answers `PING` (accepting a connection is not yet serving).
+    fn pongs(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = [0u8; 7];
+        conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
     }
 }
 

@@ -87,12 +87,16 @@ impl Learned {
     pub fn new() -> Self {
         Learned {
             models: RwLock::new(HashMap::new()),
-            evidence: moka::sync::Cache::new(MAX_EVIDENCE),
-            wrong: moka::sync::Cache::new(MAX_PROVEN_WRONG),
-            served: moka::sync::Cache::builder()
-                .max_capacity(MAX_SERVED)
-                .time_to_live(SERVED_FOR)
+            // Least recently used out, every new entry in (`feedback::newest`).
+            evidence: moka::sync::Cache::builder()
+                .max_capacity(MAX_EVIDENCE)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
+            wrong: moka::sync::Cache::builder()
+                .max_capacity(MAX_PROVEN_WRONG)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
+            served: crate::feedback::newest(MAX_SERVED, SERVED_FOR),
         }
     }
 
