@@ -98,7 +98,7 @@ pub fn build_state(
         config_path,
         recorder,
         otel,
-        // Traces still queued for the store, and a batch the writer holds, stay findable.
+        // Traces still queued for the store, and the batches the writer holds, stay findable.
         feedback: Arc::new(
             crate::feedback::Feedback::new(db.clone())
                 .remembering(store_cfg.queue_capacity + 2 * store_cfg.batch_size),
