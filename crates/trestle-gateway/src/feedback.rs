@@ -91,10 +91,11 @@ impl Recent {
         if r.metas.insert(id.clone(), meta).is_none() {
             r.order.push_back(id);
         }
-        while r.order.len() > self.capacity {
-            if let Some(oldest) = r.order.pop_front() {
-                r.metas.remove(&oldest);
-            }
+        // One in, at most one out.
+        if r.order.len() > self.capacity
+            && let Some(oldest) = r.order.pop_front()
+        {
+            r.metas.remove(&oldest);
         }
     }
 
@@ -112,16 +113,19 @@ impl Recent {
 /// moka's default policy (TinyLFU) admits a new key into a full cache only when the key was
 /// asked for more often than the one it would evict, so once full a cache of keys seen once
 /// (trace ids, conversations) would keep its oldest entries and turn the newest away.
-pub(crate) fn newest<K, V>(capacity: u64, ttl: Duration) -> moka::sync::Cache<K, V>
+/// `ttl`: how long an entry lives at most (`None`: until evicted).
+pub(crate) fn newest<K, V>(capacity: u64, ttl: Option<Duration>) -> moka::sync::Cache<K, V>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    moka::sync::Cache::builder()
+    let builder = moka::sync::Cache::builder()
         .max_capacity(capacity)
-        .time_to_live(ttl)
-        .eviction_policy(moka::policy::EvictionPolicy::lru())
-        .build()
+        .eviction_policy(moka::policy::EvictionPolicy::lru());
+    match ttl {
+        Some(ttl) => builder.time_to_live(ttl).build(),
+        None => builder.build(),
+    }
 }
 
 impl Feedback {
@@ -138,7 +142,7 @@ impl Feedback {
         Feedback {
             store,
             recent: Recent::new(RECENT_TRACES),
-            last_question: newest(200_000, REGENERATION_WINDOW),
+            last_question: newest(200_000, Some(REGENERATION_WINDOW)),
         }
     }
 

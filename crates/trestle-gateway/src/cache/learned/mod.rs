@@ -35,6 +35,7 @@ pub use model::{Evidence, Model, Observation, Params, Source};
 
 use super::embed::Embedder;
 use super::exact::Entry;
+use crate::feedback::newest;
 use crate::resilience::Registry;
 
 /// Queries an entry may be proven wrong for before it is retired from semantic serving.
@@ -88,15 +89,9 @@ impl Learned {
         Learned {
             models: RwLock::new(HashMap::new()),
             // Least recently used out, every new entry in (`feedback::newest`).
-            evidence: moka::sync::Cache::builder()
-                .max_capacity(MAX_EVIDENCE)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build(),
-            wrong: moka::sync::Cache::builder()
-                .max_capacity(MAX_PROVEN_WRONG)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build(),
-            served: crate::feedback::newest(MAX_SERVED, SERVED_FOR),
+            evidence: newest(MAX_EVIDENCE, None),
+            wrong: newest(MAX_PROVEN_WRONG, None),
+            served: newest(MAX_SERVED, Some(SERVED_FOR)),
         }
     }
 
